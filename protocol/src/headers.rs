@@ -1,0 +1,121 @@
+//! Header names, media types and header value codecs of the `/v1` API.
+
+use base64::Engine;
+
+use crate::operation::{Operation, OperationError};
+
+/// BLAKE3 of the whole input (hex), on a one-shot `PUT`.
+pub const UPLOAD_INPUT_HASH: &str = "upload-input-hash";
+/// The operation as base64url JSON, on a one-shot `PUT`.
+pub const UPLOAD_OPERATION: &str = "upload-operation";
+/// Bytes received contiguously from 0 (request: where a `PATCH` starts).
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+/// Total input length.
+pub const UPLOAD_LENGTH: &str = "upload-length";
+/// Block size of the upload.
+pub const UPLOAD_BLOCK_SIZE: &str = "upload-block-size";
+/// BLAKE3 of one block's bytes (hex), on a block `PUT`.
+pub const UPLOAD_BLOCK_HASH: &str = "upload-block-hash";
+/// The entry's state (`uploading`, `processing`, `complete`, `failed`).
+pub const UPLOAD_STATE: &str = "upload-state";
+/// Missing blocks as ranges (`0-3,7`).
+pub const UPLOAD_MISSING: &str = "upload-missing";
+/// The commutative digest of the received blocks (hex).
+pub const UPLOAD_DIGEST: &str = "upload-digest";
+/// The entry's key (hex).
+pub const UPLOAD_KEY: &str = "upload-key";
+/// RFC 7240 preferences: `wait=N`, `return=minimal`, `respond-async`.
+pub const PREFER: &str = "prefer";
+/// Which preferences were honoured.
+pub const PREFERENCE_APPLIED: &str = "preference-applied";
+
+/// Body type of `PATCH` appends.
+pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+/// Body type of every error.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Body type of status documents.
+pub const JSON: &str = "application/json";
+/// `Cache-Control` of results: they never change under their key.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Encodes an operation for the `Upload-Operation` header (base64url, no padding).
+pub fn encode_operation(op: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(op.to_string())
+}
+
+/// A bad `Upload-Operation` header.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OperationHeaderError {
+    #[error("Upload-Operation must be base64url-encoded JSON")]
+    Encoding,
+    #[error(transparent)]
+    Operation(#[from] OperationError),
+}
+
+/// Decodes and normalizes an `Upload-Operation` header (padding optional; the
+/// standard alphabet is accepted too).
+pub fn decode_operation(value: &str) -> Result<Operation, OperationHeaderError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let value = value.trim();
+    let bytes = [URL_SAFE_NO_PAD, URL_SAFE, STANDARD, STANDARD_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(value).ok())
+        .ok_or(OperationHeaderError::Encoding)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| OperationHeaderError::Encoding)?;
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|_| OperationHeaderError::Encoding)?;
+    Ok(Operation::parse(&json)?)
+}
+
+/// Preferences of a request (RFC 7240 `Prefer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prefer {
+    /// `wait=N`: seconds the client is willing to wait.
+    pub wait: Option<u64>,
+    /// `return=minimal`: a redirect or status instead of a body.
+    pub return_minimal: bool,
+    /// `respond-async`: do not wait for processing.
+    pub respond_async: bool,
+}
+
+impl Prefer {
+    /// Parses every `Prefer` header value of a request; unknown preferences are ignored.
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut p = Self::default();
+        for token in values.into_iter().flat_map(|v| v.split(',')) {
+            let token = token.split(';').next().unwrap_or("").trim();
+            let (name, value) = match token.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (token, None),
+            };
+            match (name.to_ascii_lowercase().as_str(), value) {
+                ("wait", Some(v)) => p.wait = v.parse().ok().or(p.wait),
+                ("return", Some(v)) if v.eq_ignore_ascii_case("minimal") => p.return_minimal = true,
+                ("respond-async", _) => p.respond_async = true,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn operation_header_round_trip() {
+        let op = json!({"op": "image.thumbnail", "width": 4, "height": 4});
+        let decoded = decode_operation(&encode_operation(&op)).unwrap();
+        assert_eq!(decoded, Operation::parse(&op).unwrap());
+        assert_eq!(decode_operation("!!"), Err(OperationHeaderError::Encoding));
+        assert!(matches!(decode_operation(&encode_operation(&json!({"op": "x"}))), Err(OperationHeaderError::Operation(_))));
+    }
+
+    #[test]
+    fn prefer_parsing() {
+        let p = Prefer::parse(["respond-async, wait=5", "return=minimal; foo"]);
+        assert_eq!(p, Prefer { wait: Some(5), return_minimal: true, respond_async: true });
+        assert_eq!(Prefer::parse(["wait=abc"]).wait, None);
+    }
+}

@@ -1,0 +1,32 @@
+//! The upcache wire protocol, shared by the server and every client.
+//!
+//! # Layout
+//!
+//! * [`key`] — input hashes, operation keys and their derivation.
+//! * [`operation`] — the operation catalogue: parsing, normalization (defaults
+//!   filled in, unknown fields rejected), versions and canonical JSON.
+//! * [`blocks`] — block layout math and the `0-3,7` range encoding of block sets.
+//! * [`tree`] — BLAKE3 subtree chaining values per block and their merge into
+//!   the whole-input hash.
+//! * [`digest`] — the commutative (order-independent) digest of a set of blocks.
+//! * [`headers`] — every header name, media type and header value codec.
+//! * [`problem`] — the catalogue of RFC 9457 problem types.
+//! * [`status`] — request and response bodies of the `/v1` API.
+//!
+//! Nothing here does I/O; every wire string is spelled once, in this crate.
+
+pub mod blocks;
+pub mod digest;
+pub mod headers;
+pub mod key;
+pub mod operation;
+pub mod problem;
+pub mod status;
+pub mod tree;
+
+pub use blocks::{Layout, LayoutError};
+pub use digest::Digest;
+pub use key::{InputHash, Key};
+pub use operation::{Operation, OperationError};
+pub use problem::{Problem, ProblemType};
+pub use status::{CreateRequest, InputRef, ResultInfo, State, Status};
