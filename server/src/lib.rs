@@ -1,1 +1,73 @@
-//! placeholder until the server lands
+//! upcache: a resumable, content-addressed operation cache for uploads.
+//!
+//! # Layout
+//!
+//! * [`config`] — the settings, layered defaults → TOML → environment → flags.
+//! * [`http`] — the HTTP/1.1 + HTTP/2 front end: serving loop, typed routes,
+//!   handlers, result serving, error rendering.
+//! * [`cache`] — the entry lifecycle: create, verify, process once (single
+//!   flight), wait, delete, recover after a restart.
+//! * [`upload`] — receiving bytes: sequential appends and parallel blocks into
+//!   staging files, hashing each block as it arrives.
+//! * [`commit`] — group commit: a block is acknowledged once its bytes and
+//!   its bit are durable.
+//! * [`notify`] — per-key wake-ups for waiting clients.
+//! * [`ops`] — what operations do, and the worker pool they run on.
+//! * [`store`] — sled metadata schema ([`store::meta`]) and blob files ([`store::blob`]).
+//! * [`metrics`] — counters exported at `/metrics`.
+//! * [`error`] — the domain error.
+//!
+//! Layers point one way: `http` → `cache`/`upload`/`ops` → `store`.
+
+pub mod cache;
+pub mod commit;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod ops;
+pub mod store;
+pub mod upload;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use cache::Core;
+pub use config::Config;
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Domain(#[from] error::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs the service on `listener` until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let core = tokio::task::spawn_blocking(move || Core::open(config)).await??;
+    core.recover().await?;
+    let sweeper = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(core.config.upload_ttl.clamp(1, 600));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = core.expire_uploads().await {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+            }
+        })
+    };
+    http::serve(listener, core.clone(), shutdown).await?;
+    sweeper.abort();
+    let meta = core.meta.clone();
+    tokio::task::spawn_blocking(move || meta.flush()).await?.map_err(error::Error::from)?;
+    Ok(())
+}

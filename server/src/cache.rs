@@ -1,0 +1,459 @@
+//! The entry lifecycle: create, verify, process once, wait, delete, recover.
+//!
+//! ```text
+//!   create ─▶ uploading ─(all blocks, BLAKE3 verified)─▶ processing ─▶ complete
+//!                 │                                          └──────▶ failed ─(retry)─▶ processing
+//!                 └─(hash mismatch)─▶ failed ─(create)─▶ uploading
+//! ```
+//!
+//! Every transition is one sled transaction guarded by the state it expects,
+//! so concurrent callers cannot both win. Processing is single flight: the
+//! `running` set admits one task per key, and everyone else waits on the
+//! key's [`Notifier`] entry.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use upcache_protocol::blocks::encode_ranges;
+use upcache_protocol::status::result_path;
+use upcache_protocol::{
+    tree, CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType, ResultInfo, State,
+    Status,
+};
+
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::notify::Notifier;
+use crate::ops::pool::{Pool, Priority};
+use crate::ops::{self, Limits, Produced};
+use crate::store::blob::Blobs;
+use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, ResultRecord, UploadChange, UploadRecord};
+use crate::upload::{self, Slots};
+
+/// Everything the service holds.
+pub struct Core {
+    pub config: Config,
+    pub meta: Meta,
+    pub blobs: Blobs,
+    pub notifier: Arc<Notifier>,
+    pub committer: Committer,
+    pub pool: Pool,
+    pub uploads: Slots,
+    running: Mutex<HashSet<Key>>,
+    finalizing: Mutex<HashSet<Key>>,
+}
+
+/// Removes a key from a set when dropped.
+struct SetGuard<'a>(&'a Mutex<HashSet<Key>>, Key);
+
+impl Drop for SetGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("set lock").remove(&self.1);
+    }
+}
+
+fn enter<'a>(set: &'a Mutex<HashSet<Key>>, key: &Key) -> Option<SetGuard<'a>> {
+    set.lock().expect("set lock").insert(*key).then(|| SetGuard(set, *key))
+}
+
+fn not_found() -> Error {
+    Error::problem(ProblemType::NotFound, "no entry under this key")
+}
+
+impl Core {
+    /// Opens the data directory and starts the committer and the worker pool.
+    pub fn open(config: Config) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data)?;
+        let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
+        let blobs = Blobs::open(&config.data)?;
+        Ok(Arc::new(Self {
+            committer: Committer::start(meta.clone()),
+            pool: Pool::new(config.pool_size),
+            notifier: Arc::default(),
+            uploads: Slots::default(),
+            running: Mutex::default(),
+            finalizing: Mutex::default(),
+            meta,
+            blobs,
+            config,
+        }))
+    }
+
+    /// Resumes what the durable state says was under way: uploads whose last
+    /// block landed just before a crash are verified, processing is re-queued.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        let mut verify = Vec::new();
+        for item in self.meta.entries() {
+            let (key, entry) = item?;
+            match entry.state {
+                State::Processing => self.schedule(key, Priority::Background),
+                State::Uploading => {
+                    let done = self.meta.upload(&key)?.is_some_and(|u| u.received.len() == self.layout(&entry).blocks());
+                    if done {
+                        verify.push(key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for key in verify {
+            self.finalize(key).await?;
+        }
+        Ok(())
+    }
+
+    /// The block layout of an entry.
+    pub fn layout(&self, entry: &EntryRecord) -> Layout {
+        Layout { length: entry.length, block_size: entry.block_size }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { max_pixels: self.config.image_max_pixels, max_image_input: self.config.image_max_input.as_u64() }
+    }
+
+    /// The entry under `key`.
+    pub fn entry(&self, key: &Key) -> Result<EntryRecord> {
+        self.meta.entry(key)?.ok_or_else(not_found)
+    }
+
+    /// The status document of an entry.
+    pub fn status(&self, key: &Key) -> Result<Status> {
+        let entry = self.entry(key)?;
+        let upload = match entry.state {
+            State::Uploading => self.meta.upload(key)?,
+            _ => None,
+        };
+        Ok(self.status_of(key, &entry, upload.as_ref()))
+    }
+
+    /// Builds a status document.
+    pub fn status_of(&self, key: &Key, entry: &EntryRecord, upload: Option<&UploadRecord>) -> Status {
+        let layout = self.layout(entry);
+        let total = layout.blocks();
+        let (received, missing, offset, digest) = match upload {
+            Some(u) => (
+                u.received.len(),
+                encode_ranges((0..total).filter(|n| !u.received.contains(*n as u32))),
+                upload::offset(&layout, u),
+                u.digest.to_hex(),
+            ),
+            None if entry.state == State::Uploading => (0, encode_ranges(0..total), 0, Digest::new().to_hex()),
+            None => (total, String::new(), entry.length, entry.digest.clone().unwrap_or_default()),
+        };
+        Status {
+            key: *key,
+            state: entry.state,
+            input: InputRef { blake3: entry.input, length: entry.length },
+            operation: serde_json::from_str(&entry.operation).unwrap_or_default(),
+            block_size: entry.block_size,
+            blocks_total: total,
+            blocks_received: received,
+            missing,
+            offset,
+            digest,
+            result: entry.result.as_ref().map(|r| ResultInfo {
+                url: result_path(key),
+                length: r.length,
+                content_type: r.content_type.clone(),
+                blake3: r.blake3,
+            }),
+            error: entry.error.clone(),
+        }
+    }
+
+    /// Where a complete result's bytes are.
+    pub fn result_file(&self, key: &Key, entry: &EntryRecord) -> Option<PathBuf> {
+        entry.result.as_ref().map(|r| match r.blob {
+            BlobRef::Input => self.blobs.input_path(&entry.input),
+            BlobRef::Result => self.blobs.result_path(key),
+        })
+    }
+
+    /// A stored input, if its file is really there.
+    fn stored_input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
+        match self.meta.input(hash)? {
+            Some(rec) if self.blobs.input_path(hash).exists() => Ok(Some(rec)),
+            Some(_) => {
+                self.meta.remove_input(hash)?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Looks up or creates the entry of `(input, operation)`. Returns the key,
+    /// the entry and whether this call created (or restarted) it.
+    pub async fn create(self: &Arc<Self>, req: &CreateRequest, op: &Operation) -> Result<(Key, EntryRecord, bool)> {
+        let InputRef { blake3: input, length } = req.input;
+        let max = self.config.max_input_size.as_u64();
+        if length > max {
+            return Err(Problem::new(ProblemType::InputTooLarge, format!("the input has {length} bytes; the limit is {max}"))
+                .with("limit", max)
+                .into());
+        }
+        let block_size = req.block_size.unwrap_or(self.config.default_block_size.as_u64());
+        Layout::new(length, block_size, self.config.max_blocks)
+            .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
+        let key = Key::derive(&input, op);
+        let stored = self.stored_input(&input)?;
+        if let Some(rec) = stored.filter(|r| r.length != length) {
+            return Err(length_mismatch(length, rec.length));
+        }
+        if let Some(existing) = self.meta.entry(&key)? {
+            if existing.length != length {
+                return Err(length_mismatch(length, existing.length));
+            }
+            return self.retry_if_due(key, existing, stored).await;
+        }
+        let entry = match stored {
+            Some(rec) => EntryRecord {
+                digest: Some(hex::encode(rec.digest)),
+                ..EntryRecord::new(State::Processing, input, length, op.canonical().into(), rec.block_size)
+            },
+            None => EntryRecord::new(State::Uploading, input, length, op.canonical().into(), block_size),
+        };
+        let (entry, created) = self.meta.create(&key, &entry, entry.state == State::Uploading)?;
+        if created && entry.state == State::Processing {
+            metrics::HITS.inc();
+            self.schedule(key, Priority::Interactive);
+        }
+        if created && entry.state == State::Uploading && length == 0 {
+            self.finalize(key).await?;
+            return Ok((key, self.entry(&key)?, true));
+        }
+        Ok((key, entry, created))
+    }
+
+    /// A failed entry is retried by a create once its failure has been
+    /// remembered for `failure_ttl` — at once if the upload itself was bad.
+    async fn retry_if_due(
+        self: &Arc<Self>,
+        key: Key,
+        existing: EntryRecord,
+        stored: Option<InputRecord>,
+    ) -> Result<(Key, EntryRecord, bool)> {
+        let bad_upload = existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
+        let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
+        if existing.state != State::Failed || !(bad_upload || due) {
+            return Ok((key, existing, false));
+        }
+        let (next, change) = match stored {
+            Some(rec) => (State::Processing, (UploadChange::Keep, Some(hex::encode(rec.digest)))),
+            None => (State::Uploading, (UploadChange::Start, None)),
+        };
+        let updated = self.meta.update(&key, change.0, |e| {
+            (e.state == State::Failed).then(|| EntryRecord {
+                state: next,
+                error: None,
+                result: None,
+                digest: change.1.clone(),
+                ..e.clone()
+            })
+        })?;
+        let Some((entry, changed)) = updated else { return Err(not_found()) };
+        if changed && next == State::Processing {
+            self.schedule(key, Priority::Interactive);
+        }
+        Ok((key, entry, changed))
+    }
+
+    /// Verifies a fully received upload by merging its blocks' chaining
+    /// values, publishes the input and starts processing — or fails the entry
+    /// if the bytes do not hash to the claimed input hash.
+    pub async fn finalize(self: &Arc<Self>, key: Key) -> Result<()> {
+        let Some(_guard) = enter(&self.finalizing, &key) else { return Ok(()) };
+        let core = self.clone();
+        let verified = tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await??;
+        self.uploads.stop(&key);
+        match verified {
+            Some(true) => self.schedule(key, Priority::Interactive),
+            Some(false) => self.notifier.notify(&key),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Blocking part of [`Core::finalize`]: `None` if there was nothing to do.
+    fn verify_and_publish(&self, key: &Key) -> Result<Option<bool>> {
+        let Some(entry) = self.meta.entry(key)? else { return Ok(None) };
+        let layout = self.layout(&entry);
+        let Some(upload) = self.meta.upload(key)? else { return Ok(None) };
+        if entry.state != State::Uploading || upload.received.len() != layout.blocks() {
+            return Ok(None);
+        }
+        let cvs = self.meta.cvs(key, layout.blocks())?.ok_or_else(|| Error::Internal("chaining values missing".into()))?;
+        let root = InputHash::from(tree::root(&layout, &cvs));
+        let digest = *blake3::hash(&upload.digest.to_bytes()).as_bytes();
+        let ok = root == entry.input;
+        if ok {
+            self.blobs.open_staging(key, layout.length)?; // an empty input has no staged block
+            self.blobs.promote_staging(key, &entry.input)?;
+            let rec = InputRecord { length: layout.length, block_size: layout.block_size, digest };
+            self.meta.put_input(&entry.input, &rec)?;
+            metrics::INPUTS_VERIFIED.inc();
+        } else {
+            self.blobs.remove_staging(key)?;
+            metrics::INPUTS_REJECTED.inc();
+        }
+        let problem = Problem::new(
+            ProblemType::InputHashMismatch,
+            format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", entry.input),
+        );
+        self.meta.update(key, UploadChange::End, |e| {
+            (e.state == State::Uploading).then(|| match ok {
+                true => EntryRecord { state: State::Processing, digest: Some(hex::encode(digest)), ..e.clone() },
+                false => EntryRecord { state: State::Failed, error: Some(problem.clone()), ..e.clone() },
+            })
+        })?;
+        self.meta.clear_cvs(key)?;
+        self.meta.flush()?;
+        Ok(Some(ok))
+    }
+
+    /// Runs the operation of `key` unless it is already running (single flight).
+    pub fn schedule(self: &Arc<Self>, key: Key, priority: Priority) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let Some(_guard) = enter(&core.running, &key) else { return };
+            if let Err(e) = core.process(key, priority).await {
+                tracing::error!(key = %key, error = %e, "processing failed");
+            }
+        });
+    }
+
+    async fn process(self: &Arc<Self>, key: Key, priority: Priority) -> Result<()> {
+        let entry = match self.meta.entry(&key)? {
+            Some(e) if e.state == State::Processing => e,
+            _ => return Ok(()),
+        };
+        let op = Operation::from_json(&entry.operation).map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
+        metrics::OPERATIONS_STARTED.inc();
+        tracing::info!(key = %key, op = op.name(), "operation started");
+        let (input_path, blobs, limits, e) = (self.blobs.input_path(&entry.input), self.blobs.clone(), self.limits(), entry.clone());
+        let job = self.pool.run(priority, move || -> Result<ResultRecord, Problem> {
+            let internal = |err: std::io::Error| Problem::new(ProblemType::Internal, err.to_string());
+            Ok(match ops::run(&op, &input_path, &limits)? {
+                Produced::Input => ResultRecord {
+                    blake3: e.input,
+                    length: e.length,
+                    content_type: ops::OCTET_STREAM.into(),
+                    blob: BlobRef::Input,
+                },
+                Produced::Bytes { bytes, content_type } => {
+                    blobs.write_result(&key, &bytes).map_err(internal)?;
+                    ResultRecord {
+                        blake3: InputHash::of(&bytes),
+                        length: bytes.len() as u64,
+                        content_type: content_type.into(),
+                        blob: BlobRef::Result,
+                    }
+                }
+            })
+        });
+        let timeout = Duration::from_secs(self.config.op_timeout);
+        let outcome = match tokio::time::timeout(timeout, job).await {
+            Err(_) => Err(Problem::new(ProblemType::OperationTimeout, format!("the operation ran longer than {timeout:?}"))),
+            Ok(Err(_)) => Err(Problem::new(ProblemType::Internal, "the worker pool stopped")),
+            Ok(Ok(Err(panic))) => Err(Problem::new(ProblemType::OperationFailed, format!("the operation crashed: {}", panic.0))),
+            Ok(Ok(Ok(result))) => result,
+        };
+        let core = self.clone();
+        let ok = outcome.is_ok();
+        tokio::task::spawn_blocking(move || core.record_outcome(&key, outcome)).await??;
+        if ok { &metrics::OPERATIONS_COMPLETED } else { &metrics::OPERATIONS_FAILED }.inc();
+        self.notifier.notify(&key);
+        Ok(())
+    }
+
+    fn record_outcome(&self, key: &Key, outcome: Result<ResultRecord, Problem>) -> Result<()> {
+        let (state, result, error) = match outcome {
+            Ok(r) => (State::Complete, Some(r), None),
+            Err(p) => (State::Failed, None, Some(p)),
+        };
+        let own_blob = result.as_ref().is_some_and(|r| r.blob == BlobRef::Result);
+        let updated = self.meta.update(key, UploadChange::Keep, |e| {
+            (e.state == State::Processing).then(|| EntryRecord { state, result: result.clone(), error: error.clone(), ..e.clone() })
+        })?;
+        if own_blob && !matches!(updated, Some((_, true))) {
+            // Deleted while it ran: do not leave the result behind.
+            self.blobs.remove_result(key)?;
+        }
+        self.meta.flush()?;
+        Ok(())
+    }
+
+    /// Waits until the entry is complete or failed, at most `wait`. Returns
+    /// the entry as it is then; `None` if there is (no longer) an entry.
+    pub async fn wait(&self, key: &Key, wait: Duration) -> Result<Option<EntryRecord>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribe before reading the state, so no wake-up is lost.
+        let mut sub = self.notifier.subscribe(*key);
+        loop {
+            let entry = self.meta.entry(key)?;
+            match &entry {
+                Some(e) if matches!(e.state, State::Uploading | State::Processing) => {}
+                _ => return Ok(entry),
+            }
+            if tokio::time::timeout_at(deadline, sub.changed()).await.is_err() {
+                return Ok(entry);
+            }
+        }
+    }
+
+    /// Cancels an upload or invalidates a result. The stored input stays:
+    /// other operations may use it.
+    pub async fn delete(self: &Arc<Self>, key: Key) -> Result<()> {
+        self.uploads.stop(&key);
+        let core = self.clone();
+        let removed = tokio::task::spawn_blocking(move || -> Result<Option<EntryRecord>> {
+            let removed = core.meta.remove(&key)?;
+            if let Some(e) = &removed {
+                if e.state == State::Uploading {
+                    core.blobs.remove_staging(&key)?;
+                }
+                if e.result.as_ref().is_some_and(|r| r.blob == BlobRef::Result) {
+                    core.blobs.remove_result(&key)?;
+                }
+                core.meta.flush()?;
+            }
+            Ok(removed)
+        })
+        .await??;
+        self.notifier.notify(&key);
+        removed.map(|_| ()).ok_or_else(not_found)
+    }
+
+    /// Deletes uploads untouched for `upload_ttl`. Returns how many expired.
+    pub async fn expire_uploads(self: &Arc<Self>) -> Result<usize> {
+        let now = crate::store::now();
+        let mut stale = Vec::new();
+        for item in self.meta.entries() {
+            let (key, entry) = item?;
+            if entry.state != State::Uploading || self.uploads.active(&key) {
+                continue;
+            }
+            let touched = self.meta.upload(&key)?.map_or(entry.updated, |u| u.touched);
+            if now.saturating_sub(touched) >= self.config.upload_ttl {
+                stale.push(key);
+            }
+        }
+        for key in &stale {
+            tracing::info!(key = %key, "upload expired");
+            let _ = self.delete(*key).await;
+        }
+        Ok(stale.len())
+    }
+}
+
+fn length_mismatch(given: u64, known: u64) -> Error {
+    Problem::new(
+        ProblemType::LengthMismatch,
+        format!("the input is known with a length of {known} bytes, not {given}"),
+    )
+    .with("length", known)
+    .into()
+}

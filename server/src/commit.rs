@@ -1,0 +1,128 @@
+//! Group commit of received blocks.
+//!
+//! A block is acknowledged only once its bytes (fdatasync of the staging
+//! file) and its bit and chaining value (sled flush) are durable. One
+//! committer thread takes every pending request at once, syncs each file
+//! once, records all blocks in one transaction and flushes once: under
+//! parallel uploads one fsync pair covers many blocks.
+
+use std::fs::File;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use upcache_protocol::Key;
+
+use crate::store::meta::{BlockCommit, Meta, UploadRecord};
+
+/// What a commit leaves behind: the new record of each upload it touched.
+pub type Committed = Result<Vec<(Key, UploadRecord)>, String>;
+
+enum Request {
+    Blocks { file: Arc<File>, blocks: Vec<BlockCommit>, done: oneshot::Sender<Committed> },
+    Tail { file: Arc<File>, upload: Key, tail: (u64, u64), done: oneshot::Sender<Committed> },
+}
+
+/// Handle to the committer thread.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Most requests folded into one group.
+const MAX_GROUP: usize = 512;
+
+impl Committer {
+    /// Starts the committer thread.
+    pub fn start(meta: Meta) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("upcache-commit".into())
+            .spawn(move || run(meta, rx))
+            .expect("spawn the committer thread");
+        Self { tx }
+    }
+
+    /// Queues blocks whose bytes were written to `file`; the receiver resolves
+    /// once they are durable.
+    pub fn blocks(&self, file: Arc<File>, blocks: Vec<BlockCommit>) -> oneshot::Receiver<Committed> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Blocks { file, blocks, done });
+        rx
+    }
+
+    /// Queues a partial block `(block, bytes)` of a sequential upload.
+    pub fn tail(&self, file: Arc<File>, upload: Key, tail: (u64, u64)) -> oneshot::Receiver<Committed> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Tail { file, upload, tail, done });
+        rx
+    }
+}
+
+fn run(meta: Meta, rx: mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        commit_group(&meta, group);
+    }
+}
+
+fn commit_group(meta: &Meta, group: Vec<Request>) {
+    // 1. The bytes: fdatasync each distinct file once.
+    let mut synced: Vec<(*const File, Result<(), String>)> = Vec::new();
+    let mut file_ok = |file: &Arc<File>| -> Result<(), String> {
+        let ptr = Arc::as_ptr(file);
+        if let Some((_, r)) = synced.iter().find(|(p, _)| *p == ptr) {
+            return r.clone();
+        }
+        let r = file.sync_data().map_err(|e| format!("syncing staged bytes: {e}"));
+        synced.push((ptr, r.clone()));
+        r
+    };
+    let mut blocks = Vec::new();
+    let mut waiting = Vec::new();
+    let mut tails = Vec::new();
+    for req in group {
+        match req {
+            Request::Blocks { file, blocks: b, done } => match file_ok(&file) {
+                Ok(()) => {
+                    let uploads: Vec<Key> = b.iter().map(|c| c.upload).collect();
+                    blocks.extend(b);
+                    waiting.push((uploads, done));
+                }
+                Err(e) => drop(done.send(Err(e))),
+            },
+            Request::Tail { file, upload, tail, done } => match file_ok(&file) {
+                Ok(()) => tails.push((upload, tail, done)),
+                Err(e) => drop(done.send(Err(e))),
+            },
+        }
+    }
+    // 2. The bits, chaining values and tails, then one flush for all of them.
+    let committed = meta.commit_blocks(&blocks).map_err(|e| e.to_string());
+    let tail_records: Vec<_> = tails
+        .into_iter()
+        .map(|(upload, tail, done)| (meta.set_tail(&upload, Some(tail)).map_err(|e| e.to_string()), upload, done))
+        .collect();
+    let flushed = meta.flush().map_err(|e| e.to_string());
+    for (uploads, done) in waiting {
+        let answer = match (&committed, &flushed) {
+            (Ok(records), Ok(())) => Ok(records.iter().filter(|(k, _)| uploads.contains(k)).cloned().collect()),
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        let _ = done.send(answer);
+    }
+    for (record, upload, done) in tail_records {
+        let answer = match (record, &flushed) {
+            (Ok(r), Ok(())) => Ok(r.map(|r| vec![(upload, r)]).unwrap_or_default()),
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(e.clone()),
+        };
+        let _ = done.send(answer);
+    }
+}

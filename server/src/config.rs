@@ -1,0 +1,209 @@
+//! Configuration: one serde struct, layered defaults → TOML file → environment
+//! (`UPCACHE_<FIELD>`) → command-line flags, validated before anything binds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the server. Sizes accept human units (`64GiB`, `8MiB`);
+/// durations are whole seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory holding the metadata database, staged uploads, inputs and results.
+    pub data: PathBuf,
+    /// Largest input accepted (413 above it).
+    pub max_input_size: ByteSize,
+    /// Most blocks one input may be cut into.
+    pub max_blocks: u64,
+    /// Block size when a client does not choose one (a power of two).
+    pub default_block_size: ByteSize,
+    /// Largest JSON request body.
+    pub max_json_body: ByteSize,
+    /// Worker threads running operations.
+    pub pool_size: usize,
+    /// Operations queued beyond the running ones before new work gets 503.
+    pub queue_limit: usize,
+    /// Longest an operation may run before it fails with `operation-timeout`.
+    pub op_timeout: u64,
+    /// Seconds a result request waits when the client sends no `Prefer: wait`.
+    pub default_wait: u64,
+    /// Cap on `Prefer: wait`.
+    pub max_wait: u64,
+    /// Seconds a failed operation is remembered before a create retries it.
+    pub failure_ttl: u64,
+    /// Seconds an upload may sit untouched before it expires.
+    pub upload_ttl: u64,
+    /// Seconds a request body may stall before the upload request is ended.
+    pub body_idle_timeout: u64,
+    /// Largest image (width × height) an image operation decodes.
+    pub image_max_pixels: u64,
+    /// Largest input an image operation reads.
+    pub image_max_input: ByteSize,
+    /// Memory the metadata database may use as cache.
+    pub db_cache: ByteSize,
+    /// Bearer tokens accepted; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// A file with one bearer token per line, added to `api_keys`.
+    pub api_keys_file: Option<PathBuf>,
+    /// Allow a non-loopback listen address without API keys.
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data: PathBuf::from("upcache-data"),
+            max_input_size: ByteSize::gib(64),
+            max_blocks: 1 << 20,
+            default_block_size: ByteSize::mib(8),
+            max_json_body: ByteSize::kib(64),
+            pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_limit: 1024,
+            op_timeout: 120,
+            default_wait: 30,
+            max_wait: 300,
+            failure_ttl: 60,
+            upload_ttl: 7 * 24 * 3600,
+            body_idle_timeout: 60,
+            image_max_pixels: 64_000_000,
+            image_max_input: ByteSize::mib(256),
+            db_cache: ByteSize::mib(16),
+            api_keys: Vec::new(),
+            api_keys_file: None,
+            allow_unauthenticated: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then `file` (if any), then the
+    /// `UPCACHE_*` variables of `env`, then `flags` (a TOML table of overrides).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(Config::default()).expect("defaults serialize");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let parsed: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::File { path: path.into(), message: e.to_string() })?;
+            table.extend(parsed);
+        }
+        for (name, value) in env {
+            let Some(field) = name.strip_prefix("UPCACHE_") else { continue };
+            let field = field.to_ascii_lowercase();
+            if field == "config" || field == "log" {
+                continue;
+            }
+            if !table.contains_key(&field) && !Self::optional_fields().contains(&field.as_str()) {
+                return Err(ConfigError::Invalid(format!("unknown environment variable {name}")));
+            }
+            table.insert(field, env_value(&value));
+        }
+        table.extend(flags);
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validated()
+    }
+
+    fn optional_fields() -> &'static [&'static str] {
+        &["api_keys_file"]
+    }
+
+    fn validated(mut self) -> Result<Self, ConfigError> {
+        let bs = self.default_block_size.as_u64();
+        upcache_protocol::Layout::new(0, bs, self.max_blocks)
+            .map_err(|e| ConfigError::Invalid(format!("default_block_size: {e}")))?;
+        if self.pool_size == 0 {
+            return Err(ConfigError::Invalid("pool_size must be at least 1".into()));
+        }
+        if self.max_wait == 0 || self.default_wait > self.max_wait {
+            return Err(ConfigError::Invalid("default_wait must not exceed max_wait, which must be positive".into()));
+        }
+        if let Some(path) = &self.api_keys_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            self.api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+        }
+        if !self.listen.ip().is_loopback() && self.api_keys.is_empty() && !self.allow_unauthenticated {
+            return Err(ConfigError::Invalid(format!(
+                "listening on {} (not loopback) needs api_keys or api_keys_file; \
+                 set allow_unauthenticated = true to serve without authentication",
+                self.listen
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// Environment values are strings; numbers and booleans are recognised so that
+/// `UPCACHE_POOL_SIZE=4` and `UPCACHE_MAX_INPUT_SIZE=1GiB` both work.
+fn env_value(value: &str) -> toml::Value {
+    if let Ok(n) = value.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ if value.contains(',') && !value.contains('/') => {
+            toml::Value::Array(value.split(',').map(|s| toml::Value::String(s.trim().into())).collect())
+        }
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(&file, "max_input_size = \"1MiB\"\npool_size = 3\nop_timeout = 9\n").unwrap();
+        let env = [("UPCACHE_POOL_SIZE".to_string(), "5".to_string()), ("PATH".into(), "/bin".into())];
+        let mut flags = toml::Table::new();
+        flags.insert("op_timeout".into(), toml::Value::Integer(7));
+        let c = Config::load(Some(&file), env, flags).unwrap();
+        assert_eq!(c.max_input_size, ByteSize::mib(1));
+        assert_eq!(c.pool_size, 5, "env beats file");
+        assert_eq!(c.op_timeout, 7, "flags beat env");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let none = toml::Table::new;
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(Config::load(None, env("UPCACHE_NOPE", "1"), none()).is_err());
+        assert!(Config::load(None, env("UPCACHE_DEFAULT_BLOCK_SIZE", "3000"), none()).is_err());
+        assert!(Config::load(None, env("UPCACHE_LISTEN", "0.0.0.0:1"), none()).is_err(), "open bind needs keys");
+        let ok = Config::load(None, env("UPCACHE_API_KEYS", "k1,k2"), {
+            let mut t = none();
+            t.insert("listen".into(), "0.0.0.0:1".into());
+            t
+        })
+        .unwrap();
+        assert_eq!(ok.api_keys, vec!["k1", "k2"]);
+    }
+}

@@ -1,0 +1,244 @@
+//! Handlers of the `/v1/ops` endpoints. They parse headers and bodies with
+//! the protocol crate, call the domain, and shape the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use upcache_protocol::headers::{self as h, Prefer};
+use upcache_protocol::status::entry_path;
+use upcache_protocol::{
+    CreateRequest, InputHash, InputRef, Key, Operation, OperationError, Problem, ProblemType, State, Status,
+};
+
+use super::body::{self, byte_stream, Body};
+use super::problem_response;
+use super::result;
+use crate::cache::Core;
+use crate::error::{Error, Result};
+use crate::upload::Start;
+
+/// Maps an operation error to its problem type.
+pub fn operation_problem(e: &OperationError) -> Error {
+    let kind = match e {
+        OperationError::Unknown(_) => ProblemType::UnknownOperation,
+        OperationError::UnsupportedVersion { .. } => ProblemType::UnsupportedVersion,
+        _ => ProblemType::InvalidOperation,
+    };
+    Error::problem(kind, e.to_string())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn invalid_header(name: &str, what: &str) -> Error {
+    Error::problem(ProblemType::InvalidHeader, format!("{name}: {what}"))
+}
+
+fn prefer(headers: &HeaderMap) -> Prefer {
+    Prefer::parse(headers.get_all(h::PREFER).iter().filter_map(|v| v.to_str().ok()))
+}
+
+/// How long a request waits for processing.
+pub fn wait_for(core: &Core, headers: &HeaderMap) -> Duration {
+    let secs = prefer(headers).wait.unwrap_or(core.config.default_wait).min(core.config.max_wait);
+    Duration::from_secs(secs)
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| invalid_header("Content-Length", "not a number")),
+    }
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, h::JSON)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(serde_json::to_vec(value).expect("bodies serialize")))
+        .expect("valid response")
+}
+
+/// Sets the upload headers that HEAD, PATCH and block PUT answer with.
+fn status_headers(headers: &mut HeaderMap, s: &Status) {
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set(h::UPLOAD_KEY, s.key.to_hex());
+    set(h::UPLOAD_STATE, s.state.as_str().into());
+    set(h::UPLOAD_OFFSET, s.offset.to_string());
+    set(h::UPLOAD_LENGTH, s.input.length.to_string());
+    set(h::UPLOAD_BLOCK_SIZE, s.block_size.to_string());
+    set(h::UPLOAD_MISSING, s.missing.clone());
+    set(h::UPLOAD_DIGEST, s.digest.clone());
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn no_content(s: &Status) -> Response<Body> {
+    let mut r = Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("valid response");
+    status_headers(r.headers_mut(), s);
+    r
+}
+
+/// `202 Accepted`: not done yet, come back (or wait longer).
+pub fn accepted(s: &Status) -> Response<Body> {
+    let mut r = json(StatusCode::ACCEPTED, s);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&entry_path(&s.key)).expect("ascii path"));
+    status_headers(r.headers_mut(), s);
+    r
+}
+
+/// `POST /v1/ops`
+pub async fn create(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body>> {
+    let limit = core.config.max_json_body.as_u64() as usize;
+    if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
+        return Err(Error::problem(ProblemType::RequestTooLarge, format!("request bodies are limited to {limit} bytes")));
+    }
+    let bytes = Limited::new(req.into_body(), limit).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            Error::problem(ProblemType::RequestTooLarge, format!("request bodies are limited to {limit} bytes"))
+        } else {
+            Error::problem(ProblemType::MalformedRequest, format!("reading the body failed: {e}"))
+        }
+    })?;
+    let request: CreateRequest = serde_json::from_slice(&bytes.to_bytes())
+        .map_err(|e| Error::problem(ProblemType::MalformedRequest, format!("the body is not a create request: {e}")))?;
+    let op = Operation::parse(&request.operation).map_err(|e| operation_problem(&e))?;
+    let (key, entry, created) = core.create(&request, &op).await?;
+    let upload = if entry.state == State::Uploading { core.meta.upload(&key)? } else { None };
+    let status = core.status_of(&key, &entry, upload.as_ref());
+    let mut r = json(if created { StatusCode::CREATED } else { StatusCode::OK }, &status);
+    r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&entry_path(&key)).expect("ascii path"));
+    Ok(r)
+}
+
+/// `GET /v1/ops/{key}`
+pub fn status(core: &Core, key: &Key) -> Result<Response<Body>> {
+    Ok(json(StatusCode::OK, &core.status(key)?))
+}
+
+/// `HEAD /v1/ops/{key}`
+pub fn head(core: &Core, key: &Key) -> Result<Response<Body>> {
+    let s = core.status(key)?;
+    let mut r = Response::new(body::empty());
+    status_headers(r.headers_mut(), &s);
+    Ok(r)
+}
+
+/// `DELETE /v1/ops/{key}`
+pub async fn delete(core: &Arc<Core>, key: Key) -> Result<Response<Body>> {
+    core.delete(key).await?;
+    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("valid response"))
+}
+
+/// `PATCH /v1/ops/{key}`
+pub async fn append(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Result<Response<Body>> {
+    let headers = req.headers();
+    let ct = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(h::OFFSET_OCTET_STREAM) {
+        return Err(Error::problem(
+            ProblemType::UnsupportedMediaType,
+            format!("PATCH bodies must be {}, not {ct:?}", h::OFFSET_OCTET_STREAM),
+        ));
+    }
+    let offset: u64 = header_str(headers, h::UPLOAD_OFFSET)
+        .ok_or_else(|| invalid_header("Upload-Offset", "required"))?
+        .trim()
+        .parse()
+        .map_err(|_| invalid_header("Upload-Offset", "not a number"))?;
+    let entry = core.entry(&key)?;
+    if let Some(len) = content_length(headers)? {
+        if offset.saturating_add(len) > entry.length {
+            return Err(Error::problem(
+                ProblemType::BodyLengthMismatch,
+                format!("{len} bytes at offset {offset} run past the input's length of {}", entry.length),
+            ));
+        }
+    }
+    core.append(key, Start::Offset(offset), byte_stream(req.into_body())).await?;
+    Ok(no_content(&core.status(&key)?))
+}
+
+/// `PUT /v1/ops/{key}/blocks/{n}`
+pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: Request<Incoming>) -> Result<Response<Body>> {
+    let verify = match header_str(req.headers(), h::UPLOAD_BLOCK_HASH) {
+        None => None,
+        Some(v) => Some(v.trim().parse::<InputHash>().map_err(|_| invalid_header("Upload-Block-Hash", "expected 64 hex digits"))?),
+    };
+    let length = content_length(req.headers())?;
+    core.put_block(key, n, verify, length, byte_stream(req.into_body())).await?;
+    Ok(no_content(&core.status(&key)?))
+}
+
+/// `PUT /v1/ops/{key}`: one-shot upload. On a hit the answer goes out before
+/// the body is read, so a client that sent `Expect: 100-continue` uploads
+/// nothing.
+pub async fn one_shot(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Result<Response<Body>> {
+    let headers = req.headers().clone();
+    let input: InputHash = header_str(&headers, h::UPLOAD_INPUT_HASH)
+        .ok_or_else(|| invalid_header("Upload-Input-Hash", "required"))?
+        .trim()
+        .parse()
+        .map_err(|_| invalid_header("Upload-Input-Hash", "expected 64 hex digits"))?;
+    let op_header = header_str(&headers, h::UPLOAD_OPERATION).ok_or_else(|| invalid_header("Upload-Operation", "required"))?;
+    let op = h::decode_operation(op_header).map_err(|e| match e {
+        h::OperationHeaderError::Operation(e) => operation_problem(&e),
+        other => invalid_header("Upload-Operation", &other.to_string()),
+    })?;
+    let length = content_length(&headers)?
+        .ok_or_else(|| Error::problem(ProblemType::LengthRequired, "a one-shot PUT needs Content-Length (the input's length)"))?;
+    let derived = Key::derive(&input, &op);
+    if derived != key {
+        return Err(Problem::new(
+            ProblemType::KeyMismatch,
+            format!("input {input} with this operation has key {derived}, not {key}"),
+        )
+        .with("key", derived.to_hex())
+        .into());
+    }
+    let request = CreateRequest { input: InputRef { blake3: input, length }, operation: op.normalized().clone(), block_size: None };
+    let (_, entry, _) = core.create(&request, &op).await?;
+    if entry.state == State::Uploading {
+        let progress = core.append(key, Start::Whole, byte_stream(req.into_body())).await?;
+        if !progress.complete {
+            return Err(Error::problem(
+                ProblemType::BodyLengthMismatch,
+                format!("the body ended after {} of {length} bytes", progress.offset),
+            ));
+        }
+    } else {
+        crate::metrics::HITS.inc();
+    }
+    let wait = wait_for(core, &headers);
+    match core.wait(&key, wait).await? {
+        None => Err(Error::problem(ProblemType::NotFound, "the entry was deleted")),
+        Some(e) if e.state == State::Complete => {
+            if prefer(&headers).return_minimal {
+                let location = upcache_protocol::status::result_path(&key);
+                return Ok(Response::builder()
+                    .status(StatusCode::SEE_OTHER)
+                    .header(header::LOCATION, location)
+                    .header(h::UPLOAD_KEY, key.to_hex())
+                    .header(h::UPLOAD_STATE, State::Complete.as_str())
+                    .body(body::empty())
+                    .expect("valid response"));
+            }
+            result::serve(core, &key, &e, &headers).await
+        }
+        Some(e) if e.state == State::Failed => Ok(problem_response(&result::failure(&e))),
+        Some(e) => Ok(accepted(&core.status_of(&key, &e, None))),
+    }
+}

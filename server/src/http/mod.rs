@@ -1,0 +1,170 @@
+//! The HTTP front end: one serving layer that owns connections (HTTP/1.1 and
+//! HTTP/2 on one port), authentication, request spans, metrics and error
+//! rendering. Handlers ([`handlers`], [`result`]) return domain results.
+
+pub mod body;
+pub mod handlers;
+pub mod result;
+pub mod router;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use upcache_protocol::headers::{PROBLEM_JSON, UPLOAD_OFFSET};
+use upcache_protocol::{Problem, ProblemType};
+
+use crate::cache::Core;
+use crate::error::Error;
+use crate::metrics;
+use body::Body;
+use router::{route, Endpoint, RouteError};
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` resolves, then drains connections.
+pub async fn serve(listener: TcpListener, core: Arc<Core>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().max_concurrent_streams(256);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let core = core.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let task = async move {
+                    let svc = service_fn(move |req| handle(core.clone(), req));
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                };
+                tokio::spawn(task.instrument(tracing::debug_span!("connection", %peer)));
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after {DRAIN:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    metrics::HTTP_REQUESTS.inc();
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let response = match dispatch(core, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Error::Internal(why) = &e {
+                    tracing::error!(error = %why, "request failed");
+                }
+                problem_response(&e.to_problem())
+            }
+        };
+        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+fn authorized(core: &Core, req: &Request<Incoming>) -> bool {
+    if core.config.api_keys.is_empty() {
+        return true;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    token.is_some_and(|t| core.config.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), t.as_bytes())))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dispatch(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let endpoint = match route(req.method(), req.uri().path()) {
+        Ok(e) => e,
+        Err(RouteError::NotFound) => return Err(Error::problem(ProblemType::NotFound, "no such resource")),
+        Err(RouteError::MethodNotAllowed(allow)) => {
+            let mut r = problem_response(&Problem::new(
+                ProblemType::MethodNotAllowed,
+                format!("{} is not allowed here; allowed: {allow}", req.method()),
+            ));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            return Ok(r);
+        }
+        Err(RouteError::InvalidKey(k)) => {
+            return Err(Error::problem(ProblemType::InvalidKey, format!("{k:?} is not a key: keys are 64 hex digits")))
+        }
+        Err(RouteError::InvalidBlock(n)) => {
+            return Err(Error::problem(ProblemType::InvalidBlock, format!("{n:?} is not a block index")))
+        }
+    };
+    if endpoint != Endpoint::Health && !authorized(&core, &req) {
+        let mut r = problem_response(&Problem::new(ProblemType::Unauthorized, "send Authorization: Bearer <api key>"));
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(r);
+    }
+    match endpoint {
+        Endpoint::Create => handlers::create(&core, req).await,
+        Endpoint::Status(k) => handlers::status(&core, &k),
+        Endpoint::Head(k) => handlers::head(&core, &k),
+        Endpoint::OneShot(k) => handlers::one_shot(&core, k, req).await,
+        Endpoint::Append(k) => handlers::append(&core, k, req).await,
+        Endpoint::Delete(k) => handlers::delete(&core, k).await,
+        Endpoint::Block(k, n) => handlers::block(&core, k, n, req).await,
+        Endpoint::Result(k) => result::get(&core, &k, req.headers()).await,
+        Endpoint::Metrics => Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(body::full(metrics::render()))
+            .expect("valid response")),
+        Endpoint::Health => Ok(Response::new(body::full("ok\n"))),
+    }
+}
+
+/// Renders a problem document. A problem carrying an `offset` member also
+/// sets `Upload-Offset`, so a client can resume from the error alone.
+pub fn problem_response(problem: &Problem) -> Response<Body> {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, PROBLEM_JSON)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(serde_json::to_vec(problem).expect("problems serialize")))
+        .expect("valid response");
+    if let Some(offset) = problem.extensions.get("offset").and_then(|v| v.as_u64()) {
+        r.headers_mut().insert(UPLOAD_OFFSET, offset.into());
+    }
+    r
+}

@@ -1,0 +1,57 @@
+//! Counters exported at `/metrics` in the Prometheus text format. Every name
+//! is a constant here; nothing else spells one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+pub struct Counter {
+    pub name: &'static str,
+    pub help: &'static str,
+    value: AtomicU64,
+}
+
+impl Counter {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Self { name, help, value: AtomicU64::new(0) }
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+pub static HTTP_REQUESTS: Counter = Counter::new("upcache_http_requests_total", "HTTP requests received");
+pub static OPERATIONS_STARTED: Counter = Counter::new("upcache_operations_started_total", "Operations started");
+pub static OPERATIONS_COMPLETED: Counter = Counter::new("upcache_operations_completed_total", "Operations that produced a result");
+pub static OPERATIONS_FAILED: Counter = Counter::new("upcache_operations_failed_total", "Operations that failed");
+pub static BLOCKS_STORED: Counter = Counter::new("upcache_blocks_stored_total", "Blocks made durable");
+pub static BYTES_STORED: Counter = Counter::new("upcache_bytes_stored_total", "Input bytes written to staging");
+pub static INPUTS_VERIFIED: Counter = Counter::new("upcache_inputs_verified_total", "Inputs whose whole BLAKE3 matched");
+pub static INPUTS_REJECTED: Counter = Counter::new("upcache_inputs_rejected_total", "Inputs whose whole BLAKE3 did not match");
+pub static HITS: Counter = Counter::new("upcache_hits_total", "Requests answered from a stored result or input without an upload");
+
+const ALL: &[&Counter] = &[
+    &HTTP_REQUESTS,
+    &OPERATIONS_STARTED,
+    &OPERATIONS_COMPLETED,
+    &OPERATIONS_FAILED,
+    &BLOCKS_STORED,
+    &BYTES_STORED,
+    &INPUTS_VERIFIED,
+    &INPUTS_REJECTED,
+    &HITS,
+];
+
+/// The Prometheus text exposition of every counter.
+pub fn render() -> String {
+    let mut out = String::new();
+    for c in ALL {
+        out.push_str(&format!("# HELP {} {}\n# TYPE {} counter\n{} {}\n", c.name, c.help, c.name, c.name, c.get()));
+    }
+    out
+}

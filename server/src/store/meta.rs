@@ -1,0 +1,471 @@
+//! The metadata schema, in sled.
+//!
+//! # Layout
+//!
+//! | tree      | key                         | value                                   |
+//! |-----------|-----------------------------|-----------------------------------------|
+//! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON with format `fv`  |
+//! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
+//! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
+//! | `inputs`  | input BLAKE3 (32 bytes)     | input length (u64 BE)                   |
+//!
+//! An entry in state `uploading` has an upload record under the same id (the
+//! `/v1` API uses the key as upload id). Changes that span trees run in one
+//! sled transaction. sled point reads are in-memory lookups for the hot set
+//! (the page cache is bounded by `db_cache`), so callers may make them on the
+//! async runtime; `flush` (an fsync) must run on a blocking thread.
+
+use std::path::Path;
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use upcache_protocol::{Digest, InputHash, Key, Problem, State};
+
+/// Storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt metadata record: {0}")]
+    Corrupt(String),
+}
+
+type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// Where a result's bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobRef {
+    /// The stored input itself (identity).
+    Input,
+    /// A result file of its own.
+    Result,
+}
+
+/// A complete result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub blake3: InputHash,
+    pub length: u64,
+    pub content_type: String,
+    pub blob: BlobRef,
+}
+
+const ENTRY_FORMAT: u8 = 1;
+
+/// One (input, operation) entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Format version of this record.
+    pub fv: u8,
+    pub state: State,
+    pub input: InputHash,
+    pub length: u64,
+    /// Canonical JSON of the normalized operation.
+    pub operation: String,
+    pub block_size: u64,
+    pub created: u64,
+    pub updated: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+    /// Wire digest of the input's blocks, once the input is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl EntryRecord {
+    /// A new entry in `state`.
+    pub fn new(state: State, input: InputHash, length: u64, operation: String, block_size: u64) -> Self {
+        let now = super::now();
+        Self { fv: ENTRY_FORMAT, state, input, length, operation, block_size, created: now, updated: now, result: None, error: None, digest: None }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entry records serialize")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let rec: Self = serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        if rec.fv != ENTRY_FORMAT {
+            return Err(MetaError::Corrupt(format!("entry format {} is not known", rec.fv)));
+        }
+        Ok(rec)
+    }
+}
+
+const UPLOAD_FORMAT: u8 = 1;
+const UPLOAD_HEADER: usize = 1 + 8 + 8 + 8 + upcache_protocol::digest::LANES * 2;
+
+/// The durable progress of one upload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UploadRecord {
+    /// Blocks whose bytes and chaining value are durable.
+    pub received: RoaringBitmap,
+    /// Commutative digest of the received blocks.
+    pub digest: Digest,
+    /// A durable partial block written by a sequential append: (block, bytes).
+    pub tail: Option<(u64, u64)>,
+    /// Last change, seconds since the epoch (for expiry).
+    pub touched: u64,
+}
+
+impl UploadRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(UPLOAD_HEADER + self.received.serialized_size());
+        out.push(UPLOAD_FORMAT);
+        out.extend_from_slice(&self.touched.to_le_bytes());
+        let (tb, tl) = self.tail.unwrap_or((0, 0));
+        out.extend_from_slice(&tb.to_le_bytes());
+        out.extend_from_slice(&tl.to_le_bytes());
+        out.extend_from_slice(&self.digest.to_bytes());
+        self.received.serialize_into(&mut out).expect("writing to a Vec");
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let corrupt = |what: &str| MetaError::Corrupt(format!("upload record: {what}"));
+        if bytes.len() < UPLOAD_HEADER || bytes[0] != UPLOAD_FORMAT {
+            return Err(corrupt("unknown format"));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let (touched, tb, tl) = (u64_at(1), u64_at(9), u64_at(17));
+        let digest = Digest::from_bytes(&bytes[25..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
+        let received = RoaringBitmap::deserialize_from(&bytes[UPLOAD_HEADER..]).map_err(|_| corrupt("bitmap"))?;
+        Ok(Self { received, digest, tail: (tl > 0).then_some((tb, tl)), touched })
+    }
+
+    /// Number of blocks at the start that are all received.
+    pub fn prefix(&self) -> u64 {
+        self.received.iter().enumerate().take_while(|(i, n)| *i as u64 == *n as u64).count() as u64
+    }
+}
+
+/// A stored, verified input: its length, the block size it was uploaded
+/// with and the wire digest of its blocks. Encoded as
+/// `length (u64 BE) ‖ block_size (u64 BE) ‖ digest (32 bytes)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRecord {
+    pub length: u64,
+    pub block_size: u64,
+    pub digest: [u8; 32],
+}
+
+impl InputRecord {
+    fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.length.to_be_bytes());
+        out[8..16].copy_from_slice(&self.block_size.to_be_bytes());
+        out[16..].copy_from_slice(&self.digest);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let b: &[u8; 48] = bytes.try_into().map_err(|_| MetaError::Corrupt("input record".into()))?;
+        Ok(Self {
+            length: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            block_size: u64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
+            digest: b[16..].try_into().expect("32 bytes"),
+        })
+    }
+}
+
+/// One block to record as received.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockCommit {
+    pub upload: Key,
+    pub block: u64,
+    pub cv: [u8; 32],
+}
+
+/// What an entry update does to the entry's upload record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadChange {
+    Keep,
+    /// The upload is over (verified or failed): remove its record.
+    End,
+    /// A new upload starts: a fresh, empty record.
+    Start,
+}
+
+fn cv_key(upload: &Key, block: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(upload.as_bytes());
+    k[32..].copy_from_slice(&block.to_be_bytes());
+    k
+}
+
+fn abort(e: MetaError) -> ConflictableTransactionError<MetaError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_result<T>(r: std::result::Result<T, TransactionError<MetaError>>) -> Result<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => MetaError::Sled(e),
+    })
+}
+
+/// The metadata database.
+#[derive(Clone)]
+pub struct Meta {
+    db: sled::Db,
+    entries: sled::Tree,
+    uploads: sled::Tree,
+    cvs: sled::Tree,
+    inputs: sled::Tree,
+}
+
+impl Meta {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        Ok(Self {
+            entries: db.open_tree("entries")?,
+            uploads: db.open_tree("uploads")?,
+            cvs: db.open_tree("cvs")?,
+            inputs: db.open_tree("inputs")?,
+            db,
+        })
+    }
+
+    /// Makes every change so far durable (fsync). Blocking.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn entry(&self, key: &Key) -> Result<Option<EntryRecord>> {
+        self.entries.get(key.as_bytes())?.map(|v| EntryRecord::decode(&v)).transpose()
+    }
+
+    pub fn upload(&self, id: &Key) -> Result<Option<UploadRecord>> {
+        self.uploads.get(id.as_bytes())?.map(|v| UploadRecord::decode(&v)).transpose()
+    }
+
+    /// A stored input, if it is stored.
+    pub fn input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
+        self.inputs.get(hash.as_bytes())?.map(|v| InputRecord::decode(&v)).transpose()
+    }
+
+    pub fn put_input(&self, hash: &InputHash, input: &InputRecord) -> Result<()> {
+        self.inputs.insert(hash.as_bytes(), input.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn remove_input(&self, hash: &InputHash) -> Result<()> {
+        self.inputs.remove(hash.as_bytes())?;
+        Ok(())
+    }
+
+    /// Inserts `entry` unless one exists; with `upload`, a fresh upload record
+    /// goes in alongside, atomically. Returns the entry now stored and whether
+    /// it was created.
+    pub fn create(&self, key: &Key, entry: &EntryRecord, upload: bool) -> Result<(EntryRecord, bool)> {
+        if upload {
+            self.clear_cvs(key)?;
+        }
+        let fresh = UploadRecord { touched: entry.created, ..Default::default() }.encode();
+        tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
+            if let Some(existing) = entries.get(key.as_bytes())? {
+                return Ok((EntryRecord::decode(&existing).map_err(abort)?, false));
+            }
+            entries.insert(key.as_bytes(), entry.encode())?;
+            if upload {
+                uploads.insert(key.as_bytes(), fresh.clone())?;
+            }
+            Ok((entry.clone(), true))
+        }))
+    }
+
+    /// Atomically changes an entry: `change` sees the current record and
+    /// returns the new one, or `None` to leave it alone. `upload` says what
+    /// happens to the upload record in the same transaction. Returns the
+    /// record now stored and whether it changed (`None`: there is no entry).
+    pub fn update(
+        &self,
+        key: &Key,
+        upload: UploadChange,
+        change: impl Fn(&EntryRecord) -> Option<EntryRecord>,
+    ) -> Result<Option<(EntryRecord, bool)>> {
+        if upload == UploadChange::Start {
+            self.clear_cvs(key)?;
+        }
+        let fresh = UploadRecord { touched: super::now(), ..Default::default() }.encode();
+        tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
+            let Some(bytes) = entries.get(key.as_bytes())? else { return Ok(None) };
+            let current = EntryRecord::decode(&bytes).map_err(abort)?;
+            match change(&current) {
+                None => Ok(Some((current, false))),
+                Some(mut next) => {
+                    next.updated = super::now();
+                    entries.insert(key.as_bytes(), next.encode())?;
+                    match upload {
+                        UploadChange::Keep => {}
+                        UploadChange::End => drop(uploads.remove(key.as_bytes())?),
+                        UploadChange::Start => drop(uploads.insert(key.as_bytes(), fresh.clone())?),
+                    }
+                    Ok(Some((next, true)))
+                }
+            }
+        }))
+    }
+
+    /// Removes an entry and its upload record; returns what was removed.
+    pub fn remove(&self, key: &Key) -> Result<Option<EntryRecord>> {
+        let removed = tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
+            uploads.remove(key.as_bytes())?;
+            entries.remove(key.as_bytes())?.map(|v| EntryRecord::decode(&v)).transpose().map_err(abort)
+        }))?;
+        self.clear_cvs(key)?;
+        Ok(removed)
+    }
+
+    /// Records a group of received blocks (bits, chaining values, digest) in
+    /// one transaction. Blocks of uploads that no longer exist, or already
+    /// received, are skipped. Returns each touched upload's new record.
+    pub fn commit_blocks(&self, blocks: &[BlockCommit]) -> Result<Vec<(Key, UploadRecord)>> {
+        let now = super::now();
+        tx_result((&self.uploads, &self.cvs).transaction(|(uploads, cvs)| {
+            let mut records: Vec<(Key, UploadRecord)> = Vec::new();
+            for b in blocks {
+                let idx = match records.iter().position(|(k, _)| *k == b.upload) {
+                    Some(i) => i,
+                    None => {
+                        let Some(bytes) = uploads.get(b.upload.as_bytes())? else { continue };
+                        records.push((b.upload, UploadRecord::decode(&bytes).map_err(abort)?));
+                        records.len() - 1
+                    }
+                };
+                let rec = &mut records[idx].1;
+                if rec.received.insert(b.block as u32) {
+                    rec.digest.add(b.block, &b.cv);
+                    cvs.insert(&cv_key(&b.upload, b.block)[..], &b.cv[..])?;
+                }
+                if rec.tail.is_some_and(|(tb, _)| tb == b.block) {
+                    rec.tail = None;
+                }
+                rec.touched = now;
+            }
+            for (key, rec) in &records {
+                uploads.insert(key.as_bytes(), rec.encode())?;
+            }
+            Ok(records)
+        }))
+    }
+
+    /// Records (or clears) the durable partial block of a sequential upload.
+    pub fn set_tail(&self, id: &Key, tail: Option<(u64, u64)>) -> Result<Option<UploadRecord>> {
+        let now = super::now();
+        let out = self.uploads.fetch_and_update(id.as_bytes(), |old| {
+            let mut rec = UploadRecord::decode(old?).ok()?;
+            if let Some((block, _)) = tail {
+                if rec.received.contains(block as u32) {
+                    return Some(rec.encode());
+                }
+            }
+            rec.tail = tail.filter(|&(_, len)| len > 0);
+            rec.touched = now;
+            Some(rec.encode())
+        })?;
+        drop(out);
+        self.upload(id)
+    }
+
+    /// Chaining values of blocks `0..count`, in order; `None` if any is missing.
+    pub fn cvs(&self, id: &Key, count: u64) -> Result<Option<Vec<[u8; 32]>>> {
+        let mut out = Vec::with_capacity(count as usize);
+        for item in self.cvs.scan_prefix(id.as_bytes()) {
+            let (k, v) = item?;
+            let block = u64::from_be_bytes(k[32..40].try_into().map_err(|_| MetaError::Corrupt("cv key".into()))?);
+            if block != out.len() as u64 || v.len() != 32 {
+                return Ok(None);
+            }
+            out.push(v.as_ref().try_into().expect("32 bytes"));
+        }
+        Ok((out.len() as u64 == count).then_some(out))
+    }
+
+    /// Deletes every chaining value of an upload.
+    pub fn clear_cvs(&self, id: &Key) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.cvs.scan_prefix(id.as_bytes()).keys() {
+            batch.remove(item?);
+        }
+        self.cvs.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every entry, for start-up recovery and expiry sweeps.
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Key, EntryRecord)>> + '_ {
+        self.entries.iter().map(|item| {
+            let (k, v) = item?;
+            let key = Key(k.as_ref().try_into().map_err(|_| MetaError::Corrupt("entry key".into()))?);
+            Ok((key, EntryRecord::decode(&v)?))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> (tempfile::TempDir, Meta) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("db"), 1 << 20).unwrap();
+        (dir, m)
+    }
+
+    fn entry() -> EntryRecord {
+        EntryRecord::new(State::Uploading, InputHash::of(b"x"), 5000, "{}".into(), 1024)
+    }
+
+    #[test]
+    fn upload_record_round_trips() {
+        let mut r = UploadRecord { touched: 7, tail: Some((3, 100)), ..Default::default() };
+        r.received.insert(0);
+        r.received.insert(1);
+        r.received.insert(4);
+        r.digest.add(0, &[1; 32]);
+        assert_eq!(UploadRecord::decode(&r.encode()).unwrap(), r);
+        assert_eq!(r.prefix(), 2);
+        assert!(UploadRecord::decode(&[9, 9]).is_err());
+    }
+
+    #[test]
+    fn create_is_idempotent_and_commits_accumulate() {
+        let (_d, m) = meta();
+        let key = Key([1; 32]);
+        assert!(m.create(&key, &entry(), true).unwrap().1);
+        assert!(!m.create(&key, &entry(), true).unwrap().1);
+        let c = |block| BlockCommit { upload: key, block, cv: [block as u8; 32] };
+        m.set_tail(&key, Some((1, 10))).unwrap();
+        let recs = m.commit_blocks(&[c(1), c(0), c(1)]).unwrap();
+        assert_eq!(recs[0].1.received.len(), 2);
+        assert_eq!(recs[0].1.tail, None, "the block that completes a tail clears it");
+        assert_eq!(m.cvs(&key, 2).unwrap().unwrap()[1], [1; 32]);
+        assert_eq!(m.cvs(&key, 3).unwrap(), None);
+        let mut expect = Digest::new();
+        expect.add(0, &[0; 32]);
+        expect.add(1, &[1; 32]);
+        assert_eq!(m.upload(&key).unwrap().unwrap().digest, expect, "a repeated block counts once");
+    }
+
+    #[test]
+    fn update_is_conditional_and_can_end_the_upload() {
+        let (_d, m) = meta();
+        let key = Key([2; 32]);
+        m.create(&key, &entry(), true).unwrap();
+        let to_processing = |e: &EntryRecord| {
+            (e.state == State::Uploading).then(|| EntryRecord { state: State::Processing, ..e.clone() })
+        };
+        assert!(m.update(&key, UploadChange::End, to_processing).unwrap().unwrap().1);
+        assert!(!m.update(&key, UploadChange::End, to_processing).unwrap().unwrap().1, "only one caller wins");
+        assert!(m.upload(&key).unwrap().is_none());
+        assert!(m.update(&Key([3; 32]), UploadChange::Keep, to_processing).unwrap().is_none());
+        assert_eq!(m.remove(&key).unwrap().unwrap().state, State::Processing);
+        assert!(m.entry(&key).unwrap().is_none());
+    }
+}

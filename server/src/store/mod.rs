@@ -1,0 +1,12 @@
+//! Storage: the metadata schema in sled ([`meta`]) and the blob files on disk ([`blob`]).
+//! Neither knows about HTTP.
+
+pub mod blob;
+pub mod meta;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,424 @@
+//! Receiving input bytes: sequential appends (`PATCH`, one-shot `PUT`) and
+//! parallel blocks. No HTTP types here: bodies arrive as byte streams.
+//!
+//! Bytes go to the upload's sparse staging file from a blocking writer task
+//! that also computes each block's BLAKE3 chaining value; finished blocks are
+//! handed to the [`Committer`](crate::commit::Committer) and acknowledged
+//! once durable. All of it runs in a spawned task, so a client that goes away
+//! mid-body (hyper drops the request future) still gets every whole block it
+//! sent — and, for sequential appends, the partial tail — saved.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use roaring::RoaringBitmap;
+use tokio::sync::{mpsc, watch};
+use upcache_protocol::tree::BlockHasher;
+use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType, State};
+
+use crate::cache::Core;
+use crate::commit::Committed;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::store::meta::{BlockCommit, UploadRecord};
+
+/// How long a new sequential request waits for an older one to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// In-memory coordination of the writers of each upload.
+#[derive(Default)]
+pub struct Slots {
+    map: Mutex<HashMap<Key, Arc<Slot>>>,
+}
+
+/// One upload's writers: at most one sequential writer, and a claim per
+/// block being written so that no two requests write the same block at once.
+pub struct Slot {
+    sequential: tokio::sync::Mutex<()>,
+    stop: watch::Sender<u64>,
+    busy: Mutex<HashSet<u64>>,
+}
+
+/// A claimed block; released on drop.
+pub struct Claim {
+    slot: Arc<Slot>,
+    block: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.slot.busy.lock().expect("slot lock").remove(&self.block);
+    }
+}
+
+impl Slot {
+    fn claim(self: &Arc<Self>, block: u64) -> Option<Claim> {
+        self.busy.lock().expect("slot lock").insert(block).then(|| Claim { slot: self.clone(), block })
+    }
+}
+
+impl Slots {
+    fn get(&self, key: &Key) -> Arc<Slot> {
+        let mut map = self.map.lock().expect("slots lock");
+        map.entry(*key)
+            .or_insert_with(|| {
+                Arc::new(Slot { sequential: tokio::sync::Mutex::new(()), stop: watch::channel(0).0, busy: Mutex::default() })
+            })
+            .clone()
+    }
+
+    /// Asks every sequential writer of `key` to stop, and forgets the slot.
+    pub fn stop(&self, key: &Key) {
+        if let Some(slot) = self.map.lock().expect("slots lock").remove(key) {
+            slot.stop.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Whether a request is writing to `key` right now.
+    pub fn active(&self, key: &Key) -> bool {
+        self.map.lock().expect("slots lock").get(key).is_some_and(|s| Arc::strong_count(s) > 1)
+    }
+}
+
+/// Bytes received contiguously from 0: the whole blocks at the start, plus a
+/// durable partial tail of the next block.
+pub fn offset(layout: &Layout, upload: &UploadRecord) -> u64 {
+    let prefix = upload.prefix();
+    let mut off = prefix * layout.block_size;
+    if let Some((block, len)) = upload.tail {
+        if block == prefix {
+            off += len;
+        }
+    }
+    off.min(layout.length)
+}
+
+/// Where a sequential append starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// At `Upload-Offset`, which must equal the current offset.
+    Offset(u64),
+    /// The whole input from byte 0 (one-shot `PUT`); received blocks are skipped.
+    Whole,
+}
+
+/// What a request left behind.
+#[derive(Debug)]
+pub struct Progress {
+    pub upload: UploadRecord,
+    pub offset: u64,
+    pub complete: bool,
+}
+
+/// What the writer task is asked to do.
+enum Span {
+    Sequential { received: RoaringBitmap },
+    Block { verify: Option<InputHash> },
+}
+
+struct Writer {
+    core: Arc<Core>,
+    slot: Arc<Slot>,
+    key: Key,
+    file: Arc<File>,
+    layout: Layout,
+    span: Span,
+    pos: u64,
+    end: u64,
+    block: Option<(u64, Option<BlockHasher>)>,
+    verify: Option<blake3::Hasher>,
+    claims: Vec<Claim>,
+    receipts: Vec<tokio::sync::oneshot::Receiver<Committed>>,
+}
+
+impl Writer {
+    fn begin_block(&mut self, n: u64) -> Result<()> {
+        let skip = matches!(&self.span, Span::Sequential { received } if received.contains(n as u32));
+        if skip {
+            self.block = Some((n, None));
+            return Ok(());
+        }
+        let claim = self.slot.claim(n).ok_or_else(|| {
+            Error::problem(ProblemType::UploadBusy, format!("block {n} is being written by another request"))
+        })?;
+        self.claims.push(claim);
+        let mut hasher = BlockHasher::new(&self.layout, n);
+        let start = self.layout.range(n).start;
+        if self.pos > start {
+            // Resuming after a durable partial tail: re-read it (at most one block).
+            let mut tail = vec![0u8; (self.pos - start) as usize];
+            self.file.read_exact_at(&mut tail, start)?;
+            hasher.update(&tail);
+        }
+        self.block = Some((n, Some(hasher)));
+        Ok(())
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let n = self.layout.block_of(self.pos);
+            if self.block.as_ref().map(|b| b.0) != Some(n) {
+                self.begin_block(n)?;
+            }
+            let block_end = self.layout.range(n).end;
+            let take = ((block_end - self.pos) as usize).min(bytes.len());
+            let (part, rest) = bytes.split_at(take);
+            if let Some((_, Some(hasher))) = self.block.as_mut() {
+                hasher.update(part);
+                if let Some(v) = self.verify.as_mut() {
+                    v.update(part);
+                }
+                self.file.write_all_at(part, self.pos)?;
+                metrics::BYTES_STORED.add(take as u64);
+            }
+            self.pos += take as u64;
+            bytes = rest;
+            // A single block is committed only once its body ended cleanly (`finish`).
+            if self.pos == block_end && matches!(self.span, Span::Sequential { .. }) {
+                self.end_block()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_block(&mut self) -> Result<()> {
+        let Some((n, Some(hasher))) = self.block.take() else { return Ok(()) };
+        if let (Span::Block { verify: Some(expected) }, Some(v)) = (&self.span, &self.verify) {
+            let got = InputHash::from(v.finalize());
+            if got != *expected {
+                return Err(Problem::new(
+                    ProblemType::BlockHashMismatch,
+                    format!("block {n} hashes to {got}, not {expected}; it stays missing"),
+                )
+                .with("block", n)
+                .into());
+            }
+        }
+        let commit = BlockCommit { upload: self.key, block: n, cv: hasher.finish() };
+        metrics::BLOCKS_STORED.inc();
+        self.receipts.push(self.core.committer.blocks(self.file.clone(), vec![commit]));
+        Ok(())
+    }
+
+    /// After the last byte. A sequential writer saves its partial block
+    /// whether or not the body ended cleanly; a block writer commits only a
+    /// whole block whose body ended cleanly.
+    fn finish(&mut self, clean: bool) -> Result<()> {
+        match (&self.span, &self.block) {
+            (Span::Sequential { .. }, Some((n, Some(_)))) => {
+                let len = self.pos - self.layout.range(*n).start;
+                if len > 0 {
+                    self.receipts.push(self.core.committer.tail(self.file.clone(), self.key, (*n, len)));
+                }
+                Ok(())
+            }
+            (Span::Block { .. }, Some(_)) if clean && self.pos == self.end => self.end_block(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why the body stopped.
+enum Ended {
+    Complete,
+    TooLong,
+    Interrupted(String),
+    Superseded,
+}
+
+/// Streams `body` into the staging file over `[start, end)` and waits until
+/// what was written is durable. Runs in its own task: see the module doc.
+async fn receive<S>(core: Arc<Core>, key: Key, layout: Layout, span: Span, start: u64, end: u64, body: S) -> Result<(u64, Ended)>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+{
+    let slot = core.uploads.get(&key);
+    let mut stop = slot.stop.subscribe();
+    let blobs = core.blobs.clone();
+    let file = Arc::new(tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??);
+    let verify = matches!(span, Span::Block { verify: Some(_) }).then(blake3::Hasher::new);
+    let mut writer = Writer {
+        core: core.clone(), slot, key, file, layout, span, pos: start, end, block: None, verify,
+        claims: Vec::new(), receipts: Vec::new(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(16);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut clean = false;
+        let mut result = Ok(());
+        while let Some(msg) = rx.blocking_recv() {
+            let Some(bytes) = msg else {
+                clean = true;
+                break;
+            };
+            if let Err(e) = writer.write(&bytes) {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = writer.finish(clean);
+        }
+        (writer, result)
+    });
+    let idle = Duration::from_secs(core.config.body_idle_timeout);
+    let mut body = body;
+    let mut remaining = end - start;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break Ended::Superseded,
+            frame = tokio::time::timeout(idle, body.next()) => match frame {
+                Err(_) => break Ended::Interrupted("the body stalled".into()),
+                Ok(None) => {
+                    let _ = tx.send(None).await;
+                    break Ended::Complete;
+                }
+                Ok(Some(Err(e))) => break Ended::Interrupted(e.to_string()),
+                Ok(Some(Ok(mut bytes))) => {
+                    let too_long = bytes.len() as u64 > remaining;
+                    if too_long {
+                        bytes.truncate(remaining as usize);
+                    }
+                    remaining -= bytes.len() as u64;
+                    if !bytes.is_empty() && tx.send(Some(bytes)).await.is_err() {
+                        break Ended::Complete; // the writer failed; its error is reported below
+                    }
+                    if too_long {
+                        break Ended::TooLong;
+                    }
+                }
+            }
+        }
+    };
+    drop(tx);
+    let (writer, written) = task.await?;
+    for receipt in writer.receipts {
+        let committed = receipt.await.map_err(|_| Error::Internal("the committer stopped".into()))?;
+        committed.map_err(Error::Internal)?;
+    }
+    drop(writer.claims);
+    written?;
+    Ok((writer.pos, ended))
+}
+
+fn not_uploading(state: State) -> Error {
+    Error::problem(ProblemType::NotUploading, format!("the entry is {}, not accepting uploads", state.as_str()))
+}
+
+impl Core {
+    fn uploading(&self, key: &Key) -> Result<(Layout, UploadRecord)> {
+        let entry = self.meta.entry(key)?.ok_or_else(|| Error::problem(ProblemType::NotFound, "no entry under this key"))?;
+        if entry.state != State::Uploading {
+            return Err(not_uploading(entry.state));
+        }
+        let upload = self.meta.upload(key)?.ok_or_else(|| not_uploading(entry.state))?;
+        Ok((self.layout(&entry), upload))
+    }
+
+    async fn progress(self: &Arc<Self>, key: &Key, layout: &Layout) -> Result<Progress> {
+        let upload = self.meta.upload(key)?.unwrap_or_default();
+        let complete = upload.received.len() == layout.blocks();
+        let progress = Progress { offset: offset(layout, &upload), complete, upload };
+        if progress.complete {
+            self.finalize(*key).await?;
+        }
+        Ok(progress)
+    }
+
+    /// Appends a body sequentially (`PATCH`, one-shot `PUT`). A newer request
+    /// for the same upload makes an older one stop and let go (a client that
+    /// reconnects should not wait for its dead connection to time out).
+    pub async fn append<S>(self: &Arc<Self>, key: Key, start: Start, body: S) -> Result<Progress>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let core = self.clone();
+        tokio::spawn(async move { core.append_owned(key, start, body).await }).await?
+    }
+
+    async fn append_owned<S>(self: Arc<Self>, key: Key, start: Start, body: S) -> Result<Progress>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        self.uploading(&key)?;
+        let slot = self.uploads.get(&key);
+        let _sequential = match slot.sequential.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                slot.stop.send_modify(|g| *g += 1);
+                tokio::time::timeout(TAKEOVER_WAIT, slot.sequential.lock()).await.map_err(|_| {
+                    Error::problem(ProblemType::UploadBusy, "another request is still appending to this upload")
+                })?
+            }
+        };
+        let (layout, upload) = self.uploading(&key)?;
+        let current = offset(&layout, &upload);
+        let (from, span) = match start {
+            Start::Offset(o) if o != current => {
+                return Err(Problem::new(
+                    ProblemType::OffsetMismatch,
+                    format!("Upload-Offset is {o}, but {current} bytes are received"),
+                )
+                .with("offset", current)
+                .into())
+            }
+            Start::Offset(o) => (o, Span::Sequential { received: upload.received }),
+            Start::Whole => (0, Span::Sequential { received: upload.received }),
+        };
+        let (_, ended) = receive(self.clone(), key, layout, span, from, layout.length, body).await?;
+        let progress = self.progress(&key, &layout).await?;
+        match ended {
+            Ended::TooLong => Err(Problem::new(
+                ProblemType::BodyLengthMismatch,
+                format!("the body runs past the input's length of {} bytes; the bytes up to it were kept", layout.length),
+            )
+            .with("offset", progress.offset)
+            .into()),
+            Ended::Superseded => Err(Error::problem(ProblemType::UploadBusy, "a newer request took over this upload")),
+            Ended::Interrupted(why) => Err(Error::problem(ProblemType::BodyLengthMismatch, format!("the body ended early: {why}"))),
+            Ended::Complete => Ok(progress),
+        }
+    }
+
+    /// Stores block `n`. A block already received is acknowledged without
+    /// reading the body; `verify` is the client's BLAKE3 of the block.
+    pub async fn put_block<S>(self: &Arc<Self>, key: Key, n: u64, verify: Option<InputHash>, length: Option<u64>, body: S) -> Result<Progress>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let (layout, upload) = self.uploading(&key)?;
+        if n >= layout.blocks() {
+            return Err(Error::problem(
+                ProblemType::InvalidBlock,
+                format!("block {n} does not exist: the input has {} blocks (0 to {})", layout.blocks(), layout.blocks().saturating_sub(1)),
+            ));
+        }
+        let range = layout.range(n);
+        let want = range.end - range.start;
+        if length.is_some_and(|l| l != want) {
+            return Err(Error::problem(
+                ProblemType::BlockLengthMismatch,
+                format!("block {n} has {want} bytes, the request announces {}", length.unwrap_or(0)),
+            ));
+        }
+        if upload.received.contains(n as u32) {
+            return self.progress(&key, &layout).await;
+        }
+        let core = self.clone();
+        let span = Span::Block { verify };
+        let (pos, ended) =
+            tokio::spawn(async move { receive(core, key, layout, span, range.start, range.end, body).await }).await??;
+        if pos != range.end || !matches!(ended, Ended::Complete) {
+            return Err(Error::problem(
+                ProblemType::BlockLengthMismatch,
+                format!("block {n} has {want} bytes; the body {}", if matches!(ended, Ended::TooLong) { "was longer" } else { "was shorter" }),
+            ));
+        }
+        self.progress(&key, &layout).await
+    }
+}
