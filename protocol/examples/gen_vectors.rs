@@ -18,6 +18,7 @@ fn main() {
         json!({"op": "image.thumbnail", "width": 64, "height": 64, "format": "jpeg"}),
         json!({"op": "image.resize", "width": 10, "height": 20, "fit": "cover"}),
         json!({"op": "image.blur", "sigma": 1.5, "format": "png"}),
+        json!({"op": "image.blur", "sigma": 0.1}),
         json!({"op": "image.pipeline", "format": "jpeg", "quality": 70, "steps": [
             {"op": "image.crop", "x": 1, "y": 2, "width": 30, "height": 40},
             {"op": "image.rotate", "degrees": 90},

@@ -94,7 +94,7 @@ pub enum Step {
     Rotate { degrees: u16 },
     Flip { vertical: bool },
     Grayscale,
-    Blur { sigma: f32 },
+    Blur { sigma: f64 },
 }
 
 /// What an operation does, in typed form.
@@ -218,7 +218,7 @@ fn parse_step(f: &mut Fields<'_>) -> Result<Step, OperationError> {
                 == "vertical",
         },
         "image.grayscale" => Step::Grayscale,
-        "image.blur" => Step::Blur { sigma: f.number("sigma", 0.1, 100.0)? as f32 },
+        "image.blur" => Step::Blur { sigma: f.number("sigma", 0.1, 100.0)? },
         other => return Err(OperationError::Unknown(other.to_owned())),
     })
 }
@@ -243,7 +243,7 @@ fn step_json(step: &Step) -> Value {
         Step::Flip { vertical } => json!({"op": "image.flip", "v": 1,
             "direction": if vertical { "vertical" } else { "horizontal" }}),
         Step::Grayscale => json!({"op": "image.grayscale", "v": 1}),
-        Step::Blur { sigma } => json!({"op": "image.blur", "v": 1, "sigma": sigma as f64}),
+        Step::Blur { sigma } => json!({"op": "image.blur", "v": 1, "sigma": sigma}),
     }
 }
 

@@ -59,7 +59,6 @@ catalogue! {
     MethodNotAllowed => ("method-not-allowed", 405, "The method is not allowed on this resource"),
     RangeNotSatisfiable => ("range-not-satisfiable", 416, "The range is outside the result"),
     Unauthorized => ("unauthorized", 401, "A valid API key is required"),
-    Overloaded => ("overloaded", 503, "The server is overloaded; retry later"),
     Internal => ("internal", 500, "Internal server error"),
 }
 

@@ -238,6 +238,14 @@ impl Core {
     ) -> Result<(Key, EntryRecord, bool)> {
         let bad_upload = existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
         let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
+        if existing.state == State::Uploading {
+            let layout = self.layout(&existing);
+            if self.meta.upload(&key)?.is_some_and(|u| u.received.len() == layout.blocks()) {
+                // Every block is in but verification never ran (a crash in between).
+                self.finalize(key).await?;
+                return Ok((key, self.entry(&key)?, false));
+            }
+        }
         if existing.state != State::Failed || !(bad_upload || due) {
             return Ok((key, existing, false));
         }

@@ -20,7 +20,7 @@ pub type Committed = Result<Vec<(Key, UploadRecord)>, String>;
 
 enum Request {
     Blocks { file: Arc<File>, blocks: Vec<BlockCommit>, done: oneshot::Sender<Committed> },
-    Tail { file: Arc<File>, upload: Key, tail: (u64, u64), done: oneshot::Sender<Committed> },
+    Tail { file: Arc<File>, upload: Key, epoch: u64, tail: (u64, u64), done: oneshot::Sender<Committed> },
 }
 
 /// Handle to the committer thread.
@@ -52,9 +52,9 @@ impl Committer {
     }
 
     /// Queues a partial block `(block, bytes)` of a sequential upload.
-    pub fn tail(&self, file: Arc<File>, upload: Key, tail: (u64, u64)) -> oneshot::Receiver<Committed> {
+    pub fn tail(&self, file: Arc<File>, upload: Key, epoch: u64, tail: (u64, u64)) -> oneshot::Receiver<Committed> {
         let (done, rx) = oneshot::channel();
-        let _ = self.tx.send(Request::Tail { file, upload, tail, done });
+        let _ = self.tx.send(Request::Tail { file, upload, epoch, tail, done });
         rx
     }
 }
@@ -97,8 +97,8 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
                 }
                 Err(e) => drop(done.send(Err(e))),
             },
-            Request::Tail { file, upload, tail, done } => match file_ok(&file) {
-                Ok(()) => tails.push((upload, tail, done)),
+            Request::Tail { file, upload, epoch, tail, done } => match file_ok(&file) {
+                Ok(()) => tails.push((upload, epoch, tail, done)),
                 Err(e) => drop(done.send(Err(e))),
             },
         }
@@ -107,7 +107,9 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
     let committed = meta.commit_blocks(&blocks).map_err(|e| e.to_string());
     let tail_records: Vec<_> = tails
         .into_iter()
-        .map(|(upload, tail, done)| (meta.set_tail(&upload, Some(tail)).map_err(|e| e.to_string()), upload, done))
+        .map(|(upload, epoch, tail, done)| {
+            (meta.set_tail(&upload, epoch, Some(tail)).map_err(|e| e.to_string()), upload, done)
+        })
         .collect();
     let flushed = meta.flush().map_err(|e| e.to_string());
     for (uploads, done) in waiting {

@@ -26,8 +26,6 @@ pub struct Config {
     pub max_json_body: ByteSize,
     /// Worker threads running operations.
     pub pool_size: usize,
-    /// Operations queued beyond the running ones before new work gets 503.
-    pub queue_limit: usize,
     /// Longest an operation may run before it fails with `operation-timeout`.
     pub op_timeout: u64,
     /// Seconds a result request waits when the client sends no `Prefer: wait`.
@@ -64,7 +62,6 @@ impl Default for Config {
             default_block_size: ByteSize::mib(8),
             max_json_body: ByteSize::kib(64),
             pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            queue_limit: 1024,
             op_timeout: 120,
             default_wait: 30,
             max_wait: 300,

@@ -40,7 +40,10 @@ pub struct Slots {
 /// block being written so that no two requests write the same block at once.
 pub struct Slot {
     sequential: tokio::sync::Mutex<()>,
-    stop: watch::Sender<u64>,
+    /// Bumped when a newer sequential request takes over.
+    takeover: watch::Sender<u64>,
+    /// Bumped when the upload ends (verified, failed or deleted): every writer stops.
+    cancel: watch::Sender<u64>,
     busy: Mutex<HashSet<u64>>,
 }
 
@@ -67,15 +70,20 @@ impl Slots {
         let mut map = self.map.lock().expect("slots lock");
         map.entry(*key)
             .or_insert_with(|| {
-                Arc::new(Slot { sequential: tokio::sync::Mutex::new(()), stop: watch::channel(0).0, busy: Mutex::default() })
+                Arc::new(Slot {
+                    sequential: tokio::sync::Mutex::new(()),
+                    takeover: watch::channel(0).0,
+                    cancel: watch::channel(0).0,
+                    busy: Mutex::default(),
+                })
             })
             .clone()
     }
 
-    /// Asks every sequential writer of `key` to stop, and forgets the slot.
+    /// Asks every writer of `key` to stop, and forgets the slot.
     pub fn stop(&self, key: &Key) {
         if let Some(slot) = self.map.lock().expect("slots lock").remove(key) {
-            slot.stop.send_modify(|g| *g += 1);
+            slot.cancel.send_modify(|g| *g += 1);
         }
     }
 
@@ -125,6 +133,7 @@ struct Writer {
     core: Arc<Core>,
     slot: Arc<Slot>,
     key: Key,
+    epoch: u64,
     file: Arc<File>,
     layout: Layout,
     span: Span,
@@ -199,7 +208,7 @@ impl Writer {
                 .into());
             }
         }
-        let commit = BlockCommit { upload: self.key, block: n, cv: hasher.finish() };
+        let commit = BlockCommit { upload: self.key, epoch: self.epoch, block: n, cv: hasher.finish() };
         metrics::BLOCKS_STORED.inc();
         self.receipts.push(self.core.committer.blocks(self.file.clone(), vec![commit]));
         Ok(())
@@ -213,7 +222,7 @@ impl Writer {
             (Span::Sequential { .. }, Some((n, Some(_)))) => {
                 let len = self.pos - self.layout.range(*n).start;
                 if len > 0 {
-                    self.receipts.push(self.core.committer.tail(self.file.clone(), self.key, (*n, len)));
+                    self.receipts.push(self.core.committer.tail(self.file.clone(), self.key, self.epoch, (*n, len)));
                 }
                 Ok(())
             }
@@ -233,17 +242,21 @@ enum Ended {
 
 /// Streams `body` into the staging file over `[start, end)` and waits until
 /// what was written is durable. Runs in its own task: see the module doc.
-async fn receive<S>(core: Arc<Core>, key: Key, layout: Layout, span: Span, start: u64, end: u64, body: S) -> Result<(u64, Ended)>
+async fn receive<S>(core: Arc<Core>, key: Key, upload: &UploadRecord, span: Span, range: (u64, u64), body: S) -> Result<(u64, Ended)>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
 {
+    let (start, end) = range;
+    let layout = core.layout(&core.entry(&key)?);
     let slot = core.uploads.get(&key);
-    let mut stop = slot.stop.subscribe();
+    let mut takeover = slot.takeover.subscribe();
+    let mut cancel = slot.cancel.subscribe();
+    let sequential = matches!(span, Span::Sequential { .. });
     let blobs = core.blobs.clone();
     let file = Arc::new(tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??);
     let verify = matches!(span, Span::Block { verify: Some(_) }).then(blake3::Hasher::new);
     let mut writer = Writer {
-        core: core.clone(), slot, key, file, layout, span, pos: start, end, block: None, verify,
+        core: core.clone(), slot, key, epoch: upload.epoch, file, layout, span, pos: start, end, block: None, verify,
         claims: Vec::new(), receipts: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(16);
@@ -271,7 +284,8 @@ where
     let ended = loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break Ended::Superseded,
+            _ = cancel.changed() => break Ended::Superseded,
+            _ = takeover.changed(), if sequential => break Ended::Superseded,
             frame = tokio::time::timeout(idle, body.next()) => match frame {
                 Err(_) => break Ended::Interrupted("the body stalled".into()),
                 Ok(None) => {
@@ -321,7 +335,13 @@ impl Core {
     }
 
     async fn progress(self: &Arc<Self>, key: &Key, layout: &Layout) -> Result<Progress> {
-        let upload = self.meta.upload(key)?.unwrap_or_default();
+        let Some(upload) = self.meta.upload(key)? else {
+            // Verified already (by this request's last block or a concurrent one).
+            let entry = self.entry(key)?;
+            let done = matches!(entry.state, State::Processing | State::Complete);
+            let offset = if done { layout.length } else { 0 };
+            return Ok(Progress { upload: UploadRecord::default(), offset, complete: done });
+        };
         let complete = upload.received.len() == layout.blocks();
         let progress = Progress { offset: offset(layout, &upload), complete, upload };
         if progress.complete {
@@ -350,13 +370,19 @@ impl Core {
         let _sequential = match slot.sequential.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
-                slot.stop.send_modify(|g| *g += 1);
+                slot.takeover.send_modify(|g| *g += 1);
                 tokio::time::timeout(TAKEOVER_WAIT, slot.sequential.lock()).await.map_err(|_| {
                     Error::problem(ProblemType::UploadBusy, "another request is still appending to this upload")
                 })?
             }
         };
-        let (layout, upload) = self.uploading(&key)?;
+        let (layout, upload) = match self.uploading(&key) {
+            // A retried last PATCH whose answer was lost: the bytes are all here.
+            Err(_) if matches!(start, Start::Offset(o) if self.finished(&key, o)) => {
+                return self.progress(&key, &self.layout(&self.entry(&key)?)).await;
+            }
+            other => other?,
+        };
         let current = offset(&layout, &upload);
         let (from, span) = match start {
             Start::Offset(o) if o != current => {
@@ -367,10 +393,10 @@ impl Core {
                 .with("offset", current)
                 .into())
             }
-            Start::Offset(o) => (o, Span::Sequential { received: upload.received }),
-            Start::Whole => (0, Span::Sequential { received: upload.received }),
+            Start::Offset(o) => (o, Span::Sequential { received: upload.received.clone() }),
+            Start::Whole => (0, Span::Sequential { received: upload.received.clone() }),
         };
-        let (_, ended) = receive(self.clone(), key, layout, span, from, layout.length, body).await?;
+        let (_, ended) = receive(self.clone(), key, &upload, span, (from, layout.length), body).await?;
         let progress = self.progress(&key, &layout).await?;
         match ended {
             Ended::TooLong => Err(Problem::new(
@@ -385,13 +411,31 @@ impl Core {
         }
     }
 
+    /// Whether the entry's input is fully received and `offset` is its end.
+    fn finished(&self, key: &Key, offset: u64) -> bool {
+        matches!(self.meta.entry(key), Ok(Some(e))
+            if matches!(e.state, State::Processing | State::Complete) && offset == e.length)
+    }
+
     /// Stores block `n`. A block already received is acknowledged without
-    /// reading the body; `verify` is the client's BLAKE3 of the block.
+    /// reading the body — also after the upload is complete, so that a
+    /// client retrying a block whose answer it lost gets a success.
+    /// `verify` is the client's BLAKE3 of the block.
     pub async fn put_block<S>(self: &Arc<Self>, key: Key, n: u64, verify: Option<InputHash>, length: Option<u64>, body: S) -> Result<Progress>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
     {
-        let (layout, upload) = self.uploading(&key)?;
+        let core = self.clone();
+        // Spawned: finishing the upload must not depend on the client staying.
+        tokio::spawn(async move { core.put_block_owned(key, n, verify, length, body).await }).await?
+    }
+
+    async fn put_block_owned<S>(self: Arc<Self>, key: Key, n: u64, verify: Option<InputHash>, length: Option<u64>, body: S) -> Result<Progress>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let entry = self.entry(&key)?;
+        let layout = self.layout(&entry);
         if n >= layout.blocks() {
             return Err(Error::problem(
                 ProblemType::InvalidBlock,
@@ -406,13 +450,15 @@ impl Core {
                 format!("block {n} has {want} bytes, the request announces {}", length.unwrap_or(0)),
             ));
         }
+        if self.finished(&key, entry.length) {
+            return self.progress(&key, &layout).await;
+        }
+        let (_, upload) = self.uploading(&key)?;
         if upload.received.contains(n as u32) {
             return self.progress(&key, &layout).await;
         }
-        let core = self.clone();
         let span = Span::Block { verify };
-        let (pos, ended) =
-            tokio::spawn(async move { receive(core, key, layout, span, range.start, range.end, body).await }).await??;
+        let (pos, ended) = receive(self.clone(), key, &upload, span, (range.start, range.end), body).await?;
         if pos != range.end || !matches!(ended, Ended::Complete) {
             return Err(Error::problem(
                 ProblemType::BlockLengthMismatch,

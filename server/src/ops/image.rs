@@ -91,7 +91,7 @@ pub fn apply(img: DynamicImage, step: &Step) -> Result<DynamicImage, Problem> {
         Step::Flip { vertical: true } => img.flipv(),
         Step::Flip { vertical: false } => img.fliph(),
         Step::Grayscale => img.grayscale(),
-        Step::Blur { sigma } => img.blur(sigma),
+        Step::Blur { sigma } => img.blur(sigma as f32),
     })
 }
 

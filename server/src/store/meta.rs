@@ -97,7 +97,7 @@ impl EntryRecord {
 }
 
 const UPLOAD_FORMAT: u8 = 1;
-const UPLOAD_HEADER: usize = 1 + 8 + 8 + 8 + upcache_protocol::digest::LANES * 2;
+const UPLOAD_HEADER: usize = 1 + 8 + 8 + 8 + 8 + upcache_protocol::digest::LANES * 2;
 
 /// The durable progress of one upload.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,6 +110,9 @@ pub struct UploadRecord {
     pub tail: Option<(u64, u64)>,
     /// Last change, seconds since the epoch (for expiry).
     pub touched: u64,
+    /// Random per upload: a writer that started on an upload which was since
+    /// deleted and created again must not commit into the new one.
+    pub epoch: u64,
 }
 
 impl UploadRecord {
@@ -117,6 +120,7 @@ impl UploadRecord {
         let mut out = Vec::with_capacity(UPLOAD_HEADER + self.received.serialized_size());
         out.push(UPLOAD_FORMAT);
         out.extend_from_slice(&self.touched.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
         let (tb, tl) = self.tail.unwrap_or((0, 0));
         out.extend_from_slice(&tb.to_le_bytes());
         out.extend_from_slice(&tl.to_le_bytes());
@@ -131,10 +135,15 @@ impl UploadRecord {
             return Err(corrupt("unknown format"));
         }
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let (touched, tb, tl) = (u64_at(1), u64_at(9), u64_at(17));
-        let digest = Digest::from_bytes(&bytes[25..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
+        let (touched, epoch, tb, tl) = (u64_at(1), u64_at(9), u64_at(17), u64_at(25));
+        let digest = Digest::from_bytes(&bytes[33..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
         let received = RoaringBitmap::deserialize_from(&bytes[UPLOAD_HEADER..]).map_err(|_| corrupt("bitmap"))?;
-        Ok(Self { received, digest, tail: (tl > 0).then_some((tb, tl)), touched })
+        Ok(Self { received, digest, tail: (tl > 0).then_some((tb, tl)), touched, epoch })
+    }
+
+    /// A new, empty upload record.
+    pub fn fresh() -> Self {
+        Self { touched: super::now(), epoch: new_epoch(), ..Default::default() }
     }
 
     /// Number of blocks at the start that are all received.
@@ -172,10 +181,22 @@ impl InputRecord {
     }
 }
 
+fn new_epoch() -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&format!("{:?}", std::time::SystemTime::now()).into_bytes());
+    h.update(&format!("{:?}", std::thread::current().id()).into_bytes());
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    h.update(&COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// One block to record as received.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockCommit {
     pub upload: Key,
+    /// The epoch of the upload the block was written for.
+    pub epoch: u64,
     pub block: u64,
     pub cv: [u8; 32],
 }
@@ -267,7 +288,7 @@ impl Meta {
         if upload {
             self.clear_cvs(key)?;
         }
-        let fresh = UploadRecord { touched: entry.created, ..Default::default() }.encode();
+        let fresh = UploadRecord::fresh().encode();
         tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
             if let Some(existing) = entries.get(key.as_bytes())? {
                 return Ok((EntryRecord::decode(&existing).map_err(abort)?, false));
@@ -293,7 +314,7 @@ impl Meta {
         if upload == UploadChange::Start {
             self.clear_cvs(key)?;
         }
-        let fresh = UploadRecord { touched: super::now(), ..Default::default() }.encode();
+        let fresh = UploadRecord::fresh().encode();
         tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
             let Some(bytes) = entries.get(key.as_bytes())? else { return Ok(None) };
             let current = EntryRecord::decode(&bytes).map_err(abort)?;
@@ -340,6 +361,9 @@ impl Meta {
                     }
                 };
                 let rec = &mut records[idx].1;
+                if rec.epoch != b.epoch {
+                    continue;
+                }
                 if rec.received.insert(b.block as u32) {
                     rec.digest.add(b.block, &b.cv);
                     cvs.insert(&cv_key(&b.upload, b.block)[..], &b.cv[..])?;
@@ -356,11 +380,15 @@ impl Meta {
         }))
     }
 
-    /// Records (or clears) the durable partial block of a sequential upload.
-    pub fn set_tail(&self, id: &Key, tail: Option<(u64, u64)>) -> Result<Option<UploadRecord>> {
+    /// Records (or clears) the durable partial block of a sequential upload
+    /// of `epoch`.
+    pub fn set_tail(&self, id: &Key, epoch: u64, tail: Option<(u64, u64)>) -> Result<Option<UploadRecord>> {
         let now = super::now();
         let out = self.uploads.fetch_and_update(id.as_bytes(), |old| {
             let mut rec = UploadRecord::decode(old?).ok()?;
+            if rec.epoch != epoch {
+                return Some(rec.encode());
+            }
             if let Some((block, _)) = tail {
                 if rec.received.contains(block as u32) {
                     return Some(rec.encode());
@@ -424,7 +452,7 @@ mod tests {
 
     #[test]
     fn upload_record_round_trips() {
-        let mut r = UploadRecord { touched: 7, tail: Some((3, 100)), ..Default::default() };
+        let mut r = UploadRecord { touched: 7, tail: Some((3, 100)), epoch: 99, ..Default::default() };
         r.received.insert(0);
         r.received.insert(1);
         r.received.insert(4);
@@ -440,8 +468,12 @@ mod tests {
         let key = Key([1; 32]);
         assert!(m.create(&key, &entry(), true).unwrap().1);
         assert!(!m.create(&key, &entry(), true).unwrap().1);
-        let c = |block| BlockCommit { upload: key, block, cv: [block as u8; 32] };
-        m.set_tail(&key, Some((1, 10))).unwrap();
+        let epoch = m.upload(&key).unwrap().unwrap().epoch;
+        let c = |block| BlockCommit { upload: key, epoch, block, cv: [block as u8; 32] };
+        m.set_tail(&key, epoch, Some((1, 10))).unwrap();
+        let stale = BlockCommit { epoch: epoch ^ 1, ..c(2) };
+        m.commit_blocks(&[stale]).unwrap();
+        assert!(!m.upload(&key).unwrap().unwrap().received.contains(2), "a stale writer cannot commit");
         let recs = m.commit_blocks(&[c(1), c(0), c(1)]).unwrap();
         assert_eq!(recs[0].1.received.len(), 2);
         assert_eq!(recs[0].1.tail, None, "the block that completes a tail clears it");
