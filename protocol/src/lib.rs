@@ -19,6 +19,7 @@ pub mod blocks;
 pub mod digest;
 pub mod headers;
 pub mod key;
+pub mod lifecycle;
 pub mod operation;
 pub mod problem;
 pub mod status;

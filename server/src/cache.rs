@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use upcache_protocol::blocks::encode_ranges;
+use upcache_protocol::lifecycle::Event;
 use upcache_protocol::status::result_path;
 use upcache_protocol::{
     tree, CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType, ResultInfo, State,
@@ -249,21 +250,16 @@ impl Core {
         if existing.state != State::Failed || !(bad_upload || due) {
             return Ok((key, existing, false));
         }
-        let (next, change) = match stored {
-            Some(rec) => (State::Processing, (UploadChange::Keep, Some(hex::encode(rec.digest)))),
-            None => (State::Uploading, (UploadChange::Start, None)),
+        let event = Event::Retry { input_stored: stored.is_some() };
+        let (change, digest) = match stored {
+            Some(rec) => (UploadChange::Keep, Some(hex::encode(rec.digest))),
+            None => (UploadChange::Start, None),
         };
-        let updated = self.meta.update(&key, change.0, |e| {
-            (e.state == State::Failed).then(|| EntryRecord {
-                state: next,
-                error: None,
-                result: None,
-                digest: change.1.clone(),
-                ..e.clone()
-            })
+        let updated = self.meta.update(&key, change, |e| {
+            e.state.on(event).map(|state| EntryRecord { state, error: None, result: None, digest: digest.clone(), ..e.clone() })
         })?;
         let Some((entry, changed)) = updated else { return Err(not_found()) };
-        if changed && next == State::Processing {
+        if changed && entry.state == State::Processing {
             self.schedule(key, Priority::Interactive);
         }
         Ok((key, entry, changed))
@@ -311,10 +307,11 @@ impl Core {
             ProblemType::InputHashMismatch,
             format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", entry.input),
         );
+        let event = if ok { Event::InputVerified } else { Event::InputRejected };
         self.meta.update(key, UploadChange::End, |e| {
-            (e.state == State::Uploading).then(|| match ok {
-                true => EntryRecord { state: State::Processing, digest: Some(hex::encode(digest)), ..e.clone() },
-                false => EntryRecord { state: State::Failed, error: Some(problem.clone()), ..e.clone() },
+            e.state.on(event).map(|state| match ok {
+                true => EntryRecord { state, digest: Some(hex::encode(digest)), ..e.clone() },
+                false => EntryRecord { state, error: Some(problem.clone()), ..e.clone() },
             })
         })?;
         self.meta.clear_cvs(key)?;
@@ -378,13 +375,13 @@ impl Core {
     }
 
     fn record_outcome(&self, key: &Key, outcome: Result<ResultRecord, Problem>) -> Result<()> {
-        let (state, result, error) = match outcome {
-            Ok(r) => (State::Complete, Some(r), None),
-            Err(p) => (State::Failed, None, Some(p)),
+        let (event, result, error) = match outcome {
+            Ok(r) => (Event::Succeeded, Some(r), None),
+            Err(p) => (Event::Failed, None, Some(p)),
         };
         let own_blob = result.as_ref().is_some_and(|r| r.blob == BlobRef::Result);
         let updated = self.meta.update(key, UploadChange::Keep, |e| {
-            (e.state == State::Processing).then(|| EntryRecord { state, result: result.clone(), error: error.clone(), ..e.clone() })
+            e.state.on(event).map(|state| EntryRecord { state, result: result.clone(), error: error.clone(), ..e.clone() })
         })?;
         if own_blob && !matches!(updated, Some((_, true))) {
             // Deleted while it ran: do not leave the result behind.
@@ -403,7 +400,7 @@ impl Core {
         loop {
             let entry = self.meta.entry(key)?;
             match &entry {
-                Some(e) if matches!(e.state, State::Uploading | State::Processing) => {}
+                Some(e) if !e.state.is_settled() => {}
                 _ => return Ok(entry),
             }
             if tokio::time::timeout_at(deadline, sub.changed()).await.is_err() {
