@@ -33,12 +33,16 @@ pub struct Layout {
 impl Layout {
     /// Checks the block size and the number of blocks.
     pub fn new(length: u64, block_size: u64, max_blocks: u64) -> Result<Self, LayoutError> {
-        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
             return Err(LayoutError::BlockSize(block_size));
         }
         let layout = Self { length, block_size };
         if layout.blocks() > max_blocks {
-            return Err(LayoutError::TooManyBlocks { blocks: layout.blocks(), max: max_blocks });
+            return Err(LayoutError::TooManyBlocks {
+                blocks: layout.blocks(),
+                max: max_blocks,
+            });
         }
         Ok(layout)
     }
@@ -141,7 +145,10 @@ mod tests {
         assert_eq!(Layout::new(4096, 4096, 100).unwrap().blocks(), 1);
         assert_eq!(Layout::new(1, 3000, 100), Err(LayoutError::BlockSize(3000)));
         assert_eq!(Layout::new(1, 512, 100), Err(LayoutError::BlockSize(512)));
-        assert!(matches!(Layout::new(1 << 20, 1024, 10), Err(LayoutError::TooManyBlocks { .. })));
+        assert!(matches!(
+            Layout::new(1 << 20, 1024, 10),
+            Err(LayoutError::TooManyBlocks { .. })
+        ));
     }
 
     #[test]

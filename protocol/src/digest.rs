@@ -26,7 +26,9 @@ pub struct Digest {
 
 impl Default for Digest {
     fn default() -> Self {
-        Self { lanes: Box::new([0; LANES]) }
+        Self {
+            lanes: Box::new([0; LANES]),
+        }
     }
 }
 
@@ -105,7 +107,11 @@ mod tests {
         a.add(0, &cv(0));
         let mut b = Digest::new();
         b.add(1, &cv(0));
-        assert_ne!(a.to_hex(), b.to_hex(), "the index is bound into a contribution");
+        assert_ne!(
+            a.to_hex(),
+            b.to_hex(),
+            "the index is bound into a contribution"
+        );
         a.remove(0, &cv(0));
         assert_eq!(a, Digest::new());
         assert_eq!(Digest::from_bytes(&b.to_bytes()).unwrap(), b);

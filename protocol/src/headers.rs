@@ -62,7 +62,8 @@ pub fn decode_operation(value: &str) -> Result<Operation, OperationHeaderError> 
         .find_map(|e| e.decode(value).ok())
         .ok_or(OperationHeaderError::Encoding)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| OperationHeaderError::Encoding)?;
-    let json: serde_json::Value = serde_json::from_str(text).map_err(|_| OperationHeaderError::Encoding)?;
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| OperationHeaderError::Encoding)?;
     Ok(Operation::parse(&json)?)
 }
 
@@ -109,13 +110,23 @@ mod tests {
         let decoded = decode_operation(&encode_operation(&op)).unwrap();
         assert_eq!(decoded, Operation::parse(&op).unwrap());
         assert_eq!(decode_operation("!!"), Err(OperationHeaderError::Encoding));
-        assert!(matches!(decode_operation(&encode_operation(&json!({"op": "x"}))), Err(OperationHeaderError::Operation(_))));
+        assert!(matches!(
+            decode_operation(&encode_operation(&json!({"op": "x"}))),
+            Err(OperationHeaderError::Operation(_))
+        ));
     }
 
     #[test]
     fn prefer_parsing() {
         let p = Prefer::parse(["respond-async, wait=5", "return=minimal; foo"]);
-        assert_eq!(p, Prefer { wait: Some(5), return_minimal: true, respond_async: true });
+        assert_eq!(
+            p,
+            Prefer {
+                wait: Some(5),
+                return_minimal: true,
+                respond_async: true
+            }
+        );
         assert_eq!(Prefer::parse(["wait=abc"]).wait, None);
     }
 }

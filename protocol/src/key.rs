@@ -117,7 +117,11 @@ mod tests {
         assert!("zz".parse::<InputHash>().is_err());
         assert!(h.to_hex()[..63].parse::<InputHash>().is_err());
         let upper = h.to_hex().to_uppercase();
-        assert_eq!(upper.parse::<InputHash>().unwrap(), h, "hex is case-insensitive on input");
+        assert_eq!(
+            upper.parse::<InputHash>().unwrap(),
+            h,
+            "hex is case-insensitive on input"
+        );
     }
 
     #[test]
@@ -126,6 +130,9 @@ mod tests {
         let input = InputHash::of(b"hello");
         let mut material = input.as_bytes().to_vec();
         material.extend_from_slice(op.canonical().as_bytes());
-        assert_eq!(Key::derive(&input, &op).0, blake3::derive_key(KEY_CONTEXT, &material));
+        assert_eq!(
+            Key::derive(&input, &op).0,
+            blake3::derive_key(KEY_CONTEXT, &material)
+        );
     }
 }

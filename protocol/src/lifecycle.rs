@@ -40,7 +40,12 @@ impl State {
             (S::Processing, E::Succeeded) => Some(S::Complete),
             (S::Processing, E::Failed) => Some(S::Failed),
             (S::Failed, E::Retry { input_stored: true }) => Some(S::Processing),
-            (S::Failed, E::Retry { input_stored: false }) => Some(S::Uploading),
+            (
+                S::Failed,
+                E::Retry {
+                    input_stored: false,
+                },
+            ) => Some(S::Uploading),
             _ => None,
         }
     }

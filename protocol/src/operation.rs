@@ -25,9 +25,17 @@ pub enum OperationError {
     #[error("{op}: unknown field {field:?}")]
     UnknownField { op: String, field: String },
     #[error("{op}: field {field:?} {reason}")]
-    InvalidField { op: String, field: String, reason: String },
+    InvalidField {
+        op: String,
+        field: String,
+        reason: String,
+    },
     #[error("{op}: version {given} is not supported (current version is {current})")]
-    UnsupportedVersion { op: String, given: String, current: u64 },
+    UnsupportedVersion {
+        op: String,
+        given: String,
+        current: u64,
+    },
 }
 
 /// An output image format.
@@ -88,13 +96,31 @@ pub enum Fit {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
     /// Fit inside width × height keeping the aspect ratio; never enlarges.
-    Thumbnail { width: u32, height: u32 },
-    Resize { width: u32, height: u32, fit: Fit },
-    Crop { x: u32, y: u32, width: u32, height: u32 },
-    Rotate { degrees: u16 },
-    Flip { vertical: bool },
+    Thumbnail {
+        width: u32,
+        height: u32,
+    },
+    Resize {
+        width: u32,
+        height: u32,
+        fit: Fit,
+    },
+    Crop {
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+    },
+    Rotate {
+        degrees: u16,
+    },
+    Flip {
+        vertical: bool,
+    },
     Grayscale,
-    Blur { sigma: f64 },
+    Blur {
+        sigma: f64,
+    },
 }
 
 /// What an operation does, in typed form.
@@ -118,7 +144,10 @@ impl Operation {
     /// Parses and normalizes an operation object.
     pub fn parse(value: &Value) -> Result<Self, OperationError> {
         let map = value.as_object().ok_or(OperationError::NotAnObject)?;
-        let name = map.get("op").and_then(Value::as_str).ok_or(OperationError::NotAnObject)?;
+        let name = map
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or(OperationError::NotAnObject)?;
         let mut fields = Fields::new(name, map);
         let kind = match name {
             "identity" => {
@@ -134,7 +163,10 @@ impl Operation {
             _ if name.starts_with("image.") && STEP_NAMES.contains(&name) => {
                 let step = parse_step(&mut fields)?;
                 let output = fields.output()?;
-                Kind::Image { steps: vec![step], output }
+                Kind::Image {
+                    steps: vec![step],
+                    output,
+                }
             }
             _ => return Err(OperationError::Unknown(name.to_owned())),
         };
@@ -142,7 +174,11 @@ impl Operation {
         let normalized = normalize(name, &kind);
         let canonical = serde_json_canonicalizer::to_string(&normalized)
             .expect("normalized operations contain only finite numbers");
-        Ok(Self { kind, normalized, canonical })
+        Ok(Self {
+            kind,
+            normalized,
+            canonical,
+        })
     }
 
     /// Parses an operation from JSON text.
@@ -190,7 +226,10 @@ fn parse_step(f: &mut Fields<'_>) -> Result<Step, OperationError> {
     f.version(1)?;
     let dim = |f: &mut Fields<'_>, name| f.int(name, 1, MAX_DIMENSION, None).map(|v| v as u32);
     Ok(match f.op {
-        "image.thumbnail" => Step::Thumbnail { width: dim(f, "width")?, height: dim(f, "height")? },
+        "image.thumbnail" => Step::Thumbnail {
+            width: dim(f, "width")?,
+            height: dim(f, "height")?,
+        },
         "image.resize" => {
             let (width, height) = (dim(f, "width")?, dim(f, "height")?);
             let fit = match f.choice("fit", &["fill", "contain", "cover"], Some("fill"))? {
@@ -211,14 +250,18 @@ fn parse_step(f: &mut Fields<'_>) -> Result<Step, OperationError> {
             if degrees % 90 != 0 {
                 return Err(f.invalid("degrees", "must be 90, 180 or 270"));
             }
-            Step::Rotate { degrees: degrees as u16 }
+            Step::Rotate {
+                degrees: degrees as u16,
+            }
         }
         "image.flip" => Step::Flip {
             vertical: f.choice("direction", &["horizontal", "vertical"], Some("horizontal"))?
                 == "vertical",
         },
         "image.grayscale" => Step::Grayscale,
-        "image.blur" => Step::Blur { sigma: f.number("sigma", 0.1, 100.0)? },
+        "image.blur" => Step::Blur {
+            sigma: f.number("sigma", 0.1, 100.0)?,
+        },
         other => return Err(OperationError::Unknown(other.to_owned())),
     })
 }
@@ -236,7 +279,12 @@ fn step_json(step: &Step) -> Value {
             };
             json!({"op": "image.resize", "v": 1, "width": width, "height": height, "fit": fit})
         }
-        Step::Crop { x, y, width, height } => {
+        Step::Crop {
+            x,
+            y,
+            width,
+            height,
+        } => {
             json!({"op": "image.crop", "v": 1, "x": x, "y": y, "width": width, "height": height})
         }
         Step::Rotate { degrees } => json!({"op": "image.rotate", "v": 1, "degrees": degrees}),
@@ -277,7 +325,11 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(op: &'a str, map: &'a Map<String, Value>) -> Self {
-        Self { op, map, used: vec!["op"] }
+        Self {
+            op,
+            map,
+            used: vec!["op"],
+        }
     }
 
     fn invalid(&self, field: &str, reason: &str) -> OperationError {
@@ -306,7 +358,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn int(&mut self, name: &'static str, min: u64, max: u64, default: Option<u64>) -> Result<u64, OperationError> {
+    fn int(
+        &mut self,
+        name: &'static str,
+        min: u64,
+        max: u64,
+        default: Option<u64>,
+    ) -> Result<u64, OperationError> {
         match self.get(name) {
             None => default.ok_or_else(|| self.invalid(name, "is required")),
             Some(v) => match v.as_u64() {
@@ -334,12 +392,15 @@ impl<'a> Fields<'a> {
             Some(v) => v
                 .as_str()
                 .and_then(|s| choices.iter().copied().find(|c| *c == s))
-                .ok_or_else(|| self.invalid(name, &format!("must be one of {}", choices.join(", ")))),
+                .ok_or_else(|| {
+                    self.invalid(name, &format!("must be one of {}", choices.join(", ")))
+                }),
         }
     }
 
     fn output(&mut self) -> Result<Output, OperationError> {
-        let format = ImageFormat::from_name(self.choice("format", ImageFormat::NAMES, Some("png"))?);
+        let format =
+            ImageFormat::from_name(self.choice("format", ImageFormat::NAMES, Some("png"))?);
         let quality = if format == ImageFormat::Jpeg {
             Some(self.int("quality", 1, 100, Some(85))? as u8)
         } else if self.get("quality").is_some() {
@@ -354,11 +415,18 @@ impl<'a> Fields<'a> {
         let list = self.get("steps").and_then(Value::as_array);
         let list = match list {
             Some(l) if !l.is_empty() && l.len() <= MAX_STEPS => l,
-            _ => return Err(self.invalid("steps", &format!("must be a list of 1 to {MAX_STEPS} image steps"))),
+            _ => {
+                return Err(self.invalid(
+                    "steps",
+                    &format!("must be a list of 1 to {MAX_STEPS} image steps"),
+                ))
+            }
         };
         list.iter()
             .map(|step| {
-                let map = step.as_object().ok_or_else(|| self.invalid("steps", "must hold objects"))?;
+                let map = step
+                    .as_object()
+                    .ok_or_else(|| self.invalid("steps", "must hold objects"))?;
                 let name = map.get("op").and_then(Value::as_str).unwrap_or("");
                 if !STEP_NAMES.contains(&name) {
                     return Err(self.invalid("steps", &format!("cannot hold {name:?}")));
@@ -373,7 +441,10 @@ impl<'a> Fields<'a> {
 
     fn finish(self) -> Result<(), OperationError> {
         match self.map.keys().find(|k| !self.used.contains(&k.as_str())) {
-            Some(field) => Err(OperationError::UnknownField { op: self.op.to_owned(), field: field.clone() }),
+            Some(field) => Err(OperationError::UnknownField {
+                op: self.op.to_owned(),
+                field: field.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -394,8 +465,14 @@ mod tests {
             op.canonical(),
             r#"{"format":"png","height":300,"op":"image.thumbnail","v":1,"width":400}"#
         );
-        let explicit = parse(json!({"v": 1, "format": "png", "height": 300, "width": 400, "op": "image.thumbnail"}));
-        assert_eq!(explicit.unwrap().canonical(), op.canonical(), "order and defaults do not matter");
+        let explicit = parse(
+            json!({"v": 1, "format": "png", "height": 300, "width": 400, "op": "image.thumbnail"}),
+        );
+        assert_eq!(
+            explicit.unwrap().canonical(),
+            op.canonical(),
+            "order and defaults do not matter"
+        );
     }
 
     #[test]
@@ -410,9 +487,18 @@ mod tests {
 
     #[test]
     fn unknown_things_are_rejected() {
-        assert_eq!(parse(json!({"op": "nope"})), Err(OperationError::Unknown("nope".into())));
-        assert!(matches!(parse(json!({"op": "identity", "x": 1})), Err(OperationError::UnknownField { .. })));
-        assert!(matches!(parse(json!({"op": "identity", "v": 2})), Err(OperationError::UnsupportedVersion { .. })));
+        assert_eq!(
+            parse(json!({"op": "nope"})),
+            Err(OperationError::Unknown("nope".into()))
+        );
+        assert!(matches!(
+            parse(json!({"op": "identity", "x": 1})),
+            Err(OperationError::UnknownField { .. })
+        ));
+        assert!(matches!(
+            parse(json!({"op": "identity", "v": 2})),
+            Err(OperationError::UnsupportedVersion { .. })
+        ));
         assert_eq!(parse(json!(["identity"])), Err(OperationError::NotAnObject));
         assert!(matches!(
             parse(json!({"op": "image.thumbnail", "width": 0, "height": 10})),
@@ -422,7 +508,10 @@ mod tests {
             parse(json!({"op": "image.thumbnail", "width": 10.5, "height": 10})),
             Err(OperationError::InvalidField { .. })
         ));
-        assert!(matches!(parse(json!({"op": "image.rotate", "degrees": 45})), Err(OperationError::InvalidField { .. })));
+        assert!(matches!(
+            parse(json!({"op": "image.rotate", "degrees": 45})),
+            Err(OperationError::InvalidField { .. })
+        ));
     }
 
     #[test]
@@ -430,9 +519,15 @@ mod tests {
         let op = parse(json!({"op": "image.pipeline", "format": "webp", "steps": [
             {"op": "image.thumbnail", "width": 10, "height": 10}, {"op": "image.flip"}]}))
         .unwrap();
-        assert_eq!(op.normalized()["steps"][1], json!({"op": "image.flip", "v": 1, "direction": "horizontal"}));
+        assert_eq!(
+            op.normalized()["steps"][1],
+            json!({"op": "image.flip", "v": 1, "direction": "horizontal"})
+        );
         assert!(parse(json!({"op": "image.pipeline", "steps": []})).is_err());
         assert!(parse(json!({"op": "image.pipeline", "steps": [{"op": "identity"}]})).is_err());
-        assert!(parse(json!({"op": "image.pipeline", "steps": [{"op": "image.flip", "format": "png"}]})).is_err());
+        assert!(parse(
+            json!({"op": "image.pipeline", "steps": [{"op": "image.flip", "format": "png"}]})
+        )
+        .is_err());
     }
 }

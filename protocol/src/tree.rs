@@ -9,7 +9,9 @@
 //! A one-block input has no parent node: its hash is the block's root hash,
 //! which [`BlockHasher::finish`] returns in place of the CV.
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 
 use crate::blocks::Layout;
 
@@ -25,7 +27,10 @@ impl BlockHasher {
     pub fn new(layout: &Layout, n: u64) -> Self {
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(n * layout.block_size);
-        Self { hasher, whole_input: layout.blocks() == 1 }
+        Self {
+            hasher,
+            whole_input: layout.blocks() == 1,
+        }
     }
 
     /// Feeds the next bytes of the block.
@@ -46,7 +51,11 @@ impl BlockHasher {
 /// Merges the chaining values of all blocks, in block order, into the hash of
 /// the whole input. `cvs.len()` must equal `layout.blocks()`.
 pub fn root(layout: &Layout, cvs: &[ChainingValue]) -> blake3::Hash {
-    assert_eq!(cvs.len() as u64, layout.blocks(), "one chaining value per block");
+    assert_eq!(
+        cvs.len() as u64,
+        layout.blocks(),
+        "one chaining value per block"
+    );
     match cvs.len() {
         0 => blake3::hash(b""),
         1 => blake3::Hash::from_bytes(cvs[0]),
@@ -78,7 +87,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+            .collect()
     }
 
     fn cvs_in_order(input: &[u8], layout: &Layout, order: &[usize]) -> Vec<ChainingValue> {
@@ -106,13 +117,28 @@ mod tests {
 
     #[test]
     fn edge_sizes_match_blake3() {
-        for len in [0usize, 1, 1023, 1024, 1025, 2048, 2049, 4096 * 3, 4096 * 3 + 1, 65_536] {
+        for len in [
+            0usize,
+            1,
+            1023,
+            1024,
+            1025,
+            2048,
+            2049,
+            4096 * 3,
+            4096 * 3 + 1,
+            65_536,
+        ] {
             for shift in [10u32, 11, 12, 16] {
                 let input = data(len, 7);
                 let layout = Layout::new(len as u64, 1 << shift, u64::MAX).unwrap();
                 let order: Vec<usize> = (0..layout.blocks() as usize).rev().collect();
                 let cvs = cvs_in_order(&input, &layout, &order);
-                assert_eq!(root(&layout, &cvs), blake3::hash(&input), "len {len} block 2^{shift}");
+                assert_eq!(
+                    root(&layout, &cvs),
+                    blake3::hash(&input),
+                    "len {len} block 2^{shift}"
+                );
             }
         }
     }

@@ -12,11 +12,21 @@ fn key_vectors() {
     for case in cases {
         let bytes = hex::decode(case["input_hex"].as_str().unwrap()).unwrap();
         let input = InputHash::of(&bytes);
-        assert_eq!(input.to_hex(), case["input_blake3"], "input hash of {}", case["input_name"]);
+        assert_eq!(
+            input.to_hex(),
+            case["input_blake3"],
+            "input hash of {}",
+            case["input_name"]
+        );
         let op = Operation::parse(&case["operation"]).unwrap();
         assert_eq!(op.normalized(), &case["normalized"]);
         assert_eq!(op.canonical(), case["canonical"].as_str().unwrap());
-        assert_eq!(Key::derive(&input, &op).to_hex(), case["key"], "key of {}", case["canonical"]);
+        assert_eq!(
+            Key::derive(&input, &op).to_hex(),
+            case["key"],
+            "key of {}",
+            case["canonical"]
+        );
     }
 }
 
@@ -24,7 +34,10 @@ fn key_vectors() {
 fn spelling_does_not_change_the_key() {
     let input = InputHash::of(b"x");
     let a = Operation::from_json(r#"{"op":"image.thumbnail","width":8,"height":9}"#).unwrap();
-    let b = Operation::from_json(r#"{ "height" : 9, "format":"png","v":1, "width":8, "op":"image.thumbnail" }"#).unwrap();
+    let b = Operation::from_json(
+        r#"{ "height" : 9, "format":"png","v":1, "width":8, "op":"image.thumbnail" }"#,
+    )
+    .unwrap();
     assert_eq!(Key::derive(&input, &a), Key::derive(&input, &b));
     let c = Operation::from_json(r#"{"op":"image.thumbnail","width":8,"height":10}"#).unwrap();
     assert_ne!(Key::derive(&input, &a), Key::derive(&input, &c));

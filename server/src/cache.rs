@@ -11,7 +11,7 @@
 //! `running` set admits one task per key, and everyone else waits on the
 //! key's [`Notifier`] entry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +20,8 @@ use upcache_protocol::blocks::encode_ranges;
 use upcache_protocol::lifecycle::Event;
 use upcache_protocol::status::result_path;
 use upcache_protocol::{
-    tree, CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType, ResultInfo, State,
-    Status,
+    tree, CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
+    ResultInfo, State, Status,
 };
 
 use crate::commit::Committer;
@@ -32,7 +32,9 @@ use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::{self, Limits, Produced};
 use crate::store::blob::Blobs;
-use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, ResultRecord, UploadChange, UploadRecord};
+use crate::store::meta::{
+    BlobRef, EntryRecord, InputRecord, Meta, ResultRecord, UploadChange, UploadRecord,
+};
 use crate::upload::{self, Slots};
 
 /// Everything the service holds.
@@ -45,7 +47,7 @@ pub struct Core {
     pub pool: Pool,
     pub uploads: Slots,
     running: Mutex<HashSet<Key>>,
-    finalizing: Mutex<HashSet<Key>>,
+    finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Removes a key from a set when dropped.
@@ -58,7 +60,10 @@ impl Drop for SetGuard<'_> {
 }
 
 fn enter<'a>(set: &'a Mutex<HashSet<Key>>, key: &Key) -> Option<SetGuard<'a>> {
-    set.lock().expect("set lock").insert(*key).then(|| SetGuard(set, *key))
+    set.lock()
+        .expect("set lock")
+        .insert(*key)
+        .then(|| SetGuard(set, *key))
 }
 
 fn not_found() -> Error {
@@ -93,7 +98,10 @@ impl Core {
             match entry.state {
                 State::Processing => self.schedule(key, Priority::Background),
                 State::Uploading => {
-                    let done = self.meta.upload(&key)?.is_some_and(|u| u.received.len() == self.layout(&entry).blocks());
+                    let done = self
+                        .meta
+                        .upload(&key)?
+                        .is_some_and(|u| u.received.len() == self.layout(&entry).blocks());
                     if done {
                         verify.push(key);
                     }
@@ -109,11 +117,17 @@ impl Core {
 
     /// The block layout of an entry.
     pub fn layout(&self, entry: &EntryRecord) -> Layout {
-        Layout { length: entry.length, block_size: entry.block_size }
+        Layout {
+            length: entry.length,
+            block_size: entry.block_size,
+        }
     }
 
     fn limits(&self) -> Limits {
-        Limits { max_pixels: self.config.image_max_pixels, max_image_input: self.config.image_max_input.as_u64() }
+        Limits {
+            max_pixels: self.config.image_max_pixels,
+            max_image_input: self.config.image_max_input.as_u64(),
+        }
     }
 
     /// The entry under `key`.
@@ -132,7 +146,12 @@ impl Core {
     }
 
     /// Builds a status document.
-    pub fn status_of(&self, key: &Key, entry: &EntryRecord, upload: Option<&UploadRecord>) -> Status {
+    pub fn status_of(
+        &self,
+        key: &Key,
+        entry: &EntryRecord,
+        upload: Option<&UploadRecord>,
+    ) -> Status {
         let layout = self.layout(entry);
         let total = layout.blocks();
         let (received, missing, offset, digest) = match upload {
@@ -142,13 +161,23 @@ impl Core {
                 upload::offset(&layout, u),
                 u.digest.to_hex(),
             ),
-            None if entry.state == State::Uploading => (0, encode_ranges(0..total), 0, Digest::new().to_hex()),
-            None => (total, String::new(), entry.length, entry.digest.clone().unwrap_or_default()),
+            None if entry.state == State::Uploading => {
+                (0, encode_ranges(0..total), 0, Digest::new().to_hex())
+            }
+            None => (
+                total,
+                String::new(),
+                entry.length,
+                entry.digest.clone().unwrap_or_default(),
+            ),
         };
         Status {
             key: *key,
             state: entry.state,
-            input: InputRef { blake3: entry.input, length: entry.length },
+            input: InputRef {
+                blake3: entry.input,
+                length: entry.length,
+            },
             operation: serde_json::from_str(&entry.operation).unwrap_or_default(),
             block_size: entry.block_size,
             blocks_total: total,
@@ -188,15 +217,27 @@ impl Core {
 
     /// Looks up or creates the entry of `(input, operation)`. Returns the key,
     /// the entry and whether this call created (or restarted) it.
-    pub async fn create(self: &Arc<Self>, req: &CreateRequest, op: &Operation) -> Result<(Key, EntryRecord, bool)> {
-        let InputRef { blake3: input, length } = req.input;
+    pub async fn create(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+        op: &Operation,
+    ) -> Result<(Key, EntryRecord, bool)> {
+        let InputRef {
+            blake3: input,
+            length,
+        } = req.input;
         let max = self.config.max_input_size.as_u64();
         if length > max {
-            return Err(Problem::new(ProblemType::InputTooLarge, format!("the input has {length} bytes; the limit is {max}"))
-                .with("limit", max)
-                .into());
+            return Err(Problem::new(
+                ProblemType::InputTooLarge,
+                format!("the input has {length} bytes; the limit is {max}"),
+            )
+            .with("limit", max)
+            .into());
         }
-        let block_size = req.block_size.unwrap_or(self.config.default_block_size.as_u64());
+        let block_size = req
+            .block_size
+            .unwrap_or(self.config.default_block_size.as_u64());
         Layout::new(length, block_size, self.config.max_blocks)
             .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
         let key = Key::derive(&input, op);
@@ -213,11 +254,25 @@ impl Core {
         let entry = match stored {
             Some(rec) => EntryRecord {
                 digest: Some(hex::encode(rec.digest)),
-                ..EntryRecord::new(State::Processing, input, length, op.canonical().into(), rec.block_size)
+                ..EntryRecord::new(
+                    State::Processing,
+                    input,
+                    length,
+                    op.canonical().into(),
+                    rec.block_size,
+                )
             },
-            None => EntryRecord::new(State::Uploading, input, length, op.canonical().into(), block_size),
+            None => EntryRecord::new(
+                State::Uploading,
+                input,
+                length,
+                op.canonical().into(),
+                block_size,
+            ),
         };
-        let (entry, created) = self.meta.create(&key, &entry, entry.state == State::Uploading)?;
+        let (entry, created) = self
+            .meta
+            .create(&key, &entry, entry.state == State::Uploading)?;
         if created && entry.state == State::Processing {
             metrics::HITS.inc();
             self.schedule(key, Priority::Interactive);
@@ -237,11 +292,16 @@ impl Core {
         existing: EntryRecord,
         stored: Option<InputRecord>,
     ) -> Result<(Key, EntryRecord, bool)> {
-        let bad_upload = existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
+        let bad_upload =
+            existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
         let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
         if existing.state == State::Uploading {
             let layout = self.layout(&existing);
-            if self.meta.upload(&key)?.is_some_and(|u| u.received.len() == layout.blocks()) {
+            if self
+                .meta
+                .upload(&key)?
+                .is_some_and(|u| u.received.len() == layout.blocks())
+            {
                 // Every block is in but verification never ran (a crash in between).
                 self.finalize(key).await?;
                 return Ok((key, self.entry(&key)?, false));
@@ -250,15 +310,25 @@ impl Core {
         if existing.state != State::Failed || !(bad_upload || due) {
             return Ok((key, existing, false));
         }
-        let event = Event::Retry { input_stored: stored.is_some() };
+        let event = Event::Retry {
+            input_stored: stored.is_some(),
+        };
         let (change, digest) = match stored {
             Some(rec) => (UploadChange::Keep, Some(hex::encode(rec.digest))),
             None => (UploadChange::Start, None),
         };
         let updated = self.meta.update(&key, change, |e| {
-            e.state.on(event).map(|state| EntryRecord { state, error: None, result: None, digest: digest.clone(), ..e.clone() })
+            e.state.on(event).map(|state| EntryRecord {
+                state,
+                error: None,
+                result: None,
+                digest: digest.clone(),
+                ..e.clone()
+            })
         })?;
-        let Some((entry, changed)) = updated else { return Err(not_found()) };
+        let Some((entry, changed)) = updated else {
+            return Err(not_found());
+        };
         if changed && entry.state == State::Processing {
             self.schedule(key, Priority::Interactive);
         }
@@ -268,10 +338,29 @@ impl Core {
     /// Verifies a fully received upload by merging its blocks' chaining
     /// values, publishes the input and starts processing — or fails the entry
     /// if the bytes do not hash to the claimed input hash.
+    ///
+    /// Concurrent callers for one key take turns; the later ones find the
+    /// work done, so every caller returns only once the entry has left
+    /// `uploading`.
     pub async fn finalize(self: &Arc<Self>, key: Key) -> Result<()> {
-        let Some(_guard) = enter(&self.finalizing, &key) else { return Ok(()) };
+        let lock = self
+            .finalizing
+            .lock()
+            .expect("finalizing lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        let turn = lock.lock().await;
         let core = self.clone();
-        let verified = tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await??;
+        let verified = tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await;
+        drop(turn);
+        {
+            let mut map = self.finalizing.lock().expect("finalizing lock");
+            if Arc::strong_count(&lock) == 2 {
+                map.remove(&key);
+            }
+        }
+        let verified = verified??;
         self.uploads.stop(&key);
         match verified {
             Some(true) => self.schedule(key, Priority::Interactive),
@@ -283,20 +372,31 @@ impl Core {
 
     /// Blocking part of [`Core::finalize`]: `None` if there was nothing to do.
     fn verify_and_publish(&self, key: &Key) -> Result<Option<bool>> {
-        let Some(entry) = self.meta.entry(key)? else { return Ok(None) };
+        let Some(entry) = self.meta.entry(key)? else {
+            return Ok(None);
+        };
         let layout = self.layout(&entry);
-        let Some(upload) = self.meta.upload(key)? else { return Ok(None) };
+        let Some(upload) = self.meta.upload(key)? else {
+            return Ok(None);
+        };
         if entry.state != State::Uploading || upload.received.len() != layout.blocks() {
             return Ok(None);
         }
-        let cvs = self.meta.cvs(key, layout.blocks())?.ok_or_else(|| Error::Internal("chaining values missing".into()))?;
+        let cvs = self
+            .meta
+            .cvs(key, layout.blocks())?
+            .ok_or_else(|| Error::Internal("chaining values missing".into()))?;
         let root = InputHash::from(tree::root(&layout, &cvs));
         let digest = *blake3::hash(&upload.digest.to_bytes()).as_bytes();
         let ok = root == entry.input;
         if ok {
             self.blobs.open_staging(key, layout.length)?; // an empty input has no staged block
             self.blobs.promote_staging(key, &entry.input)?;
-            let rec = InputRecord { length: layout.length, block_size: layout.block_size, digest };
+            let rec = InputRecord {
+                length: layout.length,
+                block_size: layout.block_size,
+                digest,
+            };
             self.meta.put_input(&entry.input, &rec)?;
             metrics::INPUTS_VERIFIED.inc();
         } else {
@@ -307,11 +407,23 @@ impl Core {
             ProblemType::InputHashMismatch,
             format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", entry.input),
         );
-        let event = if ok { Event::InputVerified } else { Event::InputRejected };
+        let event = if ok {
+            Event::InputVerified
+        } else {
+            Event::InputRejected
+        };
         self.meta.update(key, UploadChange::End, |e| {
             e.state.on(event).map(|state| match ok {
-                true => EntryRecord { state, digest: Some(hex::encode(digest)), ..e.clone() },
-                false => EntryRecord { state, error: Some(problem.clone()), ..e.clone() },
+                true => EntryRecord {
+                    state,
+                    digest: Some(hex::encode(digest)),
+                    ..e.clone()
+                },
+                false => EntryRecord {
+                    state,
+                    error: Some(problem.clone()),
+                    ..e.clone()
+                },
             })
         })?;
         self.meta.clear_cvs(key)?;
@@ -323,7 +435,9 @@ impl Core {
     pub fn schedule(self: &Arc<Self>, key: Key, priority: Priority) {
         let core = self.clone();
         tokio::spawn(async move {
-            let Some(_guard) = enter(&core.running, &key) else { return };
+            let Some(_guard) = enter(&core.running, &key) else {
+                return;
+            };
             if let Err(e) = core.process(key, priority).await {
                 tracing::error!(key = %key, error = %e, "processing failed");
             }
@@ -335,41 +449,67 @@ impl Core {
             Some(e) if e.state == State::Processing => e,
             _ => return Ok(()),
         };
-        let op = Operation::from_json(&entry.operation).map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
+        let op = Operation::from_json(&entry.operation)
+            .map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
         metrics::OPERATIONS_STARTED.inc();
         tracing::info!(key = %key, op = op.name(), "operation started");
-        let (input_path, blobs, limits, e) = (self.blobs.input_path(&entry.input), self.blobs.clone(), self.limits(), entry.clone());
-        let job = self.pool.run(priority, move || -> Result<ResultRecord, Problem> {
-            let internal = |err: std::io::Error| Problem::new(ProblemType::Internal, err.to_string());
-            Ok(match ops::run(&op, &input_path, &limits)? {
-                Produced::Input => ResultRecord {
-                    blake3: e.input,
-                    length: e.length,
-                    content_type: ops::OCTET_STREAM.into(),
-                    blob: BlobRef::Input,
-                },
-                Produced::Bytes { bytes, content_type } => {
-                    blobs.write_result(&key, &bytes).map_err(internal)?;
-                    ResultRecord {
-                        blake3: InputHash::of(&bytes),
-                        length: bytes.len() as u64,
-                        content_type: content_type.into(),
-                        blob: BlobRef::Result,
+        let (input_path, blobs, limits, e) = (
+            self.blobs.input_path(&entry.input),
+            self.blobs.clone(),
+            self.limits(),
+            entry.clone(),
+        );
+        let job = self
+            .pool
+            .run(priority, move || -> Result<ResultRecord, Problem> {
+                let internal =
+                    |err: std::io::Error| Problem::new(ProblemType::Internal, err.to_string());
+                Ok(match ops::run(&op, &input_path, &limits)? {
+                    Produced::Input => ResultRecord {
+                        blake3: e.input,
+                        length: e.length,
+                        content_type: ops::OCTET_STREAM.into(),
+                        blob: BlobRef::Input,
+                    },
+                    Produced::Bytes {
+                        bytes,
+                        content_type,
+                    } => {
+                        blobs.write_result(&key, &bytes).map_err(internal)?;
+                        ResultRecord {
+                            blake3: InputHash::of(&bytes),
+                            length: bytes.len() as u64,
+                            content_type: content_type.into(),
+                            blob: BlobRef::Result,
+                        }
                     }
-                }
-            })
-        });
+                })
+            });
         let timeout = Duration::from_secs(self.config.op_timeout);
         let outcome = match tokio::time::timeout(timeout, job).await {
-            Err(_) => Err(Problem::new(ProblemType::OperationTimeout, format!("the operation ran longer than {timeout:?}"))),
-            Ok(Err(_)) => Err(Problem::new(ProblemType::Internal, "the worker pool stopped")),
-            Ok(Ok(Err(panic))) => Err(Problem::new(ProblemType::OperationFailed, format!("the operation crashed: {}", panic.0))),
+            Err(_) => Err(Problem::new(
+                ProblemType::OperationTimeout,
+                format!("the operation ran longer than {timeout:?}"),
+            )),
+            Ok(Err(_)) => Err(Problem::new(
+                ProblemType::Internal,
+                "the worker pool stopped",
+            )),
+            Ok(Ok(Err(panic))) => Err(Problem::new(
+                ProblemType::OperationFailed,
+                format!("the operation crashed: {}", panic.0),
+            )),
             Ok(Ok(Ok(result))) => result,
         };
         let core = self.clone();
         let ok = outcome.is_ok();
         tokio::task::spawn_blocking(move || core.record_outcome(&key, outcome)).await??;
-        if ok { &metrics::OPERATIONS_COMPLETED } else { &metrics::OPERATIONS_FAILED }.inc();
+        if ok {
+            &metrics::OPERATIONS_COMPLETED
+        } else {
+            &metrics::OPERATIONS_FAILED
+        }
+        .inc();
         self.notifier.notify(&key);
         Ok(())
     }
@@ -381,7 +521,12 @@ impl Core {
         };
         let own_blob = result.as_ref().is_some_and(|r| r.blob == BlobRef::Result);
         let updated = self.meta.update(key, UploadChange::Keep, |e| {
-            e.state.on(event).map(|state| EntryRecord { state, result: result.clone(), error: error.clone(), ..e.clone() })
+            e.state.on(event).map(|state| EntryRecord {
+                state,
+                result: result.clone(),
+                error: error.clone(),
+                ..e.clone()
+            })
         })?;
         if own_blob && !matches!(updated, Some((_, true))) {
             // Deleted while it ran: do not leave the result behind.
@@ -403,7 +548,10 @@ impl Core {
                 Some(e) if !e.state.is_settled() => {}
                 _ => return Ok(entry),
             }
-            if tokio::time::timeout_at(deadline, sub.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, sub.changed())
+                .await
+                .is_err()
+            {
                 return Ok(entry);
             }
         }
@@ -452,6 +600,14 @@ impl Core {
         }
         Ok(stale.len())
     }
+}
+
+/// The problem a failed entry answers with.
+pub fn failure(entry: &EntryRecord) -> Problem {
+    entry
+        .error
+        .clone()
+        .unwrap_or_else(|| Problem::new(ProblemType::OperationFailed, "the operation failed"))
 }
 
 fn length_mismatch(given: u64, known: u64) -> Error {

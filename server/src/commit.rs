@@ -19,8 +19,18 @@ use crate::store::meta::{BlockCommit, Meta, UploadRecord};
 pub type Committed = Result<Vec<(Key, UploadRecord)>, String>;
 
 enum Request {
-    Blocks { file: Arc<File>, blocks: Vec<BlockCommit>, done: oneshot::Sender<Committed> },
-    Tail { file: Arc<File>, upload: Key, epoch: u64, tail: (u64, u64), done: oneshot::Sender<Committed> },
+    Blocks {
+        file: Arc<File>,
+        blocks: Vec<BlockCommit>,
+        done: oneshot::Sender<Committed>,
+    },
+    Tail {
+        file: Arc<File>,
+        upload: Key,
+        epoch: u64,
+        tail: (u64, u64),
+        done: oneshot::Sender<Committed>,
+    },
 }
 
 /// Handle to the committer thread.
@@ -45,16 +55,32 @@ impl Committer {
 
     /// Queues blocks whose bytes were written to `file`; the receiver resolves
     /// once they are durable.
-    pub fn blocks(&self, file: Arc<File>, blocks: Vec<BlockCommit>) -> oneshot::Receiver<Committed> {
+    pub fn blocks(
+        &self,
+        file: Arc<File>,
+        blocks: Vec<BlockCommit>,
+    ) -> oneshot::Receiver<Committed> {
         let (done, rx) = oneshot::channel();
         let _ = self.tx.send(Request::Blocks { file, blocks, done });
         rx
     }
 
     /// Queues a partial block `(block, bytes)` of a sequential upload.
-    pub fn tail(&self, file: Arc<File>, upload: Key, epoch: u64, tail: (u64, u64)) -> oneshot::Receiver<Committed> {
+    pub fn tail(
+        &self,
+        file: Arc<File>,
+        upload: Key,
+        epoch: u64,
+        tail: (u64, u64),
+    ) -> oneshot::Receiver<Committed> {
         let (done, rx) = oneshot::channel();
-        let _ = self.tx.send(Request::Tail { file, upload, epoch, tail, done });
+        let _ = self.tx.send(Request::Tail {
+            file,
+            upload,
+            epoch,
+            tail,
+            done,
+        });
         rx
     }
 }
@@ -80,7 +106,9 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
         if let Some((_, r)) = synced.iter().find(|(p, _)| *p == ptr) {
             return r.clone();
         }
-        let r = file.sync_data().map_err(|e| format!("syncing staged bytes: {e}"));
+        let r = file
+            .sync_data()
+            .map_err(|e| format!("syncing staged bytes: {e}"));
         synced.push((ptr, r.clone()));
         r
     };
@@ -89,7 +117,11 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
     let mut tails = Vec::new();
     for req in group {
         match req {
-            Request::Blocks { file, blocks: b, done } => match file_ok(&file) {
+            Request::Blocks {
+                file,
+                blocks: b,
+                done,
+            } => match file_ok(&file) {
                 Ok(()) => {
                     let uploads: Vec<Key> = b.iter().map(|c| c.upload).collect();
                     blocks.extend(b);
@@ -97,7 +129,13 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
                 }
                 Err(e) => drop(done.send(Err(e))),
             },
-            Request::Tail { file, upload, epoch, tail, done } => match file_ok(&file) {
+            Request::Tail {
+                file,
+                upload,
+                epoch,
+                tail,
+                done,
+            } => match file_ok(&file) {
                 Ok(()) => tails.push((upload, epoch, tail, done)),
                 Err(e) => drop(done.send(Err(e))),
             },
@@ -108,13 +146,22 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
     let tail_records: Vec<_> = tails
         .into_iter()
         .map(|(upload, epoch, tail, done)| {
-            (meta.set_tail(&upload, epoch, Some(tail)).map_err(|e| e.to_string()), upload, done)
+            (
+                meta.set_tail(&upload, epoch, Some(tail))
+                    .map_err(|e| e.to_string()),
+                upload,
+                done,
+            )
         })
         .collect();
     let flushed = meta.flush().map_err(|e| e.to_string());
     for (uploads, done) in waiting {
         let answer = match (&committed, &flushed) {
-            (Ok(records), Ok(())) => Ok(records.iter().filter(|(k, _)| uploads.contains(k)).cloned().collect()),
+            (Ok(records), Ok(())) => Ok(records
+                .iter()
+                .filter(|(k, _)| uploads.contains(k))
+                .cloned()
+                .collect()),
             (Err(e), _) | (_, Err(e)) => Err(e.clone()),
         };
         let _ = done.send(answer);

@@ -82,7 +82,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("invalid setting: {0}")]
@@ -99,21 +102,30 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table = toml::Table::try_from(Config::default()).expect("defaults serialize");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            let parsed: toml::Table = text
-                .parse()
-                .map_err(|e: toml::de::Error| ConfigError::File { path: path.into(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let parsed: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.into(),
+                        message: e.to_string(),
+                    })?;
             table.extend(parsed);
         }
         for (name, value) in env {
-            let Some(field) = name.strip_prefix("UPCACHE_") else { continue };
+            let Some(field) = name.strip_prefix("UPCACHE_") else {
+                continue;
+            };
             let field = field.to_ascii_lowercase();
             if field == "config" || field == "log" {
                 continue;
             }
             if !table.contains_key(&field) && !Self::optional_fields().contains(&field.as_str()) {
-                return Err(ConfigError::Invalid(format!("unknown environment variable {name}")));
+                return Err(ConfigError::Invalid(format!(
+                    "unknown environment variable {name}"
+                )));
             }
             table.insert(field, env_value(&value));
         }
@@ -136,14 +148,26 @@ impl Config {
             return Err(ConfigError::Invalid("pool_size must be at least 1".into()));
         }
         if self.max_wait == 0 || self.default_wait > self.max_wait {
-            return Err(ConfigError::Invalid("default_wait must not exceed max_wait, which must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "default_wait must not exceed max_wait, which must be positive".into(),
+            ));
         }
         if let Some(path) = &self.api_keys_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            self.api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            self.api_keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
         }
-        if !self.listen.ip().is_loopback() && self.api_keys.is_empty() && !self.allow_unauthenticated {
+        if !self.listen.ip().is_loopback()
+            && self.api_keys.is_empty()
+            && !self.allow_unauthenticated
+        {
             return Err(ConfigError::Invalid(format!(
                 "listening on {} (not loopback) needs api_keys or api_keys_file; \
                  set allow_unauthenticated = true to serve without authentication",
@@ -163,9 +187,12 @@ fn env_value(value: &str) -> toml::Value {
     match value {
         "true" => toml::Value::Boolean(true),
         "false" => toml::Value::Boolean(false),
-        _ if value.contains(',') && !value.contains('/') => {
-            toml::Value::Array(value.split(',').map(|s| toml::Value::String(s.trim().into())).collect())
-        }
+        _ if value.contains(',') && !value.contains('/') => toml::Value::Array(
+            value
+                .split(',')
+                .map(|s| toml::Value::String(s.trim().into()))
+                .collect(),
+        ),
         _ => toml::Value::String(value.to_owned()),
     }
 }
@@ -178,8 +205,15 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("upcache.toml");
-        std::fs::write(&file, "max_input_size = \"1MiB\"\npool_size = 3\nop_timeout = 9\n").unwrap();
-        let env = [("UPCACHE_POOL_SIZE".to_string(), "5".to_string()), ("PATH".into(), "/bin".into())];
+        std::fs::write(
+            &file,
+            "max_input_size = \"1MiB\"\npool_size = 3\nop_timeout = 9\n",
+        )
+        .unwrap();
+        let env = [
+            ("UPCACHE_POOL_SIZE".to_string(), "5".to_string()),
+            ("PATH".into(), "/bin".into()),
+        ];
         let mut flags = toml::Table::new();
         flags.insert("op_timeout".into(), toml::Value::Integer(7));
         let c = Config::load(Some(&file), env, flags).unwrap();
@@ -194,7 +228,10 @@ mod tests {
         let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
         assert!(Config::load(None, env("UPCACHE_NOPE", "1"), none()).is_err());
         assert!(Config::load(None, env("UPCACHE_DEFAULT_BLOCK_SIZE", "3000"), none()).is_err());
-        assert!(Config::load(None, env("UPCACHE_LISTEN", "0.0.0.0:1"), none()).is_err(), "open bind needs keys");
+        assert!(
+            Config::load(None, env("UPCACHE_LISTEN", "0.0.0.0:1"), none()).is_err(),
+            "open bind needs keys"
+        );
         let ok = Config::load(None, env("UPCACHE_API_KEYS", "k1,k2"), {
             let mut t = none();
             t.insert("listen".into(), "0.0.0.0:1".into());

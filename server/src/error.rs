@@ -24,7 +24,10 @@ impl Error {
     pub fn to_problem(&self) -> Problem {
         match self {
             Self::Problem(p) => (**p).clone(),
-            Self::Internal(_) => Problem::new(ProblemType::Internal, "the server failed; the request may be retried"),
+            Self::Internal(_) => Problem::new(
+                ProblemType::Internal,
+                "the server failed; the request may be retried",
+            ),
         }
     }
 }

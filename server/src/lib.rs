@@ -50,7 +50,11 @@ pub enum RunError {
 }
 
 /// Runs the service on `listener` until `shutdown` resolves.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let core = tokio::task::spawn_blocking(move || Core::open(config)).await??;
     core.recover().await?;
     let sweeper = {
@@ -68,6 +72,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     http::serve(listener, core.clone(), shutdown).await?;
     sweeper.abort();
     let meta = core.meta.clone();
-    tokio::task::spawn_blocking(move || meta.flush()).await?.map_err(error::Error::from)?;
+    tokio::task::spawn_blocking(move || meta.flush())
+        .await?
+        .map_err(error::Error::from)?;
     Ok(())
 }

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use upcache_server::Config;
 
 #[derive(Parser)]
-#[command(name = "upcache", version, about = "A resumable, content-addressed operation cache for uploads")]
+#[command(
+    name = "upcache",
+    version,
+    about = "A resumable, content-addressed operation cache for uploads"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,9 +61,18 @@ impl ServeArgs {
             }
         };
         put("listen", self.listen.clone().map(Into::into));
-        put("data", self.data.as_ref().map(|p| p.display().to_string().into()));
-        put("max_input_size", self.max_input_size.clone().map(Into::into));
-        put("default_block_size", self.default_block_size.clone().map(Into::into));
+        put(
+            "data",
+            self.data.as_ref().map(|p| p.display().to_string().into()),
+        );
+        put(
+            "max_input_size",
+            self.max_input_size.clone().map(Into::into),
+        );
+        put(
+            "default_block_size",
+            self.default_block_size.clone().map(Into::into),
+        );
         put("pool_size", self.pool_size.map(Into::into));
         put("op_timeout", self.op_timeout.map(Into::into));
         put("max_wait", self.max_wait.map(Into::into));
@@ -91,10 +104,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UPCACHE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("UPCACHE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("upcache-io").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("upcache-io")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("upcache: cannot start the runtime: {e}");

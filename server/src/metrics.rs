@@ -12,7 +12,11 @@ pub struct Counter {
 
 impl Counter {
     const fn new(name: &'static str, help: &'static str) -> Self {
-        Self { name, help, value: AtomicU64::new(0) }
+        Self {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
     }
     pub fn inc(&self) {
         self.add(1);
@@ -25,15 +29,34 @@ impl Counter {
     }
 }
 
-pub static HTTP_REQUESTS: Counter = Counter::new("upcache_http_requests_total", "HTTP requests received");
-pub static OPERATIONS_STARTED: Counter = Counter::new("upcache_operations_started_total", "Operations started");
-pub static OPERATIONS_COMPLETED: Counter = Counter::new("upcache_operations_completed_total", "Operations that produced a result");
-pub static OPERATIONS_FAILED: Counter = Counter::new("upcache_operations_failed_total", "Operations that failed");
-pub static BLOCKS_STORED: Counter = Counter::new("upcache_blocks_stored_total", "Blocks made durable");
-pub static BYTES_STORED: Counter = Counter::new("upcache_bytes_stored_total", "Input bytes written to staging");
-pub static INPUTS_VERIFIED: Counter = Counter::new("upcache_inputs_verified_total", "Inputs whose whole BLAKE3 matched");
-pub static INPUTS_REJECTED: Counter = Counter::new("upcache_inputs_rejected_total", "Inputs whose whole BLAKE3 did not match");
-pub static HITS: Counter = Counter::new("upcache_hits_total", "Requests answered from a stored result or input without an upload");
+pub static HTTP_REQUESTS: Counter =
+    Counter::new("upcache_http_requests_total", "HTTP requests received");
+pub static OPERATIONS_STARTED: Counter =
+    Counter::new("upcache_operations_started_total", "Operations started");
+pub static OPERATIONS_COMPLETED: Counter = Counter::new(
+    "upcache_operations_completed_total",
+    "Operations that produced a result",
+);
+pub static OPERATIONS_FAILED: Counter =
+    Counter::new("upcache_operations_failed_total", "Operations that failed");
+pub static BLOCKS_STORED: Counter =
+    Counter::new("upcache_blocks_stored_total", "Blocks made durable");
+pub static BYTES_STORED: Counter = Counter::new(
+    "upcache_bytes_stored_total",
+    "Input bytes written to staging",
+);
+pub static INPUTS_VERIFIED: Counter = Counter::new(
+    "upcache_inputs_verified_total",
+    "Inputs whose whole BLAKE3 matched",
+);
+pub static INPUTS_REJECTED: Counter = Counter::new(
+    "upcache_inputs_rejected_total",
+    "Inputs whose whole BLAKE3 did not match",
+);
+pub static HITS: Counter = Counter::new(
+    "upcache_hits_total",
+    "Requests answered from a stored result or input without an upload",
+);
 
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
@@ -51,7 +74,14 @@ const ALL: &[&Counter] = &[
 pub fn render() -> String {
     let mut out = String::new();
     for c in ALL {
-        out.push_str(&format!("# HELP {} {}\n# TYPE {} counter\n{} {}\n", c.name, c.help, c.name, c.name, c.get()));
+        out.push_str(&format!(
+            "# HELP {} {}\n# TYPE {} counter\n{} {}\n",
+            c.name,
+            c.help,
+            c.name,
+            c.name,
+            c.get()
+        ));
     }
     out
 }

@@ -29,8 +29,15 @@ impl Notifier {
     /// Subscribes to changes of `key`.
     pub fn subscribe(self: &Arc<Self>, key: Key) -> Subscription {
         let mut keys = self.keys.lock().expect("notifier lock");
-        let rx = keys.entry(key).or_insert_with(|| watch::channel(0).0).subscribe();
-        Subscription { notifier: self.clone(), key, rx: Some(rx) }
+        let rx = keys
+            .entry(key)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        Subscription {
+            notifier: self.clone(),
+            key,
+            rx: Some(rx),
+        }
     }
 
     /// Wakes every waiter of `key`.
@@ -41,7 +48,7 @@ impl Notifier {
     }
 
     /// Number of keys with waiters (for metrics and tests).
-    pub fn len(&self) -> usize {
+    pub fn waited_keys(&self) -> usize {
         self.keys.lock().expect("notifier lock").len()
     }
 }
@@ -60,7 +67,10 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         drop(self.rx.take());
         let mut keys = self.notifier.keys.lock().expect("notifier lock");
-        if keys.get(&self.key).is_some_and(|tx| tx.receiver_count() == 0) {
+        if keys
+            .get(&self.key)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
             keys.remove(&self.key);
         }
     }
@@ -76,13 +86,15 @@ mod tests {
         let key = Key([1; 32]);
         let mut a = n.subscribe(key);
         let b = n.subscribe(key);
-        assert_eq!(n.len(), 1);
+        assert_eq!(n.waited_keys(), 1);
         n.notify(&key);
-        tokio::time::timeout(std::time::Duration::from_secs(1), a.changed()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.changed())
+            .await
+            .unwrap();
         drop(a);
-        assert_eq!(n.len(), 1, "still one waiter");
+        assert_eq!(n.waited_keys(), 1, "still one waiter");
         drop(b);
-        assert_eq!(n.len(), 0, "the last waiter removes the key");
+        assert_eq!(n.waited_keys(), 0, "the last waiter removes the key");
         n.notify(&key); // nobody waits: a no-op
     }
 }

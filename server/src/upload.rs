@@ -55,13 +55,24 @@ pub struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.slot.busy.lock().expect("slot lock").remove(&self.block);
+        self.slot
+            .busy
+            .lock()
+            .expect("slot lock")
+            .remove(&self.block);
     }
 }
 
 impl Slot {
     fn claim(self: &Arc<Self>, block: u64) -> Option<Claim> {
-        self.busy.lock().expect("slot lock").insert(block).then(|| Claim { slot: self.clone(), block })
+        self.busy
+            .lock()
+            .expect("slot lock")
+            .insert(block)
+            .then(|| Claim {
+                slot: self.clone(),
+                block,
+            })
     }
 }
 
@@ -89,7 +100,11 @@ impl Slots {
 
     /// Whether a request is writing to `key` right now.
     pub fn active(&self, key: &Key) -> bool {
-        self.map.lock().expect("slots lock").get(key).is_some_and(|s| Arc::strong_count(s) > 1)
+        self.map
+            .lock()
+            .expect("slots lock")
+            .get(key)
+            .is_some_and(|s| Arc::strong_count(s) > 1)
     }
 }
 
@@ -147,13 +162,17 @@ struct Writer {
 
 impl Writer {
     fn begin_block(&mut self, n: u64) -> Result<()> {
-        let skip = matches!(&self.span, Span::Sequential { received } if received.contains(n as u32));
+        let skip =
+            matches!(&self.span, Span::Sequential { received } if received.contains(n as u32));
         if skip {
             self.block = Some((n, None));
             return Ok(());
         }
         let claim = self.slot.claim(n).ok_or_else(|| {
-            Error::problem(ProblemType::UploadBusy, format!("block {n} is being written by another request"))
+            Error::problem(
+                ProblemType::UploadBusy,
+                format!("block {n} is being written by another request"),
+            )
         })?;
         self.claims.push(claim);
         let mut hasher = BlockHasher::new(&self.layout, n);
@@ -196,8 +215,16 @@ impl Writer {
     }
 
     fn end_block(&mut self) -> Result<()> {
-        let Some((n, Some(hasher))) = self.block.take() else { return Ok(()) };
-        if let (Span::Block { verify: Some(expected) }, Some(v)) = (&self.span, &self.verify) {
+        let Some((n, Some(hasher))) = self.block.take() else {
+            return Ok(());
+        };
+        if let (
+            Span::Block {
+                verify: Some(expected),
+            },
+            Some(v),
+        ) = (&self.span, &self.verify)
+        {
             let got = InputHash::from(v.finalize());
             if got != *expected {
                 return Err(Problem::new(
@@ -208,9 +235,15 @@ impl Writer {
                 .into());
             }
         }
-        let commit = BlockCommit { upload: self.key, epoch: self.epoch, block: n, cv: hasher.finish() };
+        let commit = BlockCommit {
+            upload: self.key,
+            epoch: self.epoch,
+            block: n,
+            cv: hasher.finish(),
+        };
         metrics::BLOCKS_STORED.inc();
-        self.receipts.push(self.core.committer.blocks(self.file.clone(), vec![commit]));
+        self.receipts
+            .push(self.core.committer.blocks(self.file.clone(), vec![commit]));
         Ok(())
     }
 
@@ -222,7 +255,12 @@ impl Writer {
             (Span::Sequential { .. }, Some((n, Some(_)))) => {
                 let len = self.pos - self.layout.range(*n).start;
                 if len > 0 {
-                    self.receipts.push(self.core.committer.tail(self.file.clone(), self.key, self.epoch, (*n, len)));
+                    self.receipts.push(self.core.committer.tail(
+                        self.file.clone(),
+                        self.key,
+                        self.epoch,
+                        (*n, len),
+                    ));
                 }
                 Ok(())
             }
@@ -242,7 +280,14 @@ enum Ended {
 
 /// Streams `body` into the staging file over `[start, end)` and waits until
 /// what was written is durable. Runs in its own task: see the module doc.
-async fn receive<S>(core: Arc<Core>, key: Key, upload: &UploadRecord, span: Span, range: (u64, u64), body: S) -> Result<(u64, Ended)>
+async fn receive<S>(
+    core: Arc<Core>,
+    key: Key,
+    upload: &UploadRecord,
+    span: Span,
+    range: (u64, u64),
+    body: S,
+) -> Result<(u64, Ended)>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
 {
@@ -253,11 +298,24 @@ where
     let mut cancel = slot.cancel.subscribe();
     let sequential = matches!(span, Span::Sequential { .. });
     let blobs = core.blobs.clone();
-    let file = Arc::new(tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??);
+    let file = Arc::new(
+        tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??,
+    );
     let verify = matches!(span, Span::Block { verify: Some(_) }).then(blake3::Hasher::new);
     let mut writer = Writer {
-        core: core.clone(), slot, key, epoch: upload.epoch, file, layout, span, pos: start, end, block: None, verify,
-        claims: Vec::new(), receipts: Vec::new(),
+        core: core.clone(),
+        slot,
+        key,
+        epoch: upload.epoch,
+        file,
+        layout,
+        span,
+        pos: start,
+        end,
+        block: None,
+        verify,
+        claims: Vec::new(),
+        receipts: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(16);
     let task = tokio::task::spawn_blocking(move || {
@@ -312,7 +370,9 @@ where
     drop(tx);
     let (writer, written) = task.await?;
     for receipt in writer.receipts {
-        let committed = receipt.await.map_err(|_| Error::Internal("the committer stopped".into()))?;
+        let committed = receipt
+            .await
+            .map_err(|_| Error::Internal("the committer stopped".into()))?;
         committed.map_err(Error::Internal)?;
     }
     drop(writer.claims);
@@ -320,39 +380,73 @@ where
     Ok((writer.pos, ended))
 }
 
+/// `Upload-Offset` does not match the bytes received.
+pub fn offset_mismatch(given: u64, current: u64) -> Error {
+    Problem::new(
+        ProblemType::OffsetMismatch,
+        format!("Upload-Offset is {given}, but {current} bytes are received"),
+    )
+    .with("offset", current)
+    .into()
+}
+
 fn not_uploading(state: State) -> Error {
-    Error::problem(ProblemType::NotUploading, format!("the entry is {}, not accepting uploads", state.as_str()))
+    Error::problem(
+        ProblemType::NotUploading,
+        format!("the entry is {}, not accepting uploads", state.as_str()),
+    )
 }
 
 impl Core {
     fn uploading(&self, key: &Key) -> Result<(Layout, UploadRecord)> {
-        let entry = self.meta.entry(key)?.ok_or_else(|| Error::problem(ProblemType::NotFound, "no entry under this key"))?;
+        let entry = self
+            .meta
+            .entry(key)?
+            .ok_or_else(|| Error::problem(ProblemType::NotFound, "no entry under this key"))?;
         if entry.state != State::Uploading {
             return Err(not_uploading(entry.state));
         }
-        let upload = self.meta.upload(key)?.ok_or_else(|| not_uploading(entry.state))?;
+        let upload = self
+            .meta
+            .upload(key)?
+            .ok_or_else(|| not_uploading(entry.state))?;
         Ok((self.layout(&entry), upload))
     }
 
     async fn progress(self: &Arc<Self>, key: &Key, layout: &Layout) -> Result<Progress> {
-        let Some(upload) = self.meta.upload(key)? else {
-            // Verified already (by this request's last block or a concurrent one).
+        let upload = match self.meta.upload(key)? {
+            Some(u) if u.received.len() == layout.blocks() => {
+                self.finalize(*key).await?;
+                None
+            }
+            other => other,
+        };
+        let Some(upload) = upload else {
+            // Verified (by this request's last block or a concurrent one) — or refused.
             let entry = self.entry(key)?;
+            if entry.state == State::Failed {
+                return Err(crate::cache::failure(&entry).into());
+            }
             let done = matches!(entry.state, State::Processing | State::Complete);
             let offset = if done { layout.length } else { 0 };
-            return Ok(Progress { upload: UploadRecord::default(), offset, complete: done });
+            return Ok(Progress {
+                upload: UploadRecord::default(),
+                offset,
+                complete: done,
+            });
         };
-        let complete = upload.received.len() == layout.blocks();
-        let progress = Progress { offset: offset(layout, &upload), complete, upload };
-        if progress.complete {
-            self.finalize(*key).await?;
-        }
-        Ok(progress)
+        Ok(Progress {
+            offset: offset(layout, &upload),
+            complete: false,
+            upload,
+        })
     }
 
-    /// Appends a body sequentially (`PATCH`, one-shot `PUT`). A newer request
+    /// Appends a body sequentially (`PATCH`, one-shot `PUT`). A newer `PATCH`
     /// for the same upload makes an older one stop and let go (a client that
-    /// reconnects should not wait for its dead connection to time out).
+    /// reconnects should not wait for its dead connection to time out). A
+    /// one-shot `PUT` instead queues behind the writer in progress: when that
+    /// one delivers the input, the queued ones answer without reading a byte.
     pub async fn append<S>(self: &Arc<Self>, key: Key, start: Start, body: S) -> Result<Progress>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
@@ -365,38 +459,60 @@ impl Core {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
     {
-        self.uploading(&key)?;
+        let entry = self.entry(&key)?;
+        let done = |core: &Self| match start {
+            // A retried last PATCH whose answer was lost: the bytes are all here.
+            Start::Offset(o) => core.finished(&key, o),
+            Start::Whole => core.finished(&key, entry.length),
+        };
+        if !done(&self) {
+            self.uploading(&key)?;
+        }
         let slot = self.uploads.get(&key);
-        let _sequential = match slot.sequential.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
+        let _sequential = match (slot.sequential.try_lock(), start) {
+            (Ok(guard), _) => guard,
+            (Err(_), Start::Whole) => slot.sequential.lock().await,
+            (Err(_), Start::Offset(_)) => {
                 slot.takeover.send_modify(|g| *g += 1);
-                tokio::time::timeout(TAKEOVER_WAIT, slot.sequential.lock()).await.map_err(|_| {
-                    Error::problem(ProblemType::UploadBusy, "another request is still appending to this upload")
-                })?
+                tokio::time::timeout(TAKEOVER_WAIT, slot.sequential.lock())
+                    .await
+                    .map_err(|_| {
+                        Error::problem(
+                            ProblemType::UploadBusy,
+                            "another request is still appending to this upload",
+                        )
+                    })?
             }
         };
         let (layout, upload) = match self.uploading(&key) {
-            // A retried last PATCH whose answer was lost: the bytes are all here.
-            Err(_) if matches!(start, Start::Offset(o) if self.finished(&key, o)) => {
-                return self.progress(&key, &self.layout(&self.entry(&key)?)).await;
-            }
+            Err(_) if done(&self) => return self.progress(&key, &self.layout(&entry)).await,
             other => other?,
         };
         let current = offset(&layout, &upload);
         let (from, span) = match start {
-            Start::Offset(o) if o != current => {
-                return Err(Problem::new(
-                    ProblemType::OffsetMismatch,
-                    format!("Upload-Offset is {o}, but {current} bytes are received"),
-                )
-                .with("offset", current)
-                .into())
-            }
-            Start::Offset(o) => (o, Span::Sequential { received: upload.received.clone() }),
-            Start::Whole => (0, Span::Sequential { received: upload.received.clone() }),
+            Start::Offset(o) if o != current => return Err(offset_mismatch(o, current)),
+            Start::Offset(o) => (
+                o,
+                Span::Sequential {
+                    received: upload.received.clone(),
+                },
+            ),
+            Start::Whole => (
+                0,
+                Span::Sequential {
+                    received: upload.received.clone(),
+                },
+            ),
         };
-        let (_, ended) = receive(self.clone(), key, &upload, span, (from, layout.length), body).await?;
+        let (_, ended) = receive(
+            self.clone(),
+            key,
+            &upload,
+            span,
+            (from, layout.length),
+            body,
+        )
+        .await?;
         let progress = self.progress(&key, &layout).await?;
         match ended {
             Ended::TooLong => Err(Problem::new(
@@ -421,16 +537,31 @@ impl Core {
     /// reading the body — also after the upload is complete, so that a
     /// client retrying a block whose answer it lost gets a success.
     /// `verify` is the client's BLAKE3 of the block.
-    pub async fn put_block<S>(self: &Arc<Self>, key: Key, n: u64, verify: Option<InputHash>, length: Option<u64>, body: S) -> Result<Progress>
+    pub async fn put_block<S>(
+        self: &Arc<Self>,
+        key: Key,
+        n: u64,
+        verify: Option<InputHash>,
+        length: Option<u64>,
+        body: S,
+    ) -> Result<Progress>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
     {
         let core = self.clone();
         // Spawned: finishing the upload must not depend on the client staying.
-        tokio::spawn(async move { core.put_block_owned(key, n, verify, length, body).await }).await?
+        tokio::spawn(async move { core.put_block_owned(key, n, verify, length, body).await })
+            .await?
     }
 
-    async fn put_block_owned<S>(self: Arc<Self>, key: Key, n: u64, verify: Option<InputHash>, length: Option<u64>, body: S) -> Result<Progress>
+    async fn put_block_owned<S>(
+        self: Arc<Self>,
+        key: Key,
+        n: u64,
+        verify: Option<InputHash>,
+        length: Option<u64>,
+        body: S,
+    ) -> Result<Progress>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
     {
@@ -439,7 +570,11 @@ impl Core {
         if n >= layout.blocks() {
             return Err(Error::problem(
                 ProblemType::InvalidBlock,
-                format!("block {n} does not exist: the input has {} blocks (0 to {})", layout.blocks(), layout.blocks().saturating_sub(1)),
+                format!(
+                    "block {n} does not exist: the input has {} blocks (0 to {})",
+                    layout.blocks(),
+                    layout.blocks().saturating_sub(1)
+                ),
             ));
         }
         let range = layout.range(n);
@@ -447,7 +582,10 @@ impl Core {
         if length.is_some_and(|l| l != want) {
             return Err(Error::problem(
                 ProblemType::BlockLengthMismatch,
-                format!("block {n} has {want} bytes, the request announces {}", length.unwrap_or(0)),
+                format!(
+                    "block {n} has {want} bytes, the request announces {}",
+                    length.unwrap_or(0)
+                ),
             ));
         }
         if self.finished(&key, entry.length) {
@@ -458,11 +596,26 @@ impl Core {
             return self.progress(&key, &layout).await;
         }
         let span = Span::Block { verify };
-        let (pos, ended) = receive(self.clone(), key, &upload, span, (range.start, range.end), body).await?;
+        let (pos, ended) = receive(
+            self.clone(),
+            key,
+            &upload,
+            span,
+            (range.start, range.end),
+            body,
+        )
+        .await?;
         if pos != range.end || !matches!(ended, Ended::Complete) {
             return Err(Error::problem(
                 ProblemType::BlockLengthMismatch,
-                format!("block {n} has {want} bytes; the body {}", if matches!(ended, Ended::TooLong) { "was longer" } else { "was shorter" }),
+                format!(
+                    "block {n} has {want} bytes; the body {}",
+                    if matches!(ended, Ended::TooLong) {
+                        "was longer"
+                    } else {
+                        "was shorter"
+                    }
+                ),
             ));
         }
         self.progress(&key, &layout).await

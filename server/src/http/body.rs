@@ -18,11 +18,15 @@ pub fn empty() -> Body {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A response body streamed from `stream`.
-pub fn streaming(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static) -> Body {
+pub fn streaming(
+    stream: impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+) -> Body {
     BodyExt::boxed(StreamBody::new(stream.map_ok(Frame::data)))
 }
 

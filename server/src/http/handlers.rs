@@ -4,18 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use upcache_protocol::headers::{self as h, Prefer};
 use upcache_protocol::status::entry_path;
 use upcache_protocol::{
-    CreateRequest, InputHash, InputRef, Key, Operation, OperationError, Problem, ProblemType, State, Status,
+    CreateRequest, InputHash, InputRef, Key, Operation, OperationError, Problem, ProblemType,
+    State, Status,
 };
 
 use super::body::{self, byte_stream, Body};
-use super::problem_response;
 use super::result;
+use super::{problem_response, Req};
 use crate::cache::Core;
 use crate::error::{Error, Result};
 use crate::upload::Start;
@@ -39,12 +39,20 @@ fn invalid_header(name: &str, what: &str) -> Error {
 }
 
 fn prefer(headers: &HeaderMap) -> Prefer {
-    Prefer::parse(headers.get_all(h::PREFER).iter().filter_map(|v| v.to_str().ok()))
+    Prefer::parse(
+        headers
+            .get_all(h::PREFER)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 /// How long a request waits for processing.
 pub fn wait_for(core: &Core, headers: &HeaderMap) -> Duration {
-    let secs = prefer(headers).wait.unwrap_or(core.config.default_wait).min(core.config.max_wait);
+    let secs = prefer(headers)
+        .wait
+        .unwrap_or(core.config.default_wait)
+        .min(core.config.max_wait);
     Duration::from_secs(secs)
 }
 
@@ -65,7 +73,9 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
         .status(status)
         .header(header::CONTENT_TYPE, h::JSON)
         .header(header::CACHE_CONTROL, "no-store")
-        .body(body::full(serde_json::to_vec(value).expect("bodies serialize")))
+        .body(body::full(
+            serde_json::to_vec(value).expect("bodies serialize"),
+        ))
         .expect("valid response")
 }
 
@@ -87,7 +97,10 @@ fn status_headers(headers: &mut HeaderMap, s: &Status) {
 }
 
 fn no_content(s: &Status) -> Response<Body> {
-    let mut r = Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("valid response");
+    let mut r = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .expect("valid response");
     status_headers(r.headers_mut(), s);
     r
 }
@@ -95,33 +108,67 @@ fn no_content(s: &Status) -> Response<Body> {
 /// `202 Accepted`: not done yet, come back (or wait longer).
 pub fn accepted(s: &Status) -> Response<Body> {
     let mut r = json(StatusCode::ACCEPTED, s);
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&entry_path(&s.key)).expect("ascii path"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&entry_path(&s.key)).expect("ascii path"),
+    );
     status_headers(r.headers_mut(), s);
     r
 }
 
 /// `POST /v1/ops`
-pub async fn create(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
     let limit = core.config.max_json_body.as_u64() as usize;
     if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
-        return Err(Error::problem(ProblemType::RequestTooLarge, format!("request bodies are limited to {limit} bytes")));
+        return Err(Error::problem(
+            ProblemType::RequestTooLarge,
+            format!("request bodies are limited to {limit} bytes"),
+        ));
     }
-    let bytes = Limited::new(req.into_body(), limit).collect().await.map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            Error::problem(ProblemType::RequestTooLarge, format!("request bodies are limited to {limit} bytes"))
-        } else {
-            Error::problem(ProblemType::MalformedRequest, format!("reading the body failed: {e}"))
-        }
+    let bytes = Limited::new(req.take_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::problem(
+                    ProblemType::RequestTooLarge,
+                    format!("request bodies are limited to {limit} bytes"),
+                )
+            } else {
+                Error::problem(
+                    ProblemType::MalformedRequest,
+                    format!("reading the body failed: {e}"),
+                )
+            }
+        })?;
+    let request: CreateRequest = serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
+        Error::problem(
+            ProblemType::MalformedRequest,
+            format!("the body is not a create request: {e}"),
+        )
     })?;
-    let request: CreateRequest = serde_json::from_slice(&bytes.to_bytes())
-        .map_err(|e| Error::problem(ProblemType::MalformedRequest, format!("the body is not a create request: {e}")))?;
     let op = Operation::parse(&request.operation).map_err(|e| operation_problem(&e))?;
     let (key, entry, created) = core.create(&request, &op).await?;
-    let upload = if entry.state == State::Uploading { core.meta.upload(&key)? } else { None };
+    let upload = if entry.state == State::Uploading {
+        core.meta.upload(&key)?
+    } else {
+        None
+    };
     let status = core.status_of(&key, &entry, upload.as_ref());
-    let mut r = json(if created { StatusCode::CREATED } else { StatusCode::OK }, &status);
-    r.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&entry_path(&key)).expect("ascii path"));
+    let mut r = json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &status,
+    );
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&entry_path(&key)).expect("ascii path"),
+    );
     Ok(r)
 }
 
@@ -141,17 +188,29 @@ pub fn head(core: &Core, key: &Key) -> Result<Response<Body>> {
 /// `DELETE /v1/ops/{key}`
 pub async fn delete(core: &Arc<Core>, key: Key) -> Result<Response<Body>> {
     core.delete(key).await?;
-    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("valid response"))
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .expect("valid response"))
 }
 
 /// `PATCH /v1/ops/{key}`
-pub async fn append(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn append(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Response<Body>> {
     let headers = req.headers();
     let ct = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
-    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(h::OFFSET_OCTET_STREAM) {
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case(h::OFFSET_OCTET_STREAM)
+    {
         return Err(Error::problem(
             ProblemType::UnsupportedMediaType,
-            format!("PATCH bodies must be {}, not {ct:?}", h::OFFSET_OCTET_STREAM),
+            format!(
+                "PATCH bodies must be {}, not {ct:?}",
+                h::OFFSET_OCTET_STREAM
+            ),
         ));
     }
     let offset: u64 = header_str(headers, h::UPLOAD_OFFSET)
@@ -159,47 +218,66 @@ pub async fn append(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Resul
         .trim()
         .parse()
         .map_err(|_| invalid_header("Upload-Offset", "not a number"))?;
-    let entry = core.entry(&key)?;
+    let now = core.status(&key)?;
     if let Some(len) = content_length(headers)? {
-        if offset.saturating_add(len) > entry.length {
+        if offset.saturating_add(len) > now.input.length {
             return Err(Error::problem(
                 ProblemType::BodyLengthMismatch,
-                format!("{len} bytes at offset {offset} run past the input's length of {}", entry.length),
+                format!(
+                    "{len} bytes at offset {offset} run past the input's length of {}",
+                    now.input.length
+                ),
             ));
         }
     }
-    core.append(key, Start::Offset(offset), byte_stream(req.into_body())).await?;
+    // Refuse a wrong offset before the body is read (the domain checks again
+    // under the upload's lock).
+    if now.state == State::Uploading && now.offset != offset {
+        return Err(crate::upload::offset_mismatch(offset, now.offset));
+    }
+    core.append(key, Start::Offset(offset), byte_stream(req.take_body()))
+        .await?;
     Ok(no_content(&core.status(&key)?))
 }
 
 /// `PUT /v1/ops/{key}/blocks/{n}`
-pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: &mut Req) -> Result<Response<Body>> {
     let verify = match header_str(req.headers(), h::UPLOAD_BLOCK_HASH) {
         None => None,
-        Some(v) => Some(v.trim().parse::<InputHash>().map_err(|_| invalid_header("Upload-Block-Hash", "expected 64 hex digits"))?),
+        Some(v) => Some(
+            v.trim()
+                .parse::<InputHash>()
+                .map_err(|_| invalid_header("Upload-Block-Hash", "expected 64 hex digits"))?,
+        ),
     };
     let length = content_length(req.headers())?;
-    core.put_block(key, n, verify, length, byte_stream(req.into_body())).await?;
+    core.put_block(key, n, verify, length, byte_stream(req.take_body()))
+        .await?;
     Ok(no_content(&core.status(&key)?))
 }
 
 /// `PUT /v1/ops/{key}`: one-shot upload. On a hit the answer goes out before
 /// the body is read, so a client that sent `Expect: 100-continue` uploads
 /// nothing.
-pub async fn one_shot(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Response<Body>> {
     let headers = req.headers().clone();
     let input: InputHash = header_str(&headers, h::UPLOAD_INPUT_HASH)
         .ok_or_else(|| invalid_header("Upload-Input-Hash", "required"))?
         .trim()
         .parse()
         .map_err(|_| invalid_header("Upload-Input-Hash", "expected 64 hex digits"))?;
-    let op_header = header_str(&headers, h::UPLOAD_OPERATION).ok_or_else(|| invalid_header("Upload-Operation", "required"))?;
+    let op_header = header_str(&headers, h::UPLOAD_OPERATION)
+        .ok_or_else(|| invalid_header("Upload-Operation", "required"))?;
     let op = h::decode_operation(op_header).map_err(|e| match e {
         h::OperationHeaderError::Operation(e) => operation_problem(&e),
         other => invalid_header("Upload-Operation", &other.to_string()),
     })?;
-    let length = content_length(&headers)?
-        .ok_or_else(|| Error::problem(ProblemType::LengthRequired, "a one-shot PUT needs Content-Length (the input's length)"))?;
+    let length = content_length(&headers)?.ok_or_else(|| {
+        Error::problem(
+            ProblemType::LengthRequired,
+            "a one-shot PUT needs Content-Length (the input's length)",
+        )
+    })?;
     let derived = Key::derive(&input, &op);
     if derived != key {
         return Err(Problem::new(
@@ -209,10 +287,19 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Res
         .with("key", derived.to_hex())
         .into());
     }
-    let request = CreateRequest { input: InputRef { blake3: input, length }, operation: op.normalized().clone(), block_size: None };
+    let request = CreateRequest {
+        input: InputRef {
+            blake3: input,
+            length,
+        },
+        operation: op.normalized().clone(),
+        block_size: None,
+    };
     let (_, entry, _) = core.create(&request, &op).await?;
     if entry.state == State::Uploading {
-        let progress = core.append(key, Start::Whole, byte_stream(req.into_body())).await?;
+        let progress = core
+            .append(key, Start::Whole, byte_stream(req.take_body()))
+            .await?;
         if !progress.complete {
             return Err(Error::problem(
                 ProblemType::BodyLengthMismatch,
@@ -224,7 +311,10 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Res
     }
     let wait = wait_for(core, &headers);
     match core.wait(&key, wait).await? {
-        None => Err(Error::problem(ProblemType::NotFound, "the entry was deleted")),
+        None => Err(Error::problem(
+            ProblemType::NotFound,
+            "the entry was deleted",
+        )),
         Some(e) if e.state == State::Complete => {
             if prefer(&headers).return_minimal {
                 let location = upcache_protocol::status::result_path(&key);
@@ -238,7 +328,7 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: Request<Incoming>) -> Res
             }
             result::serve(core, &key, &e, &headers).await
         }
-        Some(e) if e.state == State::Failed => Ok(problem_response(&result::failure(&e))),
+        Some(e) if e.state == State::Failed => Ok(problem_response(&crate::cache::failure(&e))),
         Some(e) => Ok(accepted(&core.status_of(&key, &e, None))),
     }
 }

@@ -33,9 +33,16 @@ use router::{route, Endpoint, RouteError};
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` resolves, then drains connections.
-pub async fn serve(listener: TcpListener, core: Arc<Core>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    core: Arc<Core>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
     builder.http2().max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -68,10 +75,31 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, shutdown: impl Future
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still running after {DRAIN:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// A request whose body a handler may take, or leave for the serving layer
+/// to settle (see [`settle_unread`]).
+pub struct Req {
+    pub parts: http::request::Parts,
+    body: Option<Incoming>,
+}
+
+impl Req {
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// Takes the body; polling it is what makes hyper send `100 Continue`.
+    pub fn take_body(&mut self) -> Incoming {
+        self.body.take().expect("the body is taken once")
+    }
 }
 
 async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -79,7 +107,12 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
     let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
     async move {
         let started = std::time::Instant::now();
-        let response = match dispatch(core, req).await {
+        let (parts, body) = req.into_parts();
+        let mut req = Req {
+            parts,
+            body: Some(body),
+        };
+        let mut response = match dispatch(core, &mut req).await {
             Ok(r) => r,
             Err(e) => {
                 if let Error::Internal(why) = &e {
@@ -88,14 +121,71 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 problem_response(&e.to_problem())
             }
         };
-        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+        if let Some(body) = req.body.take() {
+            settle_unread(body, &req.parts, &mut response).await;
+        }
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
         Ok(response)
     }
     .instrument(span)
     .await
 }
 
-fn authorized(core: &Core, req: &Request<Incoming>) -> bool {
+/// Most body bytes read and discarded to keep a connection usable.
+const DRAIN_LIMIT: u64 = 16 << 20;
+/// Longest time spent draining.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Answers given without reading the request body (hits, refusals) must not
+/// leave an HTTP/1.1 connection in an unknown state: a client that waits for
+/// `100 Continue` sent nothing, so the connection is closed cleanly; a client
+/// that sent the body anyway has it read and discarded (up to a bound), or
+/// else the connection is closed — never reset under the answer.
+async fn settle_unread(
+    mut body: Incoming,
+    parts: &http::request::Parts,
+    response: &mut Response<Body>,
+) {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    if body.is_end_stream() || parts.version == http::Version::HTTP_2 {
+        return;
+    }
+    let expects = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let drained = !expects
+        && announced.is_none_or(|l| l <= DRAIN_LIMIT)
+        && tokio::time::timeout(DRAIN_TIME, async {
+            let mut seen = 0u64;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { return false };
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+fn authorized(core: &Core, req: &Req) -> bool {
     if core.config.api_keys.is_empty() {
         return true;
     }
@@ -105,35 +195,53 @@ fn authorized(core: &Core, req: &Request<Incoming>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    token.is_some_and(|t| core.config.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), t.as_bytes())))
+    token.is_some_and(|t| {
+        core.config
+            .api_keys
+            .iter()
+            .any(|k| constant_time_eq(k.as_bytes(), t.as_bytes()))
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn dispatch(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-    let endpoint = match route(req.method(), req.uri().path()) {
+async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Error> {
+    let endpoint = match route(&req.parts.method, req.parts.uri.path()) {
         Ok(e) => e,
-        Err(RouteError::NotFound) => return Err(Error::problem(ProblemType::NotFound, "no such resource")),
+        Err(RouteError::NotFound) => {
+            return Err(Error::problem(ProblemType::NotFound, "no such resource"))
+        }
         Err(RouteError::MethodNotAllowed(allow)) => {
             let mut r = problem_response(&Problem::new(
                 ProblemType::MethodNotAllowed,
-                format!("{} is not allowed here; allowed: {allow}", req.method()),
+                format!("{} is not allowed here; allowed: {allow}", req.parts.method),
             ));
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
             return Ok(r);
         }
         Err(RouteError::InvalidKey(k)) => {
-            return Err(Error::problem(ProblemType::InvalidKey, format!("{k:?} is not a key: keys are 64 hex digits")))
+            return Err(Error::problem(
+                ProblemType::InvalidKey,
+                format!("{k:?} is not a key: keys are 64 hex digits"),
+            ))
         }
         Err(RouteError::InvalidBlock(n)) => {
-            return Err(Error::problem(ProblemType::InvalidBlock, format!("{n:?} is not a block index")))
+            return Err(Error::problem(
+                ProblemType::InvalidBlock,
+                format!("{n:?} is not a block index"),
+            ))
         }
     };
-    if endpoint != Endpoint::Health && !authorized(&core, &req) {
-        let mut r = problem_response(&Problem::new(ProblemType::Unauthorized, "send Authorization: Bearer <api key>"));
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    if endpoint != Endpoint::Health && !authorized(&core, req) {
+        let mut r = problem_response(&Problem::new(
+            ProblemType::Unauthorized,
+            "send Authorization: Bearer <api key>",
+        ));
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Ok(r);
     }
     match endpoint {
@@ -161,7 +269,9 @@ pub fn problem_response(problem: &Problem) -> Response<Body> {
         .status(status)
         .header(header::CONTENT_TYPE, PROBLEM_JSON)
         .header(header::CACHE_CONTROL, "no-store")
-        .body(body::full(serde_json::to_vec(problem).expect("problems serialize")))
+        .body(body::full(
+            serde_json::to_vec(problem).expect("problems serialize"),
+        ))
         .expect("valid response");
     if let Some(offset) = problem.extensions.get("offset").and_then(|v| v.as_u64()) {
         r.headers_mut().insert(UPLOAD_OFFSET, offset.into());

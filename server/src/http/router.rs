@@ -42,7 +42,10 @@ pub enum RouteError {
 /// Routes a request.
 pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let key = |s: &str| s.parse::<Key>().map_err(|_| RouteError::InvalidKey(s.to_owned()));
+    let key = |s: &str| {
+        s.parse::<Key>()
+            .map_err(|_| RouteError::InvalidKey(s.to_owned()))
+    };
     let m = method.clone();
     match segments.as_slice() {
         ["v1", "ops"] => match m {
@@ -57,7 +60,9 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
                 Method::PUT => Ok(Endpoint::OneShot(k)),
                 Method::PATCH => Ok(Endpoint::Append(k)),
                 Method::DELETE => Ok(Endpoint::Delete(k)),
-                _ => Err(RouteError::MethodNotAllowed("GET, HEAD, PUT, PATCH, DELETE")),
+                _ => Err(RouteError::MethodNotAllowed(
+                    "GET, HEAD, PUT, PATCH, DELETE",
+                )),
             }
         }
         ["v1", "ops", k, "result"] => {
@@ -69,7 +74,9 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
         }
         ["v1", "ops", k, "blocks", n] => {
             let k = key(k)?;
-            let n = n.parse::<u64>().map_err(|_| RouteError::InvalidBlock(n.to_string()))?;
+            let n = n
+                .parse::<u64>()
+                .map_err(|_| RouteError::InvalidBlock(n.to_string()))?;
             match m {
                 Method::PUT => Ok(Endpoint::Block(k, n)),
                 _ => Err(RouteError::MethodNotAllowed("PUT")),
@@ -94,22 +101,64 @@ mod tests {
         let cases: &[(Method, String, Result<Endpoint, RouteError>)] = &[
             (Method::POST, "/v1/ops".into(), Ok(Endpoint::Create)),
             (Method::POST, "/v1/ops/".into(), Ok(Endpoint::Create)),
-            (Method::GET, "/v1/ops".into(), Err(RouteError::MethodNotAllowed("POST"))),
+            (
+                Method::GET,
+                "/v1/ops".into(),
+                Err(RouteError::MethodNotAllowed("POST")),
+            ),
             (Method::GET, format!("/v1/ops/{K}"), Ok(Endpoint::Status(k))),
             (Method::HEAD, format!("/v1/ops/{K}"), Ok(Endpoint::Head(k))),
-            (Method::PUT, format!("/v1/ops/{K}"), Ok(Endpoint::OneShot(k))),
-            (Method::PATCH, format!("/v1/ops/{K}"), Ok(Endpoint::Append(k))),
-            (Method::DELETE, format!("/v1/ops/{K}"), Ok(Endpoint::Delete(k))),
-            (Method::POST, format!("/v1/ops/{K}"), Err(RouteError::MethodNotAllowed("GET, HEAD, PUT, PATCH, DELETE"))),
-            (Method::GET, format!("/v1/ops/{K}/result"), Ok(Endpoint::Result(k))),
-            (Method::PUT, format!("/v1/ops/{K}/blocks/7"), Ok(Endpoint::Block(k, 7))),
-            (Method::PUT, format!("/v1/ops/{K}/blocks/x"), Err(RouteError::InvalidBlock("x".into()))),
-            (Method::GET, "/v1/ops/abc".into(), Err(RouteError::InvalidKey("abc".into()))),
+            (
+                Method::PUT,
+                format!("/v1/ops/{K}"),
+                Ok(Endpoint::OneShot(k)),
+            ),
+            (
+                Method::PATCH,
+                format!("/v1/ops/{K}"),
+                Ok(Endpoint::Append(k)),
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/ops/{K}"),
+                Ok(Endpoint::Delete(k)),
+            ),
+            (
+                Method::POST,
+                format!("/v1/ops/{K}"),
+                Err(RouteError::MethodNotAllowed(
+                    "GET, HEAD, PUT, PATCH, DELETE",
+                )),
+            ),
+            (
+                Method::GET,
+                format!("/v1/ops/{K}/result"),
+                Ok(Endpoint::Result(k)),
+            ),
+            (
+                Method::PUT,
+                format!("/v1/ops/{K}/blocks/7"),
+                Ok(Endpoint::Block(k, 7)),
+            ),
+            (
+                Method::PUT,
+                format!("/v1/ops/{K}/blocks/x"),
+                Err(RouteError::InvalidBlock("x".into())),
+            ),
+            (
+                Method::GET,
+                "/v1/ops/abc".into(),
+                Err(RouteError::InvalidKey("abc".into())),
+            ),
             (Method::GET, "/metrics".into(), Ok(Endpoint::Metrics)),
             (Method::GET, "/healthz".into(), Ok(Endpoint::Health)),
             (Method::GET, "/".into(), Err(RouteError::NotFound)),
             (Method::GET, "/v2/ops".into(), Err(RouteError::NotFound)),
-            (Method::GET, format!("/v1/ops/{K}/other"), Err(RouteError::NotFound)),
+            (
+                Method::GET,
+                format!("/v1/ops/{K}/other"),
+                Err(RouteError::NotFound),
+            ),
         ];
         for (method, path, want) in cases {
             assert_eq!(&route(method, path), want, "{method} {path}");

@@ -18,21 +18,31 @@ use upcache_protocol::{Problem, ProblemType};
 use super::Limits;
 
 fn invalid(detail: impl std::fmt::Display) -> Problem {
-    Problem::new(ProblemType::InvalidImage, format!("the input could not be decoded as an image: {detail}"))
+    Problem::new(
+        ProblemType::InvalidImage,
+        format!("the input could not be decoded as an image: {detail}"),
+    )
 }
 
 fn reader(path: &Path) -> Result<ImageReader<BufReader<std::fs::File>>, Problem> {
-    let r = ImageReader::open(path).map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?;
-    r.with_guessed_format().map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))
+    let r =
+        ImageReader::open(path).map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?;
+    r.with_guessed_format()
+        .map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))
 }
 
 /// Decodes the image at `path` within `limits`.
 pub fn decode(path: &Path, limits: &Limits) -> Result<DynamicImage, Problem> {
-    let size = std::fs::metadata(path).map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?
+        .len();
     if size > limits.max_image_input {
         return Err(Problem::new(
             ProblemType::ImageTooLarge,
-            format!("image inputs are limited to {} bytes; this one has {size}", limits.max_image_input),
+            format!(
+                "image inputs are limited to {} bytes; this one has {size}",
+                limits.max_image_input
+            ),
         ));
     }
     let probe = reader(path)?;
@@ -44,7 +54,10 @@ pub fn decode(path: &Path, limits: &Limits) -> Result<DynamicImage, Problem> {
     if pixels > limits.max_pixels {
         return Err(Problem::new(
             ProblemType::ImageTooLarge,
-            format!("{w}×{h} = {pixels} pixels exceeds the limit of {}", limits.max_pixels),
+            format!(
+                "{w}×{h} = {pixels} pixels exceeds the limit of {}",
+                limits.max_pixels
+            ),
         )
         .with("width", w)
         .with("height", h));
@@ -76,14 +89,28 @@ pub fn apply(img: DynamicImage, step: &Step) -> Result<DynamicImage, Problem> {
             Fit::Contain => img.resize(width, height, FilterType::Lanczos3),
             Fit::Cover => img.resize_to_fill(width, height, FilterType::Lanczos3),
         },
-        Step::Crop { x, y, width, height } => {
+        Step::Crop {
+            x,
+            y,
+            width,
+            height,
+        } => {
             if x >= img.width() || y >= img.height() {
                 return Err(Problem::new(
                     ProblemType::OperationFailed,
-                    format!("crop origin ({x}, {y}) is outside the {}×{} image", img.width(), img.height()),
+                    format!(
+                        "crop origin ({x}, {y}) is outside the {}×{} image",
+                        img.width(),
+                        img.height()
+                    ),
                 ));
             }
-            img.crop_imm(x, y, width.min(img.width() - x), height.min(img.height() - y))
+            img.crop_imm(
+                x,
+                y,
+                width.min(img.width() - x),
+                height.min(img.height() - y),
+            )
         }
         Step::Rotate { degrees: 90 } => img.rotate90(),
         Step::Rotate { degrees: 180 } => img.rotate180(),
@@ -98,9 +125,16 @@ pub fn apply(img: DynamicImage, step: &Step) -> Result<DynamicImage, Problem> {
 /// Encodes an image.
 pub fn encode(img: &DynamicImage, output: &Output) -> Result<Vec<u8>, Problem> {
     let mut out = Cursor::new(Vec::new());
-    let failed = |e: image::ImageError| Problem::new(ProblemType::OperationFailed, format!("encoding failed: {e}"));
+    let failed = |e: image::ImageError| {
+        Problem::new(
+            ProblemType::OperationFailed,
+            format!("encoding failed: {e}"),
+        )
+    };
     match output.format {
-        ImageFormat::Png => img.write_with_encoder(PngEncoder::new(&mut out)).map_err(failed)?,
+        ImageFormat::Png => img
+            .write_with_encoder(PngEncoder::new(&mut out))
+            .map_err(failed)?,
         ImageFormat::Jpeg => {
             // JPEG has no alpha channel.
             let rgb = DynamicImage::ImageRgb8(img.to_rgb8());
@@ -109,14 +143,20 @@ pub fn encode(img: &DynamicImage, output: &Output) -> Result<Vec<u8>, Problem> {
         }
         ImageFormat::Webp => {
             let rgba = DynamicImage::ImageRgba8(img.to_rgba8());
-            rgba.write_with_encoder(WebPEncoder::new_lossless(&mut out)).map_err(failed)?
+            rgba.write_with_encoder(WebPEncoder::new_lossless(&mut out))
+                .map_err(failed)?
         }
     }
     Ok(out.into_inner())
 }
 
 /// Decodes, transforms and encodes.
-pub fn run(path: &Path, steps: &[Step], output: &Output, limits: &Limits) -> Result<Vec<u8>, Problem> {
+pub fn run(
+    path: &Path,
+    steps: &[Step],
+    output: &Output,
+    limits: &Limits,
+) -> Result<Vec<u8>, Problem> {
     let mut img = decode(path, limits)?;
     for step in steps {
         img = apply(img, step)?;
@@ -128,7 +168,10 @@ pub fn run(path: &Path, steps: &[Step], output: &Output, limits: &Limits) -> Res
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_pixels: 1_000_000, max_image_input: 1 << 20 };
+    const LIMITS: Limits = Limits {
+        max_pixels: 1_000_000,
+        max_image_input: 1 << 20,
+    };
 
     fn png(dir: &Path, w: u32, h: u32) -> std::path::PathBuf {
         let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
@@ -142,8 +185,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = run(
             &png(dir.path(), 200, 100),
-            &[Step::Thumbnail { width: 50, height: 50 }],
-            &Output { format: ImageFormat::Webp, quality: None },
+            &[Step::Thumbnail {
+                width: 50,
+                height: 50,
+            }],
+            &Output {
+                format: ImageFormat::Webp,
+                quality: None,
+            },
             &LIMITS,
         )
         .unwrap();
@@ -160,6 +209,9 @@ mod tests {
         assert_eq!(err.kind(), Some(ProblemType::ImageTooLarge));
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"not an image at all").unwrap();
-        assert_eq!(decode(&junk, &LIMITS).unwrap_err().kind(), Some(ProblemType::InvalidImage));
+        assert_eq!(
+            decode(&junk, &LIMITS).unwrap_err().kind(),
+            Some(ProblemType::InvalidImage)
+        );
     }
 }

@@ -27,7 +27,10 @@ pub enum Produced {
     /// The result is the input itself (stored once, served from the input).
     Input,
     /// New bytes of the given media type.
-    Bytes { bytes: Vec<u8>, content_type: &'static str },
+    Bytes {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    },
 }
 
 /// Media type of results that are the input itself.
@@ -39,7 +42,10 @@ pub fn run(op: &Operation, input: &Path, limits: &Limits) -> Result<Produced, Pr
         Kind::Identity => Ok(Produced::Input),
         Kind::Image { steps, output } => {
             let bytes = image::run(input, steps, output, limits)?;
-            Ok(Produced::Bytes { bytes, content_type: output.format.content_type() })
+            Ok(Produced::Bytes {
+                bytes,
+                content_type: output.format.content_type(),
+            })
         }
     }
 }

@@ -58,7 +58,12 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-                Panicked(p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default())
+                Panicked(
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default(),
+                )
             });
             let _ = tx.send(out);
         });
@@ -79,7 +84,11 @@ fn worker(shared: &(Mutex<Queues>, Condvar)) {
         let job = {
             let mut q = lock.lock().expect("pool lock");
             loop {
-                if let Some(j) = q.interactive.pop_front().or_else(|| q.background.pop_front()) {
+                if let Some(j) = q
+                    .interactive
+                    .pop_front()
+                    .or_else(|| q.background.pop_front())
+                {
                     break j;
                 }
                 q = cv.wait(q).expect("pool lock");
@@ -96,10 +105,23 @@ mod tests {
     #[tokio::test]
     async fn runs_jobs_and_survives_panics() {
         let pool = Pool::new(2);
-        assert_eq!(pool.run(Priority::Interactive, || 2 + 2).await.unwrap().unwrap(), 4);
-        let err = pool.run(Priority::Background, || -> u8 { panic!("boom") }).await.unwrap().unwrap_err();
+        assert_eq!(
+            pool.run(Priority::Interactive, || 2 + 2)
+                .await
+                .unwrap()
+                .unwrap(),
+            4
+        );
+        let err = pool
+            .run(Priority::Background, || -> u8 { panic!("boom") })
+            .await
+            .unwrap()
+            .unwrap_err();
         assert_eq!(err.0, "boom");
-        assert_eq!(pool.run(Priority::Background, || 1).await.unwrap().unwrap(), 1);
+        assert_eq!(
+            pool.run(Priority::Background, || 1).await.unwrap().unwrap(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -109,9 +131,13 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let blocker = pool.run(Priority::Background, move || gate_rx.recv().unwrap());
         let o = order.clone();
-        let bg = pool.run(Priority::Background, move || o.lock().unwrap().push("background"));
+        let bg = pool.run(Priority::Background, move || {
+            o.lock().unwrap().push("background")
+        });
         let o = order.clone();
-        let fg = pool.run(Priority::Interactive, move || o.lock().unwrap().push("interactive"));
+        let fg = pool.run(Priority::Interactive, move || {
+            o.lock().unwrap().push("interactive")
+        });
         gate_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         bg.await.unwrap().unwrap();

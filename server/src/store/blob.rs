@@ -78,7 +78,12 @@ impl Blobs {
     /// a sparse file of `length` bytes. Blocking.
     pub fn open_staging(&self, id: &Key, length: u64) -> io::Result<File> {
         let path = self.staging_path(id);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
         if file.metadata()?.len() != length {
             file.set_len(length)?;
         }
@@ -111,7 +116,9 @@ impl Blobs {
     /// Durably writes a result: temp file, fsync (the bytes), rename (publish
     /// whole), directory fsync (the name). Blocking.
     pub fn write_result(&self, key: &Key, bytes: &[u8]) -> io::Result<()> {
-        let tmp = self.tmp.join(format!("{}.{}", key.to_hex(), std::process::id()));
+        let tmp = self
+            .tmp
+            .join(format!("{}.{}", key.to_hex(), std::process::id()));
         let mut guard = TempGuard(Some(tmp.clone()));
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;

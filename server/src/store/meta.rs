@@ -78,9 +78,27 @@ pub struct EntryRecord {
 
 impl EntryRecord {
     /// A new entry in `state`.
-    pub fn new(state: State, input: InputHash, length: u64, operation: String, block_size: u64) -> Self {
+    pub fn new(
+        state: State,
+        input: InputHash,
+        length: u64,
+        operation: String,
+        block_size: u64,
+    ) -> Self {
         let now = super::now();
-        Self { fv: ENTRY_FORMAT, state, input, length, operation, block_size, created: now, updated: now, result: None, error: None, digest: None }
+        Self {
+            fv: ENTRY_FORMAT,
+            state,
+            input,
+            length,
+            operation,
+            block_size,
+            created: now,
+            updated: now,
+            result: None,
+            error: None,
+            digest: None,
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -88,9 +106,13 @@ impl EntryRecord {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let rec: Self = serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let rec: Self =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         if rec.fv != ENTRY_FORMAT {
-            return Err(MetaError::Corrupt(format!("entry format {} is not known", rec.fv)));
+            return Err(MetaError::Corrupt(format!(
+                "entry format {} is not known",
+                rec.fv
+            )));
         }
         Ok(rec)
     }
@@ -125,7 +147,9 @@ impl UploadRecord {
         out.extend_from_slice(&tb.to_le_bytes());
         out.extend_from_slice(&tl.to_le_bytes());
         out.extend_from_slice(&self.digest.to_bytes());
-        self.received.serialize_into(&mut out).expect("writing to a Vec");
+        self.received
+            .serialize_into(&mut out)
+            .expect("writing to a Vec");
         out
     }
 
@@ -136,19 +160,35 @@ impl UploadRecord {
         }
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         let (touched, epoch, tb, tl) = (u64_at(1), u64_at(9), u64_at(17), u64_at(25));
-        let digest = Digest::from_bytes(&bytes[33..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
-        let received = RoaringBitmap::deserialize_from(&bytes[UPLOAD_HEADER..]).map_err(|_| corrupt("bitmap"))?;
-        Ok(Self { received, digest, tail: (tl > 0).then_some((tb, tl)), touched, epoch })
+        let digest =
+            Digest::from_bytes(&bytes[33..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
+        let received = RoaringBitmap::deserialize_from(&bytes[UPLOAD_HEADER..])
+            .map_err(|_| corrupt("bitmap"))?;
+        Ok(Self {
+            received,
+            digest,
+            tail: (tl > 0).then_some((tb, tl)),
+            touched,
+            epoch,
+        })
     }
 
     /// A new, empty upload record.
     pub fn fresh() -> Self {
-        Self { touched: super::now(), epoch: new_epoch(), ..Default::default() }
+        Self {
+            touched: super::now(),
+            epoch: new_epoch(),
+            ..Default::default()
+        }
     }
 
     /// Number of blocks at the start that are all received.
     pub fn prefix(&self) -> u64 {
-        self.received.iter().enumerate().take_while(|(i, n)| *i as u64 == *n as u64).count() as u64
+        self.received
+            .iter()
+            .enumerate()
+            .take_while(|(i, n)| *i as u64 == *n as u64)
+            .count() as u64
     }
 }
 
@@ -172,7 +212,9 @@ impl InputRecord {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let b: &[u8; 48] = bytes.try_into().map_err(|_| MetaError::Corrupt("input record".into()))?;
+        let b: &[u8; 48] = bytes
+            .try_into()
+            .map_err(|_| MetaError::Corrupt("input record".into()))?;
         Ok(Self {
             length: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
             block_size: u64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
@@ -187,7 +229,11 @@ fn new_epoch() -> u64 {
     h.update(&format!("{:?}", std::time::SystemTime::now()).into_bytes());
     h.update(&format!("{:?}", std::thread::current().id()).into_bytes());
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    h.update(&COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    h.update(
+        &COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
     u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
@@ -242,7 +288,10 @@ pub struct Meta {
 impl Meta {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
         Ok(Self {
             entries: db.open_tree("entries")?,
             uploads: db.open_tree("uploads")?,
@@ -259,20 +308,30 @@ impl Meta {
     }
 
     pub fn entry(&self, key: &Key) -> Result<Option<EntryRecord>> {
-        self.entries.get(key.as_bytes())?.map(|v| EntryRecord::decode(&v)).transpose()
+        self.entries
+            .get(key.as_bytes())?
+            .map(|v| EntryRecord::decode(&v))
+            .transpose()
     }
 
     pub fn upload(&self, id: &Key) -> Result<Option<UploadRecord>> {
-        self.uploads.get(id.as_bytes())?.map(|v| UploadRecord::decode(&v)).transpose()
+        self.uploads
+            .get(id.as_bytes())?
+            .map(|v| UploadRecord::decode(&v))
+            .transpose()
     }
 
     /// A stored input, if it is stored.
     pub fn input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
-        self.inputs.get(hash.as_bytes())?.map(|v| InputRecord::decode(&v)).transpose()
+        self.inputs
+            .get(hash.as_bytes())?
+            .map(|v| InputRecord::decode(&v))
+            .transpose()
     }
 
     pub fn put_input(&self, hash: &InputHash, input: &InputRecord) -> Result<()> {
-        self.inputs.insert(hash.as_bytes(), input.encode().as_slice())?;
+        self.inputs
+            .insert(hash.as_bytes(), input.encode().as_slice())?;
         Ok(())
     }
 
@@ -284,21 +343,28 @@ impl Meta {
     /// Inserts `entry` unless one exists; with `upload`, a fresh upload record
     /// goes in alongside, atomically. Returns the entry now stored and whether
     /// it was created.
-    pub fn create(&self, key: &Key, entry: &EntryRecord, upload: bool) -> Result<(EntryRecord, bool)> {
+    pub fn create(
+        &self,
+        key: &Key,
+        entry: &EntryRecord,
+        upload: bool,
+    ) -> Result<(EntryRecord, bool)> {
         if upload {
             self.clear_cvs(key)?;
         }
         let fresh = UploadRecord::fresh().encode();
-        tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
-            if let Some(existing) = entries.get(key.as_bytes())? {
-                return Ok((EntryRecord::decode(&existing).map_err(abort)?, false));
-            }
-            entries.insert(key.as_bytes(), entry.encode())?;
-            if upload {
-                uploads.insert(key.as_bytes(), fresh.clone())?;
-            }
-            Ok((entry.clone(), true))
-        }))
+        tx_result(
+            (&self.entries, &self.uploads).transaction(|(entries, uploads)| {
+                if let Some(existing) = entries.get(key.as_bytes())? {
+                    return Ok((EntryRecord::decode(&existing).map_err(abort)?, false));
+                }
+                entries.insert(key.as_bytes(), entry.encode())?;
+                if upload {
+                    uploads.insert(key.as_bytes(), fresh.clone())?;
+                }
+                Ok((entry.clone(), true))
+            }),
+        )
     }
 
     /// Atomically changes an entry: `change` sees the current record and
@@ -315,31 +381,43 @@ impl Meta {
             self.clear_cvs(key)?;
         }
         let fresh = UploadRecord::fresh().encode();
-        tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
-            let Some(bytes) = entries.get(key.as_bytes())? else { return Ok(None) };
-            let current = EntryRecord::decode(&bytes).map_err(abort)?;
-            match change(&current) {
-                None => Ok(Some((current, false))),
-                Some(mut next) => {
-                    next.updated = super::now();
-                    entries.insert(key.as_bytes(), next.encode())?;
-                    match upload {
-                        UploadChange::Keep => {}
-                        UploadChange::End => drop(uploads.remove(key.as_bytes())?),
-                        UploadChange::Start => drop(uploads.insert(key.as_bytes(), fresh.clone())?),
+        tx_result(
+            (&self.entries, &self.uploads).transaction(|(entries, uploads)| {
+                let Some(bytes) = entries.get(key.as_bytes())? else {
+                    return Ok(None);
+                };
+                let current = EntryRecord::decode(&bytes).map_err(abort)?;
+                match change(&current) {
+                    None => Ok(Some((current, false))),
+                    Some(mut next) => {
+                        next.updated = super::now();
+                        entries.insert(key.as_bytes(), next.encode())?;
+                        match upload {
+                            UploadChange::Keep => {}
+                            UploadChange::End => drop(uploads.remove(key.as_bytes())?),
+                            UploadChange::Start => {
+                                drop(uploads.insert(key.as_bytes(), fresh.clone())?)
+                            }
+                        }
+                        Ok(Some((next, true)))
                     }
-                    Ok(Some((next, true)))
                 }
-            }
-        }))
+            }),
+        )
     }
 
     /// Removes an entry and its upload record; returns what was removed.
     pub fn remove(&self, key: &Key) -> Result<Option<EntryRecord>> {
-        let removed = tx_result((&self.entries, &self.uploads).transaction(|(entries, uploads)| {
-            uploads.remove(key.as_bytes())?;
-            entries.remove(key.as_bytes())?.map(|v| EntryRecord::decode(&v)).transpose().map_err(abort)
-        }))?;
+        let removed = tx_result((&self.entries, &self.uploads).transaction(
+            |(entries, uploads)| {
+                uploads.remove(key.as_bytes())?;
+                entries
+                    .remove(key.as_bytes())?
+                    .map(|v| EntryRecord::decode(&v))
+                    .transpose()
+                    .map_err(abort)
+            },
+        ))?;
         self.clear_cvs(key)?;
         Ok(removed)
     }
@@ -355,7 +433,9 @@ impl Meta {
                 let idx = match records.iter().position(|(k, _)| *k == b.upload) {
                     Some(i) => i,
                     None => {
-                        let Some(bytes) = uploads.get(b.upload.as_bytes())? else { continue };
+                        let Some(bytes) = uploads.get(b.upload.as_bytes())? else {
+                            continue;
+                        };
                         records.push((b.upload, UploadRecord::decode(&bytes).map_err(abort)?));
                         records.len() - 1
                     }
@@ -382,7 +462,12 @@ impl Meta {
 
     /// Records (or clears) the durable partial block of a sequential upload
     /// of `epoch`.
-    pub fn set_tail(&self, id: &Key, epoch: u64, tail: Option<(u64, u64)>) -> Result<Option<UploadRecord>> {
+    pub fn set_tail(
+        &self,
+        id: &Key,
+        epoch: u64,
+        tail: Option<(u64, u64)>,
+    ) -> Result<Option<UploadRecord>> {
         let now = super::now();
         let out = self.uploads.fetch_and_update(id.as_bytes(), |old| {
             let mut rec = UploadRecord::decode(old?).ok()?;
@@ -407,7 +492,11 @@ impl Meta {
         let mut out = Vec::with_capacity(count as usize);
         for item in self.cvs.scan_prefix(id.as_bytes()) {
             let (k, v) = item?;
-            let block = u64::from_be_bytes(k[32..40].try_into().map_err(|_| MetaError::Corrupt("cv key".into()))?);
+            let block = u64::from_be_bytes(
+                k[32..40]
+                    .try_into()
+                    .map_err(|_| MetaError::Corrupt("cv key".into()))?,
+            );
             if block != out.len() as u64 || v.len() != 32 {
                 return Ok(None);
             }
@@ -430,7 +519,10 @@ impl Meta {
     pub fn entries(&self) -> impl Iterator<Item = Result<(Key, EntryRecord)>> + '_ {
         self.entries.iter().map(|item| {
             let (k, v) = item?;
-            let key = Key(k.as_ref().try_into().map_err(|_| MetaError::Corrupt("entry key".into()))?);
+            let key = Key(k
+                .as_ref()
+                .try_into()
+                .map_err(|_| MetaError::Corrupt("entry key".into()))?);
             Ok((key, EntryRecord::decode(&v)?))
         })
     }
@@ -447,12 +539,23 @@ mod tests {
     }
 
     fn entry() -> EntryRecord {
-        EntryRecord::new(State::Uploading, InputHash::of(b"x"), 5000, "{}".into(), 1024)
+        EntryRecord::new(
+            State::Uploading,
+            InputHash::of(b"x"),
+            5000,
+            "{}".into(),
+            1024,
+        )
     }
 
     #[test]
     fn upload_record_round_trips() {
-        let mut r = UploadRecord { touched: 7, tail: Some((3, 100)), epoch: 99, ..Default::default() };
+        let mut r = UploadRecord {
+            touched: 7,
+            tail: Some((3, 100)),
+            epoch: 99,
+            ..Default::default()
+        };
         r.received.insert(0);
         r.received.insert(1);
         r.received.insert(4);
@@ -469,20 +572,38 @@ mod tests {
         assert!(m.create(&key, &entry(), true).unwrap().1);
         assert!(!m.create(&key, &entry(), true).unwrap().1);
         let epoch = m.upload(&key).unwrap().unwrap().epoch;
-        let c = |block| BlockCommit { upload: key, epoch, block, cv: [block as u8; 32] };
+        let c = |block| BlockCommit {
+            upload: key,
+            epoch,
+            block,
+            cv: [block as u8; 32],
+        };
         m.set_tail(&key, epoch, Some((1, 10))).unwrap();
-        let stale = BlockCommit { epoch: epoch ^ 1, ..c(2) };
+        let stale = BlockCommit {
+            epoch: epoch ^ 1,
+            ..c(2)
+        };
         m.commit_blocks(&[stale]).unwrap();
-        assert!(!m.upload(&key).unwrap().unwrap().received.contains(2), "a stale writer cannot commit");
+        assert!(
+            !m.upload(&key).unwrap().unwrap().received.contains(2),
+            "a stale writer cannot commit"
+        );
         let recs = m.commit_blocks(&[c(1), c(0), c(1)]).unwrap();
         assert_eq!(recs[0].1.received.len(), 2);
-        assert_eq!(recs[0].1.tail, None, "the block that completes a tail clears it");
+        assert_eq!(
+            recs[0].1.tail, None,
+            "the block that completes a tail clears it"
+        );
         assert_eq!(m.cvs(&key, 2).unwrap().unwrap()[1], [1; 32]);
         assert_eq!(m.cvs(&key, 3).unwrap(), None);
         let mut expect = Digest::new();
         expect.add(0, &[0; 32]);
         expect.add(1, &[1; 32]);
-        assert_eq!(m.upload(&key).unwrap().unwrap().digest, expect, "a repeated block counts once");
+        assert_eq!(
+            m.upload(&key).unwrap().unwrap().digest,
+            expect,
+            "a repeated block counts once"
+        );
     }
 
     #[test]
@@ -491,12 +612,29 @@ mod tests {
         let key = Key([2; 32]);
         m.create(&key, &entry(), true).unwrap();
         let to_processing = |e: &EntryRecord| {
-            (e.state == State::Uploading).then(|| EntryRecord { state: State::Processing, ..e.clone() })
+            (e.state == State::Uploading).then(|| EntryRecord {
+                state: State::Processing,
+                ..e.clone()
+            })
         };
-        assert!(m.update(&key, UploadChange::End, to_processing).unwrap().unwrap().1);
-        assert!(!m.update(&key, UploadChange::End, to_processing).unwrap().unwrap().1, "only one caller wins");
+        assert!(
+            m.update(&key, UploadChange::End, to_processing)
+                .unwrap()
+                .unwrap()
+                .1
+        );
+        assert!(
+            !m.update(&key, UploadChange::End, to_processing)
+                .unwrap()
+                .unwrap()
+                .1,
+            "only one caller wins"
+        );
         assert!(m.upload(&key).unwrap().is_none());
-        assert!(m.update(&Key([3; 32]), UploadChange::Keep, to_processing).unwrap().is_none());
+        assert!(m
+            .update(&Key([3; 32]), UploadChange::Keep, to_processing)
+            .unwrap()
+            .is_none());
         assert_eq!(m.remove(&key).unwrap().unwrap().state, State::Processing);
         assert!(m.entry(&key).unwrap().is_none());
     }
