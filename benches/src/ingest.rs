@@ -1,0 +1,432 @@
+//! The ingest benchmark: how fast one large input gets into the server,
+//! durably and verified, over loopback.
+//!
+//! * **(a) PATCH, curl** — one `PATCH` of the whole input from offset 0,
+//!   sent by `curl -T FILE -X PATCH` (curl streams the file; it was just
+//!   written, so it comes from the page cache).
+//! * **(b) blocks** — `PUT /v1/ops/{key}/blocks/{n}` over several HTTP/1.1
+//!   connections at once; each stream takes the next block index from a
+//!   shared counter, reads the block with `pread` and sends it with its BLAKE3
+//!   in `Upload-Block-Hash`. That client-side reading and hashing runs on the
+//!   same cores as the server and is part of the time.
+//!
+//! Each scenario has its own input (different pseudo-random bytes) and its own
+//! fresh server, so nothing is deduplicated and the peak RSS is per scenario.
+//! The clock runs from just before the first request (in (b), before the
+//! first block is read) to the last `204`, which
+//! the server sends only once every block is durable (fdatasync + metadata
+//! flush) and the whole input has been verified against its BLAKE3.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{header, Client, StatusCode};
+use upcache_protocol::headers as h;
+use upcache_protocol::status::{block_path, entry_path};
+use upcache_protocol::{Key, Layout};
+
+use crate::client::{check_stored, create, http_client};
+use crate::input::Input;
+use crate::machine::{self, CpuTicks, Machine};
+use crate::report::{self, mib_per_s, size, Row};
+use crate::server::BenchServer;
+use crate::Result;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Input size of each scenario.
+    pub size: u64,
+    /// Block size of the uploads (and of the per-block fdatasync baseline).
+    pub block_size: u64,
+    /// Concurrent streams of scenario (b).
+    pub streams: usize,
+    /// How many times each scenario runs, each time on a fresh server.
+    pub runs: usize,
+    /// The `upcache` binary.
+    pub server_bin: PathBuf,
+    /// Where the inputs and the servers' data go (a temporary directory is
+    /// made inside it); it must be on the filesystem being measured.
+    pub work_dir: PathBuf,
+    /// The curl binary.
+    pub curl: PathBuf,
+}
+
+/// The upload scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Patch,
+    Blocks,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 2] = [Scenario::Patch, Scenario::Blocks];
+
+    fn name(self, opts: &Options) -> String {
+        match self {
+            Self::Patch => "(a) PATCH, curl".into(),
+            Self::Blocks => format!(
+                "(b) {} blocks, {} streams",
+                size(opts.block_size),
+                opts.streams
+            ),
+        }
+    }
+
+    /// The input file's name and its pseudo-random seed: one per scenario.
+    fn input(self) -> (&'static str, u64) {
+        match self {
+            Self::Patch => ("input-a.bin", 0xa),
+            Self::Blocks => ("input-b.bin", 0xb),
+        }
+    }
+}
+
+/// Pause before each timed phase, after a `sync`: the previous phase's
+/// write-back and freed memory settle, so phases do not inherit each other's
+/// state. How busy the machine was meanwhile tells whether something else was
+/// running (this program and its servers are idle then).
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Runs the benchmark and prints its report on stdout.
+pub async fn run(opts: Options) -> Result<()> {
+    if opts.size == 0 || opts.streams == 0 || opts.runs == 0 {
+        return Err("--size, --streams and --runs must be above zero".into());
+    }
+    Layout::new(opts.size, opts.block_size, u64::MAX).map_err(|e| format!("--block-size: {e}"))?;
+    if !opts.server_bin.is_file() {
+        return Err(format!(
+            "no server binary at {} (cargo build --release -p upcache-server)",
+            opts.server_bin.display()
+        )
+        .into());
+    }
+    check_curl(&opts).await?;
+    std::fs::create_dir_all(&opts.work_dir)?;
+    // Removed when dropped — at the end, on an error, or when the run is interrupted.
+    let work = tempfile::Builder::new()
+        .prefix("upcache-ingest-")
+        .tempdir_in(&opts.work_dir)?;
+    let machine = Machine::describe(work.path());
+    print_header(&opts, &machine, work.path());
+    reference_rates(&opts, work.path()).await?;
+
+    let mut inputs = Vec::new();
+    for scenario in Scenario::ALL {
+        let (file, seed) = scenario.input();
+        let (path, length) = (work.path().join(file), opts.size);
+        let input =
+            tokio::task::spawn_blocking(move || Input::generate(&path, length, seed)).await??;
+        println!(
+            "  input of {:<width$}  {} (made in {:.1} s)",
+            scenario.name(&opts),
+            input.hash,
+            input.made_in.as_secs_f64(),
+            width = name_width(&opts)
+        );
+        inputs.push((scenario, input));
+    }
+    println!();
+
+    let mut rows = Vec::new();
+    for run in 1..=opts.runs {
+        for (scenario, input) in &inputs {
+            let busy = settle().await?;
+            let dir = work.path().join(format!("server-{run}-{scenario:?}"));
+            let mut row = measure(&opts, *scenario, input, &dir).await?;
+            row.busy_before = busy;
+            if opts.runs > 1 {
+                row.scenario = format!("{} #{run}", row.scenario);
+            }
+            eprintln!(
+                "  {:<width$}  {:>6.0} MiB/s",
+                row.scenario,
+                mib_per_s(row.bytes, row.took),
+                width = name_width(&opts) + 3
+            );
+            rows.push(row);
+        }
+    }
+
+    println!();
+    println!("results: time from the first request to the last 204 (every block durable, the input verified)");
+    println!();
+    print!("{}", report::table(&rows));
+    println!();
+    summarize(&opts, &machine, &rows);
+    Ok(())
+}
+
+fn name_width(opts: &Options) -> usize {
+    Scenario::ALL
+        .iter()
+        .map(|s| s.name(opts).len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Returns the share of the CPUs that other work kept busy during the pause.
+async fn settle() -> Result<f64> {
+    let busy = tokio::task::spawn_blocking(|| {
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        let before = CpuTicks::now();
+        std::thread::sleep(SETTLE);
+        CpuTicks::now().busy_since(&before)
+    })
+    .await?;
+    Ok(busy)
+}
+
+fn print_header(opts: &Options, machine: &Machine, work: &Path) {
+    println!("upcache ingest benchmark");
+    println!(
+        "  machine   {} CPUs ({}), {} RAM, Linux {}",
+        machine.cpus,
+        machine.cpu_model,
+        size(machine.memory),
+        machine.kernel
+    );
+    println!(
+        "  load avg  {} (1, 5, 15 min, before the run)",
+        machine::load_average()
+    );
+    println!("  work dir  {} — {}", work.display(), machine.filesystem);
+    println!(
+        "  server    {} (defaults; a fresh process and data dir per scenario)",
+        opts.server_bin.display()
+    );
+    println!(
+        "  input     {} of pseudo-random bytes per scenario, identity operation, {} blocks",
+        size(opts.size),
+        size(opts.block_size)
+    );
+    println!();
+}
+
+/// The machine's own rates, on one thread, for the work every ingested byte
+/// needs. Reference points rather than hard ceilings: the server overlaps
+/// writing, syncing and hashing across threads.
+async fn reference_rates(opts: &Options, work: &Path) -> Result<()> {
+    let (sz, bs) = (opts.size, opts.block_size);
+    let line = |what: String, took: Duration, busy: f64| {
+        println!(
+            "  {what:<44} {:>6.0} MiB/s  {:>8.0}%",
+            mib_per_s(sz, took),
+            busy * 100.0
+        )
+    };
+    println!("reference rates, one thread, on this machine and filesystem busy before");
+    let busy = settle().await?;
+    let dir = work.to_path_buf();
+    let took =
+        tokio::task::spawn_blocking(move || machine::disk_write(&dir, sz, bs as usize, u64::MAX))
+            .await??;
+    line(
+        format!("disk: write {}, one fdatasync at the end", size(sz)),
+        took,
+        busy,
+    );
+    let busy = settle().await?;
+    let dir = work.to_path_buf();
+    let took = tokio::task::spawn_blocking(move || machine::disk_write(&dir, sz, bs as usize, bs))
+        .await??;
+    line(
+        format!("disk: write {}, fdatasync every {}", size(sz), size(bs)),
+        took,
+        busy,
+    );
+    let busy = settle().await?;
+    let took = tokio::task::spawn_blocking(move || machine::first_touch(sz)).await?;
+    line(
+        format!("memory: first touch of {} of fresh pages", size(sz)),
+        took,
+        busy,
+    );
+    let took = tokio::task::spawn_blocking(move || machine::blake3_one_core(sz, 64 << 10)).await?;
+    line("BLAKE3 on one core, 64 KiB updates".into(), took, busy);
+    println!();
+    Ok(())
+}
+
+/// One scenario on a fresh server.
+async fn measure(opts: &Options, scenario: Scenario, input: &Input, dir: &Path) -> Result<Row> {
+    let server = BenchServer::start(&opts.server_bin, dir)?;
+    let base = server.base_url();
+    let client = http_client(opts.streams)?;
+    let status = create(&client, &base, input, opts.block_size).await?;
+    let (took, note) = match scenario {
+        Scenario::Patch => (
+            upload_patch(opts, &format!("{base}{}", entry_path(&status.key)), input).await?,
+            "curl -T FILE -X PATCH".into(),
+        ),
+        Scenario::Blocks => {
+            let layout = Layout::new(input.length, opts.block_size, u64::MAX)?;
+            let (took, hashing) =
+                upload_blocks(&client, &base, status.key, input, layout, opts.streams).await?;
+            (
+                took,
+                format!(
+                    "client pread + BLAKE3: {:.2} s, included",
+                    hashing.as_secs_f64()
+                ),
+            )
+        }
+    };
+    let after = check_stored(&client, &base, &status.key, input).await?;
+    let usage = server.usage()?;
+    server.stop()?;
+    Ok(Row {
+        scenario: scenario.name(opts),
+        bytes: input.length,
+        took,
+        peak_rss: usage.peak_rss,
+        server_cpu: usage.cpu_seconds,
+        note: format!("{note}; then {}", after.as_str()),
+        busy_before: 0.0,
+    })
+}
+
+async fn check_curl(opts: &Options) -> Result<()> {
+    let out = tokio::process::Command::new(&opts.curl)
+        .arg("--version")
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(format!("{} does not run; install curl", opts.curl.display()).into()),
+    }
+}
+
+/// Scenario (a): the whole input in one `PATCH`, sent by curl.
+async fn upload_patch(opts: &Options, url: &str, input: &Input) -> Result<Duration> {
+    let started = Instant::now();
+    let out = tokio::process::Command::new(&opts.curl)
+        .args(["-sS", "--noproxy", "*", "-X", "PATCH"])
+        .args([
+            "-H",
+            &format!("{}: {}", header::CONTENT_TYPE, h::OFFSET_OCTET_STREAM),
+        ])
+        .args(["-H", &format!("{}: 0", h::UPLOAD_OFFSET)])
+        .arg("-T")
+        .arg(&input.path)
+        .args(["-o", "/dev/null", "-w", "%{http_code}", url])
+        .output()
+        .await?;
+    let took = started.elapsed();
+    let code = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || code != "204" {
+        return Err(format!(
+            "curl PATCH: {} (HTTP {code}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(took)
+}
+
+/// Scenario (b): every block over `streams` connections. Returns the time
+/// to the last `204` and the client's time spent reading and hashing blocks.
+async fn upload_blocks(
+    client: &Client,
+    base: &str,
+    key: Key,
+    input: &Input,
+    layout: Layout,
+    streams: usize,
+) -> Result<(Duration, Duration)> {
+    let file = Arc::new(std::fs::File::open(&input.path)?);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let (client, file, next) = (client.clone(), file.clone(), next.clone());
+        let base = base.to_owned();
+        tasks.spawn(async move {
+            let mut hashing = Duration::ZERO;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= layout.blocks() {
+                    return Ok::<_, crate::Error>(hashing);
+                }
+                let range = layout.range(n);
+                let file = file.clone();
+                let (bytes, hash, took) = tokio::task::spawn_blocking(move || {
+                    let t = Instant::now();
+                    let mut buf = vec![0u8; (range.end - range.start) as usize];
+                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, range.start)?;
+                    let hash = blake3::hash(&buf);
+                    Ok::<_, std::io::Error>((buf, hash, t.elapsed()))
+                })
+                .await??;
+                hashing += took;
+                let resp = client
+                    .put(format!("{base}{}", block_path(&key, n)))
+                    .header(h::UPLOAD_BLOCK_HASH, hash.to_hex().as_str())
+                    .body(bytes)
+                    .send()
+                    .await?;
+                if resp.status() != StatusCode::NO_CONTENT {
+                    let code = resp.status();
+                    return Err(format!(
+                        "PUT block {n}: {code}: {}",
+                        resp.text().await.unwrap_or_default()
+                    )
+                    .into());
+                }
+            }
+        });
+    }
+    let mut hashing = Duration::ZERO;
+    while let Some(joined) = tasks.join_next().await {
+        hashing += joined??;
+    }
+    Ok((started.elapsed(), hashing))
+}
+
+/// The lines under the table: medians over several runs, and how to read it.
+fn summarize(opts: &Options, machine: &Machine, rows: &[Row]) {
+    let mut medians = Vec::new();
+    for scenario in Scenario::ALL {
+        let name = scenario.name(opts);
+        let mine: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.scenario.starts_with(&name))
+            .collect();
+        let mut rates: Vec<f64> = mine.iter().map(|r| mib_per_s(r.bytes, r.took)).collect();
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        if opts.runs > 1 {
+            let peak = mine.iter().map(|r| r.peak_rss).max().unwrap_or(0);
+            println!(
+                "  {name}: median {median:.0} MiB/s over {} runs, highest peak RSS {:.1} MiB",
+                rates.len(),
+                peak as f64 / (1u64 << 20) as f64
+            );
+        }
+        medians.push(median);
+    }
+    println!("  (b) / (a): {:.2}", medians[1] / medians[0]);
+    println!("  load avg after the run: {}", machine::load_average());
+    println!();
+    println!("  MiB/s       input size / seconds");
+    println!("  peak RSS    VmHWM of the server process over its whole life (start, upload, result check)");
+    println!(
+        "  server CPU  user + system seconds of the server process; the clients (curl, or this"
+    );
+    println!(
+        "              program reading and hashing blocks) run on the same {} CPUs",
+        machine.cpus
+    );
+    println!(
+        "  busy before share of all CPUs busy in the {} s pause before the phase, while this",
+        SETTLE.as_secs()
+    );
+    println!(
+        "              program and its servers are idle: other work on the machine (should be ~0%)"
+    );
+    println!("  then ...    the entry's state right after the upload (processing or complete)");
+}

@@ -1,0 +1,47 @@
+//! Benchmarks of upcache. They print figures to read side by side with the
+//! machine's own reference rates; they assert nothing about speed.
+//!
+//! # Layout
+//!
+//! * [`ingest`] — the ingest benchmark: one input uploaded as a single `PATCH`
+//!   with curl, and as parallel blocks over several HTTP/1.1 streams.
+//! * [`server`] — a fresh `upcache serve` process per scenario (own data
+//!   directory, port 0), and its peak RSS and CPU time read from `/proc`.
+//! * [`input`] — pseudo-random input files and their BLAKE3, made before any timing.
+//! * [`client`] — the `/v1` calls around a timed upload: create, status, and a
+//!   check of the stored result that never holds the input in memory.
+//! * [`machine`] — what the figures were measured on, and the reference rates they
+//!   compare with: write + fdatasync on the disk, first touch of fresh memory,
+//!   BLAKE3 on one core.
+//! * [`report`] — sizes, rates and the result table.
+//!
+//! Every benchmark is a binary in `src/bin/` that parses its flags and calls
+//! a `run` function here; the modules above are shared between benchmarks.
+
+pub mod client;
+pub mod ingest;
+pub mod input;
+pub mod machine;
+pub mod report;
+pub mod server;
+
+use std::path::PathBuf;
+
+/// Errors of a benchmark run: each says what failed; the run stops at the first.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The workspace root (this crate lives in `<root>/benches`).
+pub fn workspace() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace)
+/// or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace().join(dir), // join keeps an absolute path as is
+        None => workspace().join("target"),
+    }
+}
