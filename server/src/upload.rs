@@ -317,7 +317,8 @@ where
         claims: Vec::new(),
         receipts: Vec::new(),
     };
-    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(16);
+    // A few frames in flight keep the writer busy without buffering much per request.
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(4);
     let task = tokio::task::spawn_blocking(move || {
         let mut clean = false;
         let mut result = Ok(());
