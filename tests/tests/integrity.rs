@@ -197,3 +197,58 @@ async fn a_truncated_image_is_invalid() {
     assert_problem(resp, ProblemType::InvalidImage).await;
     assert_eq!(server.status(&job.key).await.state, State::Failed);
 }
+
+/// CRC-32 (IEEE), as PNG chunks use.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small, valid PNG whose header claims `width` × `height` pixels: what a
+/// decompression bomb looks like to a decoder that trusts the header.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = png(16, 16);
+    // Signature (8) | IHDR length (4) | "IHDR" (4) | width (4) | height (4) | … | CRC
+    assert_eq!(&bytes[12..16], b"IHDR");
+    bytes[16..20].copy_from_slice(&width.to_be_bytes());
+    bytes[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_is_a_clear_422_and_the_server_carries_on() {
+    let server = Server::start().await;
+    let bomb = Job::new(
+        png_claiming(100_000, 100_000),
+        json!({"op": "image.thumbnail", "width": 64, "height": 64}),
+    );
+    let resp = server.oneshot_request(&bomb).send().await.unwrap();
+    let (_, problem) = assert_problem(resp, ProblemType::ImageTooLarge).await;
+    let detail = problem.detail.unwrap_or_default();
+    assert!(
+        detail.contains("100000"),
+        "the problem says what was too large: {detail}"
+    );
+    assert_failed_with(&server, &bomb.key, ProblemType::ImageTooLarge).await;
+
+    // The server is unharmed: a normal image right after works.
+    let fine = Job::new(
+        png(40, 20),
+        json!({"op": "image.thumbnail", "width": 10, "height": 10}),
+    );
+    let out = server.oneshot(&fine).await;
+    let img = image::load_from_memory(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (10, 5));
+}

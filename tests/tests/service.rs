@@ -92,3 +92,45 @@ async fn wrong_methods_are_not_allowed() {
         );
     }
 }
+
+#[tokio::test]
+async fn http2_on_the_same_port() {
+    let server = Server::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let job = Job::new(
+        png(64, 32),
+        serde_json::json!({"op": "image.thumbnail", "width": 16, "height": 16}),
+    );
+    let first = h2
+        .put(server.url(&entry_path(&job.key)))
+        .header(
+            upcache_protocol::headers::UPLOAD_INPUT_HASH,
+            job.hash.to_hex(),
+        )
+        .header(upcache_protocol::headers::UPLOAD_OPERATION, job.op_header())
+        .body(job.input.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    assert_eq!(first.status(), StatusCode::OK);
+    let thumb = first.bytes().await.unwrap();
+    let img = image::load_from_memory(&thumb).unwrap();
+    assert_eq!((img.width(), img.height()), (16, 8));
+    // Many streams on one connection at once.
+    let results = futures_util::future::join_all(
+        (0..8).map(|_| h2.get(server.url(&result_path(&job.key))).send()),
+    )
+    .await;
+    for r in results {
+        let r = r.unwrap();
+        assert_eq!(
+            (r.version(), r.status()),
+            (reqwest::Version::HTTP_2, StatusCode::OK)
+        );
+        assert_eq!(r.bytes().await.unwrap(), thumb);
+    }
+}
