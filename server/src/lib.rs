@@ -13,7 +13,8 @@
 //!   its bit are durable.
 //! * [`notify`] — per-key wake-ups for waiting clients.
 //! * [`ops`] — what operations do, and the worker pool they run on.
-//! * [`store`] — sled metadata schema ([`store::meta`]) and blob files ([`store::blob`]).
+//! * [`store`] — sled metadata schema ([`store::meta`]), its records
+//!   ([`store::records`]) and blob files ([`store::blob`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //!

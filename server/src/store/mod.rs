@@ -3,6 +3,7 @@
 
 pub mod blob;
 pub mod meta;
+pub mod records;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {

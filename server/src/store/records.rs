@@ -1,0 +1,214 @@
+//! The records stored in the metadata trees, and their encodings. Every
+//! record carries a format version, checked when it is read.
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use upcache_protocol::{Digest, InputHash, Problem, State};
+
+use super::meta::MetaError;
+
+type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// Where a result's bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobRef {
+    /// The stored input itself (identity).
+    Input,
+    /// A result file of its own.
+    Result,
+}
+
+/// A complete result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub blake3: InputHash,
+    pub length: u64,
+    pub content_type: String,
+    pub blob: BlobRef,
+}
+
+const ENTRY_FORMAT: u8 = 1;
+
+/// One (input, operation) entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Format version of this record.
+    pub fv: u8,
+    pub state: State,
+    pub input: InputHash,
+    pub length: u64,
+    /// Canonical JSON of the normalized operation.
+    pub operation: String,
+    pub block_size: u64,
+    pub created: u64,
+    pub updated: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+    /// Wire digest of the input's blocks, once the input is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl EntryRecord {
+    /// A new entry in `state`.
+    pub fn new(
+        state: State,
+        input: InputHash,
+        length: u64,
+        operation: String,
+        block_size: u64,
+    ) -> Self {
+        let now = super::now();
+        Self {
+            fv: ENTRY_FORMAT,
+            state,
+            input,
+            length,
+            operation,
+            block_size,
+            created: now,
+            updated: now,
+            result: None,
+            error: None,
+            digest: None,
+        }
+    }
+
+    pub(super) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entry records serialize")
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
+        let rec: Self =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        if rec.fv != ENTRY_FORMAT {
+            return Err(MetaError::Corrupt(format!(
+                "entry format {} is not known",
+                rec.fv
+            )));
+        }
+        Ok(rec)
+    }
+}
+
+const UPLOAD_FORMAT: u8 = 1;
+const UPLOAD_HEADER: usize = 1 + 8 + 8 + 8 + 8 + upcache_protocol::digest::LANES * 2;
+
+/// The durable progress of one upload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UploadRecord {
+    /// Blocks whose bytes and chaining value are durable.
+    pub received: RoaringBitmap,
+    /// Commutative digest of the received blocks.
+    pub digest: Digest,
+    /// A durable partial block written by a sequential append: (block, bytes).
+    pub tail: Option<(u64, u64)>,
+    /// Last change, seconds since the epoch (for expiry).
+    pub touched: u64,
+    /// Random per upload: a writer that started on an upload which was since
+    /// deleted and created again must not commit into the new one.
+    pub epoch: u64,
+}
+
+impl UploadRecord {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(UPLOAD_HEADER + self.received.serialized_size());
+        out.push(UPLOAD_FORMAT);
+        out.extend_from_slice(&self.touched.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        let (tb, tl) = self.tail.unwrap_or((0, 0));
+        out.extend_from_slice(&tb.to_le_bytes());
+        out.extend_from_slice(&tl.to_le_bytes());
+        out.extend_from_slice(&self.digest.to_bytes());
+        self.received
+            .serialize_into(&mut out)
+            .expect("writing to a Vec");
+        out
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
+        let corrupt = |what: &str| MetaError::Corrupt(format!("upload record: {what}"));
+        if bytes.len() < UPLOAD_HEADER || bytes[0] != UPLOAD_FORMAT {
+            return Err(corrupt("unknown format"));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let (touched, epoch, tb, tl) = (u64_at(1), u64_at(9), u64_at(17), u64_at(25));
+        let digest =
+            Digest::from_bytes(&bytes[33..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
+        let received = RoaringBitmap::deserialize_from(&bytes[UPLOAD_HEADER..])
+            .map_err(|_| corrupt("bitmap"))?;
+        Ok(Self {
+            received,
+            digest,
+            tail: (tl > 0).then_some((tb, tl)),
+            touched,
+            epoch,
+        })
+    }
+
+    /// A new, empty upload record.
+    pub fn fresh() -> Self {
+        Self {
+            touched: super::now(),
+            epoch: new_epoch(),
+            ..Default::default()
+        }
+    }
+
+    /// Number of blocks at the start that are all received.
+    pub fn prefix(&self) -> u64 {
+        self.received
+            .iter()
+            .enumerate()
+            .take_while(|(i, n)| *i as u64 == *n as u64)
+            .count() as u64
+    }
+}
+
+/// A stored, verified input: its length, the block size it was uploaded
+/// with and the wire digest of its blocks. Encoded as
+/// `length (u64 BE) ‖ block_size (u64 BE) ‖ digest (32 bytes)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRecord {
+    pub length: u64,
+    pub block_size: u64,
+    pub digest: [u8; 32],
+}
+
+impl InputRecord {
+    pub(super) fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.length.to_be_bytes());
+        out[8..16].copy_from_slice(&self.block_size.to_be_bytes());
+        out[16..].copy_from_slice(&self.digest);
+        out
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
+        let b: &[u8; 48] = bytes
+            .try_into()
+            .map_err(|_| MetaError::Corrupt("input record".into()))?;
+        Ok(Self {
+            length: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            block_size: u64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
+            digest: b[16..].try_into().expect("32 bytes"),
+        })
+    }
+}
+
+fn new_epoch() -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&format!("{:?}", std::time::SystemTime::now()).into_bytes());
+    h.update(&format!("{:?}", std::thread::current().id()).into_bytes());
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    h.update(
+        &COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,265 @@
+//! The writer task behind every upload request: streams a body into the
+//! staging file at its place, hashes each block on the way, hands finished
+//! blocks to the committer and waits until they are durable.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use roaring::RoaringBitmap;
+use tokio::sync::mpsc;
+use upcache_protocol::tree::BlockHasher;
+use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
+
+use super::{Claim, Slot};
+use crate::cache::Core;
+use crate::commit::Committed;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::store::meta::{BlockCommit, UploadRecord};
+
+/// What the writer task is asked to do.
+pub(super) enum Span {
+    Sequential { received: RoaringBitmap },
+    Block { verify: Option<InputHash> },
+}
+
+struct Writer {
+    core: Arc<Core>,
+    slot: Arc<Slot>,
+    key: Key,
+    epoch: u64,
+    file: Arc<File>,
+    layout: Layout,
+    span: Span,
+    pos: u64,
+    end: u64,
+    block: Option<(u64, Option<BlockHasher>)>,
+    verify: Option<blake3::Hasher>,
+    claims: Vec<Claim>,
+    receipts: Vec<tokio::sync::oneshot::Receiver<Committed>>,
+}
+
+impl Writer {
+    fn begin_block(&mut self, n: u64) -> Result<()> {
+        let skip =
+            matches!(&self.span, Span::Sequential { received } if received.contains(n as u32));
+        if skip {
+            self.block = Some((n, None));
+            return Ok(());
+        }
+        let claim = self.slot.claim(n).ok_or_else(|| {
+            Error::problem(
+                ProblemType::UploadBusy,
+                format!("block {n} is being written by another request"),
+            )
+        })?;
+        self.claims.push(claim);
+        let mut hasher = BlockHasher::new(&self.layout, n);
+        let start = self.layout.range(n).start;
+        if self.pos > start {
+            // Resuming after a durable partial tail: re-read it (at most one block).
+            let mut tail = vec![0u8; (self.pos - start) as usize];
+            self.file.read_exact_at(&mut tail, start)?;
+            hasher.update(&tail);
+        }
+        self.block = Some((n, Some(hasher)));
+        Ok(())
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let n = self.layout.block_of(self.pos);
+            if self.block.as_ref().map(|b| b.0) != Some(n) {
+                self.begin_block(n)?;
+            }
+            let block_end = self.layout.range(n).end;
+            let take = ((block_end - self.pos) as usize).min(bytes.len());
+            let (part, rest) = bytes.split_at(take);
+            if let Some((_, Some(hasher))) = self.block.as_mut() {
+                hasher.update(part);
+                if let Some(v) = self.verify.as_mut() {
+                    v.update(part);
+                }
+                self.file.write_all_at(part, self.pos)?;
+                metrics::BYTES_STORED.add(take as u64);
+            }
+            self.pos += take as u64;
+            bytes = rest;
+            // A single block is committed only once its body ended cleanly (`finish`).
+            if self.pos == block_end && matches!(self.span, Span::Sequential { .. }) {
+                self.end_block()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_block(&mut self) -> Result<()> {
+        let Some((n, Some(hasher))) = self.block.take() else {
+            return Ok(());
+        };
+        if let (
+            Span::Block {
+                verify: Some(expected),
+            },
+            Some(v),
+        ) = (&self.span, &self.verify)
+        {
+            let got = InputHash::from(v.finalize());
+            if got != *expected {
+                return Err(Problem::new(
+                    ProblemType::BlockHashMismatch,
+                    format!("block {n} hashes to {got}, not {expected}; it stays missing"),
+                )
+                .with("block", n)
+                .into());
+            }
+        }
+        let commit = BlockCommit {
+            upload: self.key,
+            epoch: self.epoch,
+            block: n,
+            cv: hasher.finish(),
+        };
+        metrics::BLOCKS_STORED.inc();
+        self.receipts
+            .push(self.core.committer.blocks(self.file.clone(), vec![commit]));
+        Ok(())
+    }
+
+    /// After the last byte. A sequential writer saves its partial block
+    /// whether or not the body ended cleanly; a block writer commits only a
+    /// whole block whose body ended cleanly.
+    fn finish(&mut self, clean: bool) -> Result<()> {
+        match (&self.span, &self.block) {
+            (Span::Sequential { .. }, Some((n, Some(_)))) => {
+                let len = self.pos - self.layout.range(*n).start;
+                if len > 0 {
+                    self.receipts.push(self.core.committer.tail(
+                        self.file.clone(),
+                        self.key,
+                        self.epoch,
+                        (*n, len),
+                    ));
+                }
+                Ok(())
+            }
+            (Span::Block { .. }, Some(_)) if clean && self.pos == self.end => self.end_block(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why the body stopped.
+pub(super) enum Ended {
+    Complete,
+    TooLong,
+    Interrupted(String),
+    Superseded,
+}
+
+/// Streams `body` into the staging file over `[start, end)` and waits until
+/// what was written is durable. Runs in its own task: see the module doc.
+pub(super) async fn receive<S>(
+    core: Arc<Core>,
+    key: Key,
+    upload: &UploadRecord,
+    span: Span,
+    range: (u64, u64),
+    body: S,
+) -> Result<(u64, Ended)>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+{
+    let (start, end) = range;
+    let layout = core.layout(&core.entry(&key)?);
+    let slot = core.uploads.get(&key);
+    let mut takeover = slot.takeover.subscribe();
+    let mut cancel = slot.cancel.subscribe();
+    let sequential = matches!(span, Span::Sequential { .. });
+    let blobs = core.blobs.clone();
+    let file = Arc::new(
+        tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??,
+    );
+    let verify = matches!(span, Span::Block { verify: Some(_) }).then(blake3::Hasher::new);
+    let mut writer = Writer {
+        core: core.clone(),
+        slot,
+        key,
+        epoch: upload.epoch,
+        file,
+        layout,
+        span,
+        pos: start,
+        end,
+        block: None,
+        verify,
+        claims: Vec::new(),
+        receipts: Vec::new(),
+    };
+    // A few frames in flight keep the writer busy without buffering much per request.
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(4);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut clean = false;
+        let mut result = Ok(());
+        while let Some(msg) = rx.blocking_recv() {
+            let Some(bytes) = msg else {
+                clean = true;
+                break;
+            };
+            if let Err(e) = writer.write(&bytes) {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = writer.finish(clean);
+        }
+        (writer, result)
+    });
+    let idle = Duration::from_secs(core.config.body_idle_timeout);
+    let mut body = body;
+    let mut remaining = end - start;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.changed() => break Ended::Superseded,
+            _ = takeover.changed(), if sequential => break Ended::Superseded,
+            frame = tokio::time::timeout(idle, body.next()) => match frame {
+                Err(_) => break Ended::Interrupted("the body stalled".into()),
+                Ok(None) => {
+                    let _ = tx.send(None).await;
+                    break Ended::Complete;
+                }
+                Ok(Some(Err(e))) => break Ended::Interrupted(e.to_string()),
+                Ok(Some(Ok(mut bytes))) => {
+                    let too_long = bytes.len() as u64 > remaining;
+                    if too_long {
+                        bytes.truncate(remaining as usize);
+                    }
+                    remaining -= bytes.len() as u64;
+                    if !bytes.is_empty() && tx.send(Some(bytes)).await.is_err() {
+                        break Ended::Complete; // the writer failed; its error is reported below
+                    }
+                    if too_long {
+                        break Ended::TooLong;
+                    }
+                }
+            }
+        }
+    };
+    drop(tx);
+    let (writer, written) = task.await?;
+    for receipt in writer.receipts {
+        let committed = receipt
+            .await
+            .map_err(|_| Error::Internal("the committer stopped".into()))?;
+        committed.map_err(Error::Internal)?;
+    }
+    drop(writer.claims);
+    written?;
+    Ok((writer.pos, ended))
+}
