@@ -1,6 +1,8 @@
 //! The `upcache` binary: parses flags, loads the configuration, sets up
 //! logging and calls the library.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +24,16 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Get the result of an operation on a file, uploading only what the server lacks.
+    Put(cli::PutArgs),
+    /// Print the key of an operation on a file.
+    Key(cli::KeyArgs),
+    /// Print an entry's status.
+    Status(cli::KeyOnly),
+    /// Download an entry's result.
+    Get(cli::GetArgs),
+    /// Cancel an upload or invalidate a result.
+    Rm(cli::KeyOnly),
 }
 
 #[derive(Args)]
@@ -80,7 +92,8 @@ impl ServeArgs {
     }
 }
 
-/// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+/// Exit codes of `serve`: 0 success, 1 runtime failure, 2 usage or configuration
+/// error (the client subcommands add theirs, see `cli`).
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
@@ -88,6 +101,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Put(args) => cli::put(args),
+        Command::Key(args) => cli::key_cmd(args),
+        Command::Status(args) => cli::status(args),
+        Command::Get(args) => cli::get(args),
+        Command::Rm(args) => cli::rm(args),
     }
 }
 

@@ -1,0 +1,384 @@
+//! The main call: hash, probe, upload only what is missing, wait, fetch.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use upcache_protocol::blocks::parse_ranges;
+use upcache_protocol::{InputHash, InputRef, Key, Layout, Operation, ProblemType, State, Status};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::hash::{hash_file_reporting, spool_reader};
+use crate::progress::{Event, ProgressFn, Reporter};
+use crate::retry::Retrier;
+
+/// A complete entry, ready to be fetched.
+#[derive(Debug, Clone)]
+pub struct Done {
+    client: Client,
+    /// The entry's key.
+    pub key: Key,
+    /// Its status: `state` is complete and `result` says what the result is.
+    pub status: Status,
+    /// Whether the result came without uploading a byte.
+    pub hit: bool,
+    /// Input bytes put on the wire by this call (retries included).
+    pub bytes_sent: u64,
+}
+
+impl Client {
+    /// Makes sure `operation` of the file at `path` is computed, uploading
+    /// only what the server is missing, and waits until it is complete.
+    pub async fn put_file(
+        &self,
+        path: impl AsRef<Path>,
+        operation: &serde_json::Value,
+    ) -> Result<Done> {
+        self.put_file_with(path, operation, None).await
+    }
+
+    /// [`Client::put_file`] with progress reporting.
+    pub async fn put_file_with(
+        &self,
+        path: impl AsRef<Path>,
+        operation: &serde_json::Value,
+        progress: Option<ProgressFn>,
+    ) -> Result<Done> {
+        let op = Operation::parse(operation)?;
+        let reporter = Reporter::new(progress);
+        let input = hash_file_reporting(path.as_ref(), &reporter).await?;
+        self.put_hashed(path.as_ref(), input, &op, &reporter).await
+    }
+
+    /// Like [`Client::put_file`], for bytes from a reader. The reader is
+    /// hashed as it streams and spooled to a temporary file, from which the
+    /// missing blocks are sent.
+    pub async fn put_reader<R: AsyncRead + Unpin>(
+        &self,
+        reader: R,
+        operation: &serde_json::Value,
+        progress: Option<ProgressFn>,
+    ) -> Result<Done> {
+        let op = Operation::parse(operation)?;
+        let reporter = Reporter::new(progress);
+        let spool = tempfile::NamedTempFile::new()?;
+        let mut file = tokio::fs::File::from_std(spool.reopen()?);
+        let (input, _) = spool_reader(reader, &mut file, &reporter).await?;
+        drop(file);
+        self.put_hashed(spool.path(), input, &op, &reporter).await
+    }
+
+    async fn put_hashed(
+        &self,
+        path: &Path,
+        input: InputHash,
+        op: &Operation,
+        reporter: &Reporter,
+    ) -> Result<Done> {
+        let key = Key::derive(&input, op);
+        reporter.emit(Event::Hashed { input, key });
+        let file = Arc::new(std::fs::File::open(path)?);
+        let length = file.metadata()?.len();
+        let retrier = Retrier::new(self.options.retry.clone(), reporter.clone());
+        let sent = Arc::new(AtomicU64::new(0));
+        loop {
+            let status = match self
+                .create(
+                    InputRef {
+                        blake3: input,
+                        length,
+                    },
+                    op,
+                    self.options.block_size,
+                )
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    retrier.failed(e).await?;
+                    continue;
+                }
+            };
+            retrier.progressed();
+            let missing = expand(&status.missing)?;
+            reporter.emit(Event::Probed {
+                state: status.state,
+                blocks_missing: missing.len() as u64,
+                blocks_total: status.blocks_total,
+            });
+            match status.state {
+                State::Uploading => {
+                    self.upload_blocks(&status, file.clone(), missing, &sent, &retrier, reporter)
+                        .await?;
+                }
+                State::Failed => return Err(failure(&status)),
+                State::Processing | State::Complete => {
+                    let status = self.wait_with(&key, &retrier, reporter).await?;
+                    let bytes_sent = sent.load(Ordering::Relaxed);
+                    reporter.emit(Event::Complete {
+                        hit: bytes_sent == 0,
+                    });
+                    return Ok(Done {
+                        client: self.clone(),
+                        key,
+                        status,
+                        hit: bytes_sent == 0,
+                        bytes_sent,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends the `missing` blocks of an upload from `file` over
+    /// `concurrency` parallel requests, each block with its BLAKE3. Retries
+    /// per the policy; stops early when the entry stops accepting blocks
+    /// (another client finished it).
+    async fn upload_blocks(
+        &self,
+        status: &Status,
+        file: Arc<std::fs::File>,
+        missing: Vec<u64>,
+        sent: &Arc<AtomicU64>,
+        retrier: &Retrier,
+        reporter: &Reporter,
+    ) -> Result<()> {
+        let layout = Layout {
+            length: status.input.length,
+            block_size: status.block_size,
+        };
+        let total_blocks = layout.blocks();
+        let queue = Mutex::new(missing.into_iter().collect::<VecDeque<u64>>());
+        let over = AtomicBool::new(false);
+        let stored = AtomicU64::new(status.blocks_received * layout.block_size.min(layout.length));
+        let done_blocks = AtomicU64::new(status.blocks_received);
+        let worker = || async {
+            let mut buf = BytesMut::new();
+            loop {
+                if over.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let Some(n) = queue.lock().expect("queue lock").pop_front() else {
+                    return Ok(());
+                };
+                let (block, back) = read_block(&file, &layout, n, buf).await?;
+                buf = back;
+                match self.put_block(&status.key, n, block, sent).await {
+                    Ok(now) => {
+                        retrier.progressed();
+                        let s = stored.fetch_add(layout.block_len(n), Ordering::Relaxed)
+                            + layout.block_len(n);
+                        let d = done_blocks.fetch_add(1, Ordering::Relaxed) + 1;
+                        reporter.emit(Event::Uploading {
+                            sent: sent.load(Ordering::Relaxed),
+                            stored: s.min(layout.length),
+                            total: layout.length,
+                            blocks_done: d.min(total_blocks),
+                            blocks_total: total_blocks,
+                        });
+                        if now.state != State::Uploading {
+                            over.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.problem().and_then(|p| p.kind()),
+                            Some(ProblemType::NotUploading | ProblemType::NotFound)
+                        ) =>
+                    {
+                        // Finished (or expired) meanwhile: the next probe tells which.
+                        over.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        queue.lock().expect("queue lock").push_front(n);
+                        if let Err(e) = retrier.failed(e).await {
+                            over.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        };
+        let workers = self.options.concurrency.max(1);
+        let results = futures_util::future::join_all((0..workers).map(|_| worker())).await;
+        results.into_iter().collect()
+    }
+
+    /// Waits, with reconnects, until the entry is complete. A failed
+    /// operation is returned as its problem.
+    pub async fn wait(&self, key: &Key) -> Result<Status> {
+        let retrier = Retrier::new(self.options.retry.clone(), Reporter::default());
+        self.wait_with(key, &retrier, &Reporter::default()).await
+    }
+
+    async fn wait_with(&self, key: &Key, retrier: &Retrier, reporter: &Reporter) -> Result<Status> {
+        loop {
+            match self.wait_once(key).await {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {
+                    // The server answered: it is alive and working.
+                    retrier.progressed();
+                    reporter.emit(Event::Waiting {
+                        state: State::Processing,
+                    });
+                }
+                Err(e) => retrier.failed(e).await?,
+            }
+        }
+    }
+
+    /// Writes the result of a complete entry to `out`, resuming after
+    /// interruptions with ranges and checking the result's BLAKE3 at the end.
+    pub async fn download<W: AsyncWrite + Unpin>(
+        &self,
+        status: &Status,
+        out: &mut W,
+    ) -> Result<u64> {
+        let info = status
+            .result
+            .as_ref()
+            .ok_or_else(|| Error::Protocol("the entry has no result yet".into()))?;
+        let retrier = Retrier::new(self.options.retry.clone(), Reporter::default());
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        while written < info.length {
+            let resp = match self.fetch_result(&status.key, written).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(Error::Protocol("the result went away".into())),
+                Err(e) => {
+                    retrier.failed(e).await?;
+                    continue;
+                }
+            };
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        hasher.update(&bytes);
+                        out.write_all(&bytes).await?;
+                        written += bytes.len() as u64;
+                        retrier.progressed();
+                    }
+                    Err(e) => {
+                        retrier.failed(e.into()).await?;
+                        break;
+                    }
+                }
+            }
+        }
+        out.flush().await?;
+        let got = hasher.finalize().to_hex().to_string();
+        if got != info.blake3.to_hex() {
+            return Err(Error::CorruptResult {
+                expected: info.blake3.to_hex(),
+                got,
+            });
+        }
+        Ok(written)
+    }
+}
+
+impl Done {
+    /// The result's bytes.
+    pub async fn bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.client.download(&self.status, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Writes the result to `path` (through a temporary file in the same
+    /// directory, renamed into place once complete and verified).
+    pub async fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        save(&self.client, &self.status, path.as_ref()).await
+    }
+
+    /// The result as a stream of chunks (one request, not resumed).
+    pub async fn stream(&self) -> Result<impl Stream<Item = Result<Bytes>>> {
+        let resp = self
+            .client
+            .fetch_result(&self.key, 0)
+            .await?
+            .ok_or_else(|| Error::Protocol("not ready".into()))?;
+        Ok(resp.bytes_stream().map_err(Error::from))
+    }
+}
+
+/// Writes a complete entry's result to `path`, atomically.
+pub async fn save(client: &Client, status: &Status, path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+    client.download(status, &mut file).await?;
+    file.sync_all().await?;
+    drop(file);
+    tmp.persist(path).map_err(|e| Error::Io(e.error))?;
+    Ok(())
+}
+
+fn failure(status: &Status) -> Error {
+    match &status.error {
+        Some(p) => Error::Problem {
+            status: p.status,
+            problem: Box::new(p.clone()),
+        },
+        None => Error::Protocol("the entry failed without a problem document".into()),
+    }
+}
+
+/// Block indices of a `0-3,7` range list.
+pub(crate) fn expand(ranges: &str) -> Result<Vec<u64>> {
+    let ranges = parse_ranges(ranges).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(ranges.into_iter().flat_map(|(a, b)| a..=b).collect())
+}
+
+/// Reads block `n` into `buf` (reused across blocks once the previous
+/// request let go of it). Returns the block and the buffer to reuse.
+async fn read_block(
+    file: &Arc<std::fs::File>,
+    layout: &Layout,
+    n: u64,
+    mut buf: BytesMut,
+) -> Result<(Bytes, BytesMut)> {
+    let range = layout.range(n);
+    let len = (range.end - range.start) as usize;
+    buf.reserve(len);
+    buf.resize(len, 0);
+    let file = file.clone();
+    let mut buf = tokio::task::spawn_blocking(move || {
+        file.read_exact_at(&mut buf, range.start).map(|()| buf)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let block = buf.split().freeze();
+    Ok((block, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use upcache_protocol::blocks::encode_ranges;
+
+    proptest! {
+        #[test]
+        fn missing_ranges_expand_to_their_blocks(set in proptest::collection::btree_set(0u64..2000, 0..200)) {
+            let encoded = encode_ranges(set.iter().copied());
+            prop_assert_eq!(expand(&encoded).unwrap(), set.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn malformed_missing_is_a_protocol_error() {
+        assert!(matches!(expand("3-1"), Err(Error::Protocol(_))));
+    }
+}
