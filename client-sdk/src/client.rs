@@ -19,7 +19,7 @@ use crate::options::Options;
 
 /// Pieces a request body is handed to the connection in; each one is a sign
 /// of progress for the stall watchdog.
-const PIECE: usize = 256 * 1024;
+const PIECE: usize = 64 * 1024;
 
 /// A client of one upcache server. Cheap to clone; clones share connections.
 #[derive(Clone)]

@@ -51,8 +51,16 @@ impl Error {
                     || matches!(
                         problem.kind(),
                         // Another request holds the bytes for a moment; a block
-                        // corrupted on the way is sent again.
-                        Some(ProblemType::UploadBusy | ProblemType::BlockHashMismatch)
+                        // corrupted on the way is sent again, and so is one cut
+                        // short on the way (the SDK always sends a block's exact
+                        // length, so a short body is the network's doing: e.g. a
+                        // connection closed toward the server mid-body, which
+                        // the server can still answer).
+                        Some(
+                            ProblemType::UploadBusy
+                                | ProblemType::BlockHashMismatch
+                                | ProblemType::BlockLengthMismatch
+                        )
                     )
             }
             Self::CorruptResult { .. } => true,
@@ -124,6 +132,8 @@ mod tests {
         assert!(problem(ProblemType::Internal).is_retryable());
         assert!(problem(ProblemType::UploadBusy).is_retryable());
         assert!(problem(ProblemType::BlockHashMismatch).is_retryable());
+        assert!(problem(ProblemType::BlockLengthMismatch).is_retryable());
+        assert!(!problem(ProblemType::BodyLengthMismatch).is_retryable());
         assert!(!problem(ProblemType::InvalidOperation).is_retryable());
         assert!(!problem(ProblemType::InputHashMismatch).is_retryable());
         assert!(!problem(ProblemType::InputTooLarge).is_retryable());

@@ -85,7 +85,7 @@ impl Default for Options {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(120),
+            response_timeout: Duration::from_secs(60),
             wait_per_request: Duration::from_secs(30),
             bearer_token: None,
             headers: Vec::new(),

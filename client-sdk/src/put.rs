@@ -140,6 +140,12 @@ impl Client {
     /// `concurrency` parallel requests, each block with its BLAKE3. Retries
     /// per the policy; stops early when the entry stops accepting blocks
     /// (another client finished it).
+    ///
+    /// A block whose request failed goes to the back of the queue, and is
+    /// sent again only if a fresh status still lists it as missing: a request
+    /// the network cut off may have delivered the block anyway — or still be
+    /// delivering it, holding the block busy on the server — and sending it
+    /// again costs a whole block.
     async fn upload_blocks(
         &self,
         status: &Status,
@@ -154,54 +160,86 @@ impl Client {
             block_size: status.block_size,
         };
         let total_blocks = layout.blocks();
-        let queue = Mutex::new(missing.into_iter().collect::<VecDeque<u64>>());
+        // Each block with whether a request for it failed.
+        let queue = Mutex::new(
+            missing
+                .into_iter()
+                .map(|n| (n, false))
+                .collect::<VecDeque<_>>(),
+        );
         let over = AtomicBool::new(false);
         let stored = AtomicU64::new(status.blocks_received * layout.block_size.min(layout.length));
         let done_blocks = AtomicU64::new(status.blocks_received);
+        let (queue, over) = (&queue, &over);
+        let block_stored = |n: u64| {
+            retrier.progressed();
+            let s = stored.fetch_add(layout.block_len(n), Ordering::Relaxed) + layout.block_len(n);
+            let d = done_blocks.fetch_add(1, Ordering::Relaxed) + 1;
+            reporter.emit(Event::Uploading {
+                sent: sent.load(Ordering::Relaxed),
+                stored: s.min(layout.length),
+                total: layout.length,
+                blocks_done: d.min(total_blocks),
+                blocks_total: total_blocks,
+            });
+        };
+        // After a failed request for block `n`: `Err` to give up.
+        let failed = |n: u64, e: Error| {
+            let gone = matches!(
+                e.problem().and_then(|p| p.kind()),
+                Some(ProblemType::NotUploading | ProblemType::NotFound)
+            );
+            if gone {
+                // Finished (or expired) meanwhile: the next probe tells which.
+                over.store(true, Ordering::Relaxed);
+            } else {
+                queue.lock().expect("queue lock").push_back((n, true));
+            }
+            async move {
+                if gone {
+                    return Ok(());
+                }
+                retrier.failed(e).await.inspect_err(|_| {
+                    over.store(true, Ordering::Relaxed);
+                })
+            }
+        };
         let worker = || async {
             let mut buf = BytesMut::new();
             loop {
                 if over.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                let Some(n) = queue.lock().expect("queue lock").pop_front() else {
+                let Some((n, failed_before)) = queue.lock().expect("queue lock").pop_front() else {
                     return Ok(());
                 };
+                if failed_before {
+                    match self.status(&status.key).await {
+                        Ok(now) if now.state != State::Uploading => {
+                            over.store(true, Ordering::Relaxed);
+                            continue;
+                        }
+                        Ok(now) if !is_missing(&now.missing, n)? => {
+                            block_stored(n);
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed(n, e).await?;
+                            continue;
+                        }
+                    }
+                }
                 let (block, back) = read_block(&file, &layout, n, buf).await?;
                 buf = back;
                 match self.put_block(&status.key, n, block, sent).await {
                     Ok(now) => {
-                        retrier.progressed();
-                        let s = stored.fetch_add(layout.block_len(n), Ordering::Relaxed)
-                            + layout.block_len(n);
-                        let d = done_blocks.fetch_add(1, Ordering::Relaxed) + 1;
-                        reporter.emit(Event::Uploading {
-                            sent: sent.load(Ordering::Relaxed),
-                            stored: s.min(layout.length),
-                            total: layout.length,
-                            blocks_done: d.min(total_blocks),
-                            blocks_total: total_blocks,
-                        });
+                        block_stored(n);
                         if now.state != State::Uploading {
                             over.store(true, Ordering::Relaxed);
                         }
                     }
-                    Err(e)
-                        if matches!(
-                            e.problem().and_then(|p| p.kind()),
-                            Some(ProblemType::NotUploading | ProblemType::NotFound)
-                        ) =>
-                    {
-                        // Finished (or expired) meanwhile: the next probe tells which.
-                        over.store(true, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        queue.lock().expect("queue lock").push_front(n);
-                        if let Err(e) = retrier.failed(e).await {
-                            over.store(true, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
+                    Err(e) => failed(n, e).await?,
                 }
             }
         };
@@ -341,6 +379,12 @@ pub(crate) fn expand(ranges: &str) -> Result<Vec<u64>> {
     Ok(ranges.into_iter().flat_map(|(a, b)| a..=b).collect())
 }
 
+/// Whether block `n` is in a `0-3,7` range list.
+fn is_missing(ranges: &str, n: u64) -> Result<bool> {
+    let ranges = parse_ranges(ranges).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(ranges.iter().any(|&(a, b)| (a..=b).contains(&n)))
+}
+
 /// Reads block `n` into `buf` (reused across blocks once the previous
 /// request let go of it). Returns the block and the buffer to reuse.
 async fn read_block(
@@ -377,8 +421,20 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn a_block_is_missing_iff_its_range_list_holds_it(
+            set in proptest::collection::btree_set(0u64..300, 0..60),
+            n in 0u64..310,
+        ) {
+            let encoded = encode_ranges(set.iter().copied());
+            prop_assert_eq!(is_missing(&encoded, n).unwrap(), set.contains(&n));
+        }
+    }
+
     #[test]
     fn malformed_missing_is_a_protocol_error() {
         assert!(matches!(expand("3-1"), Err(Error::Protocol(_))));
+        assert!(matches!(is_missing("3-1", 2), Err(Error::Protocol(_))));
     }
 }

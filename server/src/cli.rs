@@ -30,6 +30,26 @@ pub struct Remote {
     /// API key, sent as a bearer token
     #[arg(long, env = "UPCACHE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Keep retrying failed requests for up to SECS seconds without progress
+    /// [default: 12 failures in a row, at most 300 s]
+    #[arg(long, value_name = "SECS")]
+    retry_for: Option<u64>,
+}
+
+impl Remote {
+    /// SDK options for this server: the token and the retry budget.
+    fn options(&self) -> Options {
+        let mut options = Options {
+            bearer_token: self.token.clone(),
+            ..Options::default()
+        };
+        if let Some(secs) = self.retry_for {
+            // Time alone bounds the retries.
+            options.retry.max_elapsed = Duration::from_secs(secs);
+            options.retry.max_attempts = u32::MAX;
+        }
+        options
+    }
 }
 
 #[derive(Args)]
@@ -166,8 +186,7 @@ fn client(remote: &Remote, concurrency: usize, block_size: Option<u64>) -> Resul
     let options = Options {
         concurrency,
         block_size,
-        bearer_token: remote.token.clone(),
-        ..Options::default()
+        ..remote.options()
     };
     Client::with_options(&remote.server, options).map_err(Failure::from)
 }
@@ -341,10 +360,7 @@ pub fn status(args: KeyOnly) -> ExitCode {
 pub fn get(args: GetArgs) -> ExitCode {
     finish(runtime().block_on(async {
         let key = key(&args.key)?;
-        let mut options = Options {
-            bearer_token: args.remote.token.clone(),
-            ..Options::default()
-        };
+        let mut options = args.remote.options();
         options.wait_per_request = Duration::from_secs(args.wait.clamp(1, 300));
         let client = Client::with_options(&args.remote.server, options)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);

@@ -103,14 +103,15 @@ fn build() {
 }
 
 /// Whether `bin` exists and is newer than every Rust source and manifest of the
-/// server and protocol crates (cargo would have nothing to do).
+/// crates it is built from — the server, the protocol, and the client SDK its
+/// client subcommands use (cargo would have nothing to do).
 fn is_fresh(bin: &Path) -> bool {
     let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
         return false;
     };
     let root = workspace();
     let mut newest = SystemTime::UNIX_EPOCH;
-    for krate in ["server", "protocol"] {
+    for krate in ["server", "protocol", "client-sdk"] {
         newest_source(&root.join(krate).join("src"), &mut newest);
         newest_file(&root.join(krate).join("Cargo.toml"), &mut newest);
     }

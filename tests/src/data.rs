@@ -38,6 +38,17 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A PNG of `width` × `height` RGB noise: it does not compress, so it takes
+/// about `3 · width · height` bytes — for image inputs of many blocks.
+pub fn noisy_png(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let pixels = pseudo_random((width * height * 3) as usize, seed);
+    let img = image::RgbImage::from_raw(width, height, pixels).expect("the pixels fit");
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode a PNG");
+    out.into_inner()
+}
+
 /// An input and an operation, with everything a client derives from them.
 #[derive(Debug, Clone)]
 pub struct Job {

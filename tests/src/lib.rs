@@ -14,22 +14,28 @@
 //!   pseudo-random bytes and PNG images.
 //! * [`raw`] — [`RawConn`], a hand-written HTTP/1.1 client for what ordinary
 //!   clients hide: `Expect: 100-continue`, bodies cut short, half-closed sockets.
-//! * [`proxy`] — [`FaultProxy`], a TCP proxy that drops, resets or stalls a
-//!   connection after a given number of client→server bytes.
+//! * [`proxy`] — [`FaultProxy`], a TCP proxy that drops, resets, stalls or
+//!   half-closes connections after a given number of bytes, on a plan of which
+//!   connections to hit, and counts the request heads and bodies it forwards.
+//! * [`sdk`] — options and helpers for tests that drive the server through the
+//!   Rust SDK (`upcache-client`).
+//! * [`cli`] — running the `upcache` client subcommands with captured output.
 //!
 //! Wire names (headers, paths, problem types, states) come from
 //! `upcache-protocol`; the harness never spells them itself.
 
 pub mod api;
 pub mod binary;
+pub mod cli;
 pub mod data;
 pub mod proxy;
 pub mod raw;
+pub mod sdk;
 pub mod server;
 
 pub use api::{any_problem, assert_problem, header, header_u64, metrics, parse_counter, HeadInfo};
-pub use data::{png, pseudo_random, Job};
-pub use proxy::{Fault, FaultProxy};
+pub use data::{noisy_png, png, pseudo_random, Job};
+pub use proxy::{Fault, FaultProxy, Traffic};
 pub use raw::{oneshot_headers, patch_headers, RawConn, RawResponse};
 pub use server::Server;
 

@@ -1,10 +1,11 @@
 //! Running the real `upcache` binary.
 //!
 //! Each [`Server`] owns a temporary directory holding the server's data
-//! directory (`data/`) and its stderr (`stderr.log`, appended to across
-//! restarts). The server is started as `upcache serve --listen 127.0.0.1:0
-//! --data <dir>/data [extra args]`, and its address is read from the one
-//! stdout line it prints, `listening on http://ADDR`.
+//! directory (`data/`), its stderr (`stderr.log`, appended to across
+//! restarts) and, if the test gives one, its `config.toml`. The server is
+//! started as `upcache serve --listen 127.0.0.1:0 --data <dir>/data [extra
+//! args]`, and its address is read from the one stdout line it prints,
+//! `listening on http://ADDR`.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -38,12 +39,29 @@ impl Server {
 
     /// Starts a server with extra `serve` arguments (e.g. `["--max-input-size", "1MiB"]`).
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_configured(None, args).await
+    }
+
+    /// Starts a server with a TOML configuration file holding `config` (for
+    /// settings that have no flag, e.g. `body_idle_timeout = 1`) and extra
+    /// `serve` arguments. The file lives in the server's directory, so that
+    /// restarts read it too.
+    pub async fn start_with_config(config: &str, args: &[&str]) -> Self {
+        Self::start_configured(Some(config), args).await
+    }
+
+    async fn start_configured(config: Option<&str>, args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("upcache-e2e-")
             .tempdir()
             .expect("create a temp dir");
         std::fs::create_dir(dir.path().join("data")).expect("create the data dir");
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(config) = config {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, config).expect("write config.toml");
+            args.extend(["--config".to_owned(), path.display().to_string()]);
+        }
         // No connection reuse: a test about one request must not fail because the
         // server closed the connection of an earlier one (hit.rs tests that
         // behaviour on its own, over raw sockets).

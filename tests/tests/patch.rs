@@ -416,3 +416,25 @@ async fn stalled_patch_can_be_taken_over_by_a_resuming_client() {
     assert!(server.wait_result(&job.key).await == job.input);
     stalled.abort();
 }
+
+#[tokio::test]
+async fn a_body_cut_short_gets_an_answer_that_closes_the_connection() {
+    let server = Server::start().await;
+    let job = job(9);
+    server.create(&job, Some(BS)).await;
+    let mut conn = RawConn::connect(server.addr()).await;
+    conn.send_head("PATCH", &entry_path(&job.key), &patch_headers(0, job.len()))
+        .await;
+    conn.send(&job.input[..10_000]).await;
+    // The client's side ends mid-body; the server can still answer it.
+    conn.shutdown_write().await;
+    let resp = conn.read_response().await;
+    resp.assert_problem(ProblemType::BodyLengthMismatch);
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "after a body cut short the connection cannot be reused, and the answer says so"
+    );
+    // What arrived is kept.
+    assert_eq!(server.head_info(&job.key).await.offset, 10_000);
+}

@@ -30,6 +30,35 @@ pub fn streaming(
     BodyExt::boxed(StreamBody::new(stream.map_ok(Frame::data)))
 }
 
+/// A request body stream that records whether it was read to its end.
+pub struct Tracked {
+    inner: ByteStream,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stream for Tracked {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        next
+    }
+}
+
+/// Adapts a request body; `ended` turns true once it was read to its end.
+pub fn tracked(body: Incoming, ended: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Tracked {
+    Tracked {
+        inner: byte_stream(body),
+        ended,
+    }
+}
+
 /// Adapts a request body. Polling it is what makes hyper send `100 Continue`.
 pub fn byte_stream(body: Incoming) -> ByteStream {
     Box::pin(TryStreamExt::try_filter_map(

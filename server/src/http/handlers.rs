@@ -13,7 +13,7 @@ use upcache_protocol::{
     State, Status,
 };
 
-use super::body::{self, byte_stream, Body};
+use super::body::{self, Body};
 use super::result;
 use super::{problem_response, Req};
 use crate::cache::Core;
@@ -235,7 +235,7 @@ pub async fn append(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respons
     if now.state == State::Uploading && now.offset != offset {
         return Err(crate::upload::offset_mismatch(offset, now.offset));
     }
-    core.append(key, Start::Offset(offset), byte_stream(req.take_body()))
+    core.append(key, Start::Offset(offset), req.take_stream())
         .await?;
     Ok(no_content(&core.status(&key)?))
 }
@@ -251,7 +251,7 @@ pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: &mut Req) -> Result<
         ),
     };
     let length = content_length(req.headers())?;
-    core.put_block(key, n, verify, length, byte_stream(req.take_body()))
+    core.put_block(key, n, verify, length, req.take_stream())
         .await?;
     Ok(no_content(&core.status(&key)?))
 }
@@ -297,9 +297,7 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respo
     };
     let (_, entry, _) = core.create(&request, &op).await?;
     if entry.state == State::Uploading {
-        let progress = core
-            .append(key, Start::Whole, byte_stream(req.take_body()))
-            .await?;
+        let progress = core.append(key, Start::Whole, req.take_stream()).await?;
         if !progress.complete {
             return Err(Error::problem(
                 ProblemType::BodyLengthMismatch,

@@ -9,6 +9,7 @@ pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +90,9 @@ pub async fn serve(
 pub struct Req {
     pub parts: http::request::Parts,
     body: Option<Incoming>,
+    /// Set when the body was handed to a handler as a stream: whether that
+    /// stream was read to its end.
+    streamed: Option<Arc<AtomicBool>>,
 }
 
 impl Req {
@@ -99,6 +103,13 @@ impl Req {
     /// Takes the body; polling it is what makes hyper send `100 Continue`.
     pub fn take_body(&mut self) -> Incoming {
         self.body.take().expect("the body is taken once")
+    }
+
+    /// Takes the body as a stream of data, tracking whether it is read to its end.
+    pub fn take_stream(&mut self) -> body::Tracked {
+        let ended = Arc::new(AtomicBool::new(false));
+        self.streamed = Some(ended.clone());
+        body::tracked(self.take_body(), ended)
     }
 }
 
@@ -111,6 +122,7 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
         let mut req = Req {
             parts,
             body: Some(body),
+            streamed: None,
         };
         let mut response = match dispatch(core, &mut req).await {
             Ok(r) => r,
@@ -123,6 +135,17 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
         };
         if let Some(body) = req.body.take() {
             settle_unread(body, &req.parts, &mut response).await;
+        }
+        if req
+            .streamed
+            .as_ref()
+            .is_some_and(|ended| !ended.load(Ordering::Relaxed))
+        {
+            // The body stopped part-way (the client went away, or it was
+            // refused mid-stream): the connection's state is unknown.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         tracing::info!(
             status = response.status().as_u16(),
