@@ -12,7 +12,9 @@ use reqwest::header::{
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use upcache_protocol::headers::{self as h};
 use upcache_protocol::status::{block_path, entry_path, result_path, OPS_PATH};
-use upcache_protocol::{CreateRequest, InputRef, Key, Operation, Problem, ProblemType, Status};
+use upcache_protocol::{
+    CreateRequest, InputRef, Key, Operation, Problem, ProblemType, State, Status,
+};
 
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -138,7 +140,9 @@ impl Client {
         expect_success(resp).await.map(drop)
     }
 
-    /// `PUT /v1/ops/{key}/blocks/{n}` with the block's BLAKE3 in `Upload-Block-Hash`.
+    /// `PUT /v1/ops/{key}/blocks/{n}` with the block's BLAKE3 in
+    /// `Upload-Block-Hash` (computed on a blocking thread). Returns the
+    /// entry's state after the block, from the answer's `Upload-State`.
     /// `sent` counts the body bytes handed to the connection, even when the
     /// request then fails.
     pub async fn put_block(
@@ -147,14 +151,29 @@ impl Client {
         n: u64,
         block: Bytes,
         sent: &AtomicU64,
-    ) -> Result<Status> {
-        let hash = blake3::hash(&block);
+    ) -> Result<State> {
+        let hashed = block.clone();
+        let hash = tokio::task::spawn_blocking(move || blake3::hash(&hashed))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let req = self
             .request(Method::PUT, &block_path(key, n))
             .header(h::UPLOAD_BLOCK_HASH, hash.to_hex().as_str());
-        let resp = self.send_body(req, block, sent).await?;
-        expect_success(resp).await?;
-        self.status(key).await
+        let resp = expect_success(self.send_body(req, block, sent).await?).await?;
+        let state = resp
+            .headers()
+            .get(h::UPLOAD_STATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match state.as_deref() {
+            Some("uploading") => Ok(State::Uploading),
+            Some("processing") => Ok(State::Processing),
+            Some("complete") => Ok(State::Complete),
+            Some("failed") => Ok(State::Failed),
+            _ => Err(Error::Protocol(
+                "a block answer without Upload-State".into(),
+            )),
+        }
     }
 
     /// `PATCH /v1/ops/{key}`: appends `body` at `offset`; returns the new offset.

@@ -1,12 +1,11 @@
 //! The main call: hash, probe, upload only what is missing, wait, fetch.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use upcache_protocol::blocks::parse_ranges;
@@ -204,8 +203,9 @@ impl Client {
                 })
             }
         };
+        let source = BlockSource::map(&file, layout)?;
+        let source = &source;
         let worker = || async {
-            let mut buf = BytesMut::new();
             loop {
                 if over.load(Ordering::Relaxed) {
                     return Ok(());
@@ -230,12 +230,11 @@ impl Client {
                         }
                     }
                 }
-                let (block, back) = read_block(&file, &layout, n, buf).await?;
-                buf = back;
-                match self.put_block(&status.key, n, block, sent).await {
+                match self.put_block(&status.key, n, source.block(n), sent).await {
                     Ok(now) => {
+                        source.release(n);
                         block_stored(n);
-                        if now.state != State::Uploading {
+                        if now != State::Uploading {
                             over.store(true, Ordering::Relaxed);
                         }
                     }
@@ -385,26 +384,72 @@ fn is_missing(ranges: &str, n: u64) -> Result<bool> {
     Ok(ranges.iter().any(|&(a, b)| (a..=b).contains(&n)))
 }
 
-/// Reads block `n` into `buf` (reused across blocks once the previous
-/// request let go of it). Returns the block and the buffer to reuse.
-async fn read_block(
-    file: &Arc<std::fs::File>,
-    layout: &Layout,
-    n: u64,
-    mut buf: BytesMut,
-) -> Result<(Bytes, BytesMut)> {
-    let range = layout.range(n);
-    let len = (range.end - range.start) as usize;
-    buf.reserve(len);
-    buf.resize(len, 0);
-    let file = file.clone();
-    let mut buf = tokio::task::spawn_blocking(move || {
-        file.read_exact_at(&mut buf, range.start).map(|()| buf)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let block = buf.split().freeze();
-    Ok((block, buf))
+/// The blocks of an input file, as zero-copy slices of a read-only memory
+/// map: nothing is copied into buffers of our own, and the pages of a block
+/// are released once the server acknowledged it, so resident memory stays
+/// near the blocks in flight.
+struct BlockSource {
+    map: Option<Arc<memmap2::Mmap>>,
+    layout: Layout,
+}
+
+/// One block of the map, owning a reference to it.
+struct MapSlice {
+    map: Arc<memmap2::Mmap>,
+    range: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+impl BlockSource {
+    fn map(file: &std::fs::File, layout: Layout) -> Result<Self> {
+        if file.metadata()?.len() != layout.length {
+            return Err(Error::Protocol(
+                "the file changed size since it was hashed".into(),
+            ));
+        }
+        // SAFETY: read-only and private to this call; a file truncated by
+        // another process meanwhile would fault on access — uploading a file
+        // that is being rewritten is unsupported (the server's whole-input
+        // check would reject it anyway).
+        let map = (layout.length > 0)
+            .then(|| unsafe { memmap2::Mmap::map(file) })
+            .transpose()?;
+        Ok(Self {
+            map: map.map(Arc::new),
+            layout,
+        })
+    }
+
+    fn block(&self, n: u64) -> Bytes {
+        let r = self.layout.range(n);
+        match &self.map {
+            Some(map) => Bytes::from_owner(MapSlice {
+                map: map.clone(),
+                range: r.start as usize..r.end as usize,
+            }),
+            None => Bytes::new(),
+        }
+    }
+
+    fn release(&self, n: u64) {
+        if let Some(map) = &self.map {
+            let r = self.layout.range(n);
+            // SAFETY: a read-only, file-backed map: dropped pages are read
+            // again from the file if touched later.
+            unsafe {
+                let _ = map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    r.start as usize,
+                    (r.end - r.start) as usize,
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
