@@ -18,6 +18,7 @@
 //! flush) and the whole input has been verified against its BLAKE3.
 
 use bytes::BytesMut;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use upcache_protocol::{Key, Layout};
 
 use crate::client::{check_stored, create, http_client};
 use crate::input::Input;
-use crate::machine::{self, CpuTicks, Machine};
+use crate::machine::{self, settle, Machine, SETTLE};
 use crate::report::{self, mib_per_s, size, Row};
 use crate::server::BenchServer;
 use crate::Result;
@@ -94,12 +95,6 @@ impl Scenario {
     }
 }
 
-/// Pause before each timed phase, after a `sync`: the previous phase's
-/// write-back and freed memory settle, so phases do not inherit each other's
-/// state. How busy the machine was meanwhile tells whether something else was
-/// running (this program and its servers are idle then).
-const SETTLE: Duration = Duration::from_secs(2);
-
 /// Runs the benchmark and prints its report on stdout.
 pub async fn run(opts: Options) -> Result<()> {
     if opts.size == 0 || opts.streams == 0 || opts.runs == 0 {
@@ -113,7 +108,7 @@ pub async fn run(opts: Options) -> Result<()> {
         )
         .into());
     }
-    check_curl(&opts).await?;
+    check_curl(&opts.curl).await?;
     std::fs::create_dir_all(&opts.work_dir)?;
     // Removed when dropped — at the end, on an error, or when the run is interrupted.
     let work = tempfile::Builder::new()
@@ -175,19 +170,6 @@ fn name_width(opts: &Options) -> usize {
         .map(|s| s.name(opts).len())
         .max()
         .unwrap_or(0)
-}
-
-/// Returns the share of the CPUs that other work kept busy during the pause.
-async fn settle() -> Result<f64> {
-    let busy = tokio::task::spawn_blocking(|| {
-        // SAFETY: sync(2) has no preconditions.
-        unsafe { libc::sync() };
-        let before = CpuTicks::now();
-        std::thread::sleep(SETTLE);
-        CpuTicks::now().busy_since(&before)
-    })
-    .await?;
-    Ok(busy)
 }
 
 fn print_header(opts: &Options, machine: &Machine, work: &Path) {
@@ -305,30 +287,39 @@ async fn measure(opts: &Options, scenario: Scenario, input: &Input, dir: &Path) 
     })
 }
 
-async fn check_curl(opts: &Options) -> Result<()> {
-    let out = tokio::process::Command::new(&opts.curl)
+/// Fails unless `curl --version` runs.
+pub async fn check_curl(curl: &Path) -> Result<()> {
+    let out = tokio::process::Command::new(curl)
         .arg("--version")
         .output()
         .await;
     match out {
         Ok(o) if o.status.success() => Ok(()),
-        _ => Err(format!("{} does not run; install curl", opts.curl.display()).into()),
+        _ => Err(format!("{} does not run; install curl", curl.display()).into()),
     }
+}
+
+/// The arguments of scenario (a)'s curl: the whole input in one `PATCH`
+/// from offset 0 to `url` (the entry), streamed from the file; curl prints
+/// only the HTTP status code.
+pub fn curl_patch_args(url: &str, input: &Input) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-sS", "--noproxy", "*", "-X", "PATCH", "-H"]
+        .map(OsString::from)
+        .into();
+    args.push(format!("{}: {}", header::CONTENT_TYPE, h::OFFSET_OCTET_STREAM).into());
+    args.push("-H".into());
+    args.push(format!("{}: 0", h::UPLOAD_OFFSET).into());
+    args.push("-T".into());
+    args.push(input.path.clone().into());
+    args.extend(["-o", "/dev/null", "-w", "%{http_code}", url].map(OsString::from));
+    args
 }
 
 /// Scenario (a): the whole input in one `PATCH`, sent by curl.
 async fn upload_patch(opts: &Options, url: &str, input: &Input) -> Result<Duration> {
     let started = Instant::now();
     let out = tokio::process::Command::new(&opts.curl)
-        .args(["-sS", "--noproxy", "*", "-X", "PATCH"])
-        .args([
-            "-H",
-            &format!("{}: {}", header::CONTENT_TYPE, h::OFFSET_OCTET_STREAM),
-        ])
-        .args(["-H", &format!("{}: 0", h::UPLOAD_OFFSET)])
-        .arg("-T")
-        .arg(&input.path)
-        .args(["-o", "/dev/null", "-w", "%{http_code}", url])
+        .args(curl_patch_args(url, input))
         .output()
         .await?;
     let took = started.elapsed();

@@ -5,9 +5,14 @@
 //!
 //! * [`ingest`] — the ingest benchmark: one input uploaded as a single `PATCH`
 //!   with curl, and as parallel blocks over several HTTP/1.1 streams.
+//! * [`sdk`] — the SDK benchmark: the SDK's main call (`upcache put`) at
+//!   several stream counts next to one `PATCH` with curl, with the client's
+//!   CPU time and peak RSS.
 //! * [`server`] — a fresh `upcache serve` process per scenario (own data
 //!   directory, port 0), and its peak RSS and CPU time read from `/proc`.
 //! * [`input`] — pseudo-random input files and their BLAKE3, made before any timing.
+//! * [`process`] — a client run as its own process and measured alone:
+//!   wall time, CPU seconds and peak RSS (`wait4`, through a small trampoline).
 //! * [`client`] — the `/v1` calls around a timed upload: create, status, and a
 //!   check of the stored result that never holds the input in memory.
 //! * [`machine`] — what the figures were measured on, and the reference rates they
@@ -22,7 +27,9 @@ pub mod client;
 pub mod ingest;
 pub mod input;
 pub mod machine;
+pub mod process;
 pub mod report;
+pub mod sdk;
 pub mod server;
 
 use std::path::PathBuf;

@@ -139,6 +139,26 @@ impl CpuTicks {
     }
 }
 
+/// Pause before each timed phase, after a `sync`: the previous phase's
+/// write-back and freed memory settle, so phases do not inherit each other's
+/// state. How busy the machine was meanwhile tells whether something else was
+/// running (the benchmark and its servers are idle then).
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// `sync`, then [`SETTLE`]; returns the share of the CPUs that other work
+/// kept busy during the pause, 0 to 1.
+pub async fn settle() -> Result<f64> {
+    let busy = tokio::task::spawn_blocking(|| {
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        let before = CpuTicks::now();
+        std::thread::sleep(SETTLE);
+        CpuTicks::now().busy_since(&before)
+    })
+    .await?;
+    Ok(busy)
+}
+
 /// The 1, 5 and 15 minute load averages: other work on the machine shows here.
 pub fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -53,10 +53,10 @@ pub fn table(rows: &[Row]) -> String {
         "busy before",
         "note",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.scenario.clone(),
                 format!("{:.0}", mib_per_s(r.bytes, r.took)),
                 format!("{:.3}", r.took.as_secs_f64()),
@@ -67,20 +67,29 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
+    render(&header, &cells)
+}
+
+/// Renders any table: the first column (names) and the last (notes)
+/// left-aligned, the ones between (numbers) right-aligned, two spaces apart,
+/// a line of dashes under the header, no trailing spaces. Rows shorter than
+/// the header leave their last cells empty.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
     }
+    let last = header.len().saturating_sub(1);
     let mut out = String::new();
-    let mut line = |cols: [&str; 7]| {
-        // Text columns left-aligned, numbers right-aligned; no trailing spaces.
+    let mut line = |cols: &[&str]| {
         let mut l = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+        for (i, w) in widths.iter().copied().enumerate() {
+            let c = cols.get(i).copied().unwrap_or("");
             match i {
                 0 => write!(l, "{c:<w$}"),
-                6 => write!(l, "  {c}"),
+                _ if i == last => write!(l, "  {c}"),
                 _ => write!(l, "  {c:>w$}"),
             }
             .expect("write to a String");
@@ -89,9 +98,10 @@ pub fn table(rows: &[Row]) -> String {
         out.push('\n');
     };
     line(header);
-    line(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str));
-    for row in &cells {
-        line(row.each_ref().map(String::as_str));
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&dashes.iter().map(String::as_str).collect::<Vec<_>>());
+    for row in rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out
 }

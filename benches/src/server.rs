@@ -110,11 +110,9 @@ impl BenchServer {
         let peak_rss = vm_hwm(&status).ok_or("no VmHWM in /proc/<pid>/status")?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let ticks = cpu_ticks(&stat).ok_or("cannot parse /proc/<pid>/stat")?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         Ok(Usage {
             peak_rss,
-            cpu_seconds: ticks as f64 / hz,
+            cpu_seconds: ticks as f64 / clock_ticks(),
         })
     }
 
@@ -146,8 +144,14 @@ impl Drop for BenchServer {
     }
 }
 
+/// Clock ticks per second, the unit of `/proc/<pid>/stat` times.
+pub(crate) fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// `VmHWM:  12345 kB` → bytes.
-fn vm_hwm(status: &str) -> Option<u64> {
+pub(crate) fn vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kb * 1024)
@@ -155,7 +159,7 @@ fn vm_hwm(status: &str) -> Option<u64> {
 
 /// utime + stime (fields 14 and 15) of `/proc/<pid>/stat`. The command name
 /// (field 2) may hold spaces, so fields are counted after its closing `)`.
-fn cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state): utime is field 14, i.e. index 11.
