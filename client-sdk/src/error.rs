@@ -11,7 +11,12 @@ use upcache_protocol::{OperationError, Problem, ProblemType};
 pub enum Error {
     /// The server answered with a problem document (RFC 9457).
     #[error("the server answered {status}: {problem}")]
-    Problem { status: u16, problem: Box<Problem> },
+    Problem {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The problem document.
+        problem: Box<Problem>,
+    },
     /// The connection failed: refused, reset, closed early, timed out.
     #[error("network: {0}")]
     Network(String),
@@ -29,12 +34,20 @@ pub enum Error {
     Protocol(String),
     /// The downloaded result did not hash to the result's BLAKE3.
     #[error("the downloaded result is corrupt (BLAKE3 {got}, expected {expected})")]
-    CorruptResult { expected: String, got: String },
+    CorruptResult {
+        /// The result's BLAKE3 as the server announced it (hex).
+        expected: String,
+        /// The BLAKE3 of what arrived (hex).
+        got: String,
+    },
     /// Retrying stopped: too many failures in a row, or too long without progress.
     #[error("gave up after {attempts} failed attempts in {elapsed:?}; last error: {last}")]
     GaveUp {
+        /// Failed attempts in a row.
         attempts: u32,
+        /// Time since the last progress.
         elapsed: Duration,
+        /// The last failure.
         last: Box<Error>,
     },
 }

@@ -41,6 +41,8 @@
 //! * [`progress`] — progress [`Event`]s.
 //! * [`error`] — the [`Error`] type.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod error;
 pub mod hash;

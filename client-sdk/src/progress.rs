@@ -9,34 +9,61 @@ use upcache_protocol::{InputHash, Key, State};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Hashing the input: `done` of `total` bytes.
-    Hashing { done: u64, total: u64 },
+    Hashing {
+        /// Bytes hashed so far.
+        done: u64,
+        /// Bytes of the input.
+        total: u64,
+    },
     /// The input's hash and the key are known.
-    Hashed { input: InputHash, key: Key },
+    Hashed {
+        /// BLAKE3 of the input.
+        input: InputHash,
+        /// The key of the input and the operation.
+        key: Key,
+    },
     /// The server said what it has.
     Probed {
+        /// The entry's state.
         state: State,
+        /// Blocks the server still needs.
         blocks_missing: u64,
+        /// Blocks of the input.
         blocks_total: u64,
     },
     /// Upload progress: bytes put on the wire (retries included), bytes the
     /// server acknowledged as durable, and blocks done.
     Uploading {
+        /// Body bytes put on the wire, retries included.
         sent: u64,
+        /// Bytes the server acknowledged as durable.
         stored: u64,
+        /// Bytes of the input.
         total: u64,
+        /// Blocks the server holds.
         blocks_done: u64,
+        /// Blocks of the input.
         blocks_total: u64,
     },
     /// A request failed and will be retried after `delay`.
     Retrying {
+        /// Failures in a row so far.
         attempt: u32,
+        /// Time until the next attempt.
         delay: Duration,
+        /// What failed.
         error: String,
     },
     /// Waiting for the server to finish the operation.
-    Waiting { state: State },
+    Waiting {
+        /// The entry's state.
+        state: State,
+    },
     /// The result is ready; `hit` says no input byte had to be sent.
-    Complete { hit: bool },
+    Complete {
+        /// Whether no input byte had to be sent.
+        hit: bool,
+    },
 }
 
 /// Where progress goes: called from the SDK's tasks, so keep it quick.
