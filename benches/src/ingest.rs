@@ -97,23 +97,18 @@ impl Scenario {
 
 /// Runs the benchmark and prints its report on stdout.
 pub async fn run(opts: Options) -> Result<()> {
-    if opts.size == 0 || opts.streams == 0 || opts.runs == 0 {
-        return Err("--size, --streams and --runs must be above zero".into());
+    if opts.streams == 0 || opts.runs == 0 {
+        return Err("--streams and --runs must be above zero".into());
     }
-    Layout::new(opts.size, opts.block_size, u64::MAX).map_err(|e| format!("--block-size: {e}"))?;
-    if !opts.server_bin.is_file() {
-        return Err(format!(
-            "no server binary at {} (cargo build --release -p upcache-server)",
-            opts.server_bin.display()
-        )
-        .into());
-    }
-    check_curl(&opts.curl).await?;
-    std::fs::create_dir_all(&opts.work_dir)?;
-    // Removed when dropped — at the end, on an error, or when the run is interrupted.
-    let work = tempfile::Builder::new()
-        .prefix("upcache-ingest-")
-        .tempdir_in(&opts.work_dir)?;
+    let work = crate::prepare(
+        "ingest",
+        opts.size,
+        opts.block_size,
+        &opts.server_bin,
+        &opts.curl,
+        &opts.work_dir,
+    )
+    .await?;
     let machine = Machine::describe(work.path());
     print_header(&opts, &machine, work.path());
     reference_rates(&opts, work.path()).await?;

@@ -52,3 +52,35 @@ pub fn target_dir() -> PathBuf {
         None => workspace().join("target"),
     }
 }
+
+/// What every benchmark checks before it measures anything, and the work
+/// directory it measures in: the input size and block size are usable, the
+/// `upcache` binary and curl run. The directory (inside `work_dir`, named
+/// after `name`) is removed when dropped — at the end, on an error, or when
+/// the run is interrupted.
+pub async fn prepare(
+    name: &str,
+    size: u64,
+    block_size: u64,
+    upcache_bin: &std::path::Path,
+    curl: &std::path::Path,
+    work_dir: &std::path::Path,
+) -> Result<tempfile::TempDir> {
+    if size == 0 {
+        return Err("--size must be above zero".into());
+    }
+    upcache_protocol::Layout::new(size, block_size, u64::MAX)
+        .map_err(|e| format!("--block-size: {e}"))?;
+    if !upcache_bin.is_file() {
+        return Err(format!(
+            "no upcache binary at {} (cargo build --release -p upcache-server)",
+            upcache_bin.display()
+        )
+        .into());
+    }
+    ingest::check_curl(curl).await?;
+    std::fs::create_dir_all(work_dir)?;
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("upcache-{name}-"))
+        .tempdir_in(work_dir)?)
+}

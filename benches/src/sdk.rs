@@ -38,7 +38,7 @@ use upcache_protocol::status::entry_path;
 use upcache_protocol::{Key, Layout, Operation};
 
 use crate::client::{check_stored, create, http_client};
-use crate::ingest::{check_curl, curl_patch_args};
+use crate::ingest::curl_patch_args;
 use crate::input::Input;
 use crate::machine::{self, settle, Machine, SETTLE};
 use crate::process::{self, Measured};
@@ -134,23 +134,18 @@ fn identity() -> serde_json::Value {
 
 /// Runs the benchmark and prints its report on stdout.
 pub async fn run(opts: Options) -> Result<()> {
-    if opts.size == 0 || opts.runs == 0 || opts.streams.is_empty() || opts.streams.contains(&0) {
-        return Err("--size, --runs and every --streams must be above zero".into());
+    if opts.runs == 0 || opts.streams.is_empty() || opts.streams.contains(&0) {
+        return Err("--runs and every --streams must be above zero".into());
     }
-    Layout::new(opts.size, opts.block_size, u64::MAX).map_err(|e| format!("--block-size: {e}"))?;
-    if !opts.upcache_bin.is_file() {
-        return Err(format!(
-            "no upcache binary at {} (cargo build --release -p upcache-server)",
-            opts.upcache_bin.display()
-        )
-        .into());
-    }
-    check_curl(&opts.curl).await?;
-    std::fs::create_dir_all(&opts.work_dir)?;
-    // Removed when dropped — at the end, on an error, or when the run is interrupted.
-    let work = tempfile::Builder::new()
-        .prefix("upcache-sdk-")
-        .tempdir_in(&opts.work_dir)?;
+    let work = crate::prepare(
+        "sdk",
+        opts.size,
+        opts.block_size,
+        &opts.upcache_bin,
+        &opts.curl,
+        &opts.work_dir,
+    )
+    .await?;
     let machine = Machine::describe(work.path());
     print_header(&opts, &machine, work.path());
     reference_rates(&opts).await?;

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use upcache_protocol::Key;
 
-use crate::store::meta::{BlockCommit, Meta, UploadRecord};
+use crate::store::meta::{BlockCommit, Meta};
 
-/// What a commit leaves behind: the new record of each upload it touched.
-pub type Committed = Result<Vec<(Key, UploadRecord)>, String>;
+/// Whether a commit became durable (or why not).
+pub type Committed = Result<(), String>;
 
 enum Request {
     Blocks {
@@ -140,9 +140,8 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
                 done,
             } => match file_ok(&file) {
                 Ok(()) => {
-                    let uploads: Vec<Key> = b.iter().map(|c| c.upload).collect();
                     blocks.extend(b);
-                    waiting.push((uploads, done));
+                    waiting.push(done);
                 }
                 Err(e) => drop(done.send(Err(e))),
             },
@@ -159,36 +158,26 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
         }
     }
     // 2. The bits, chaining values and tails, then one flush for all of them.
-    let committed = meta.commit_blocks(&blocks).map_err(|e| e.to_string());
-    let tail_records: Vec<_> = tails
+    let committed = meta
+        .commit_blocks(&blocks)
+        .map(drop)
+        .map_err(|e| e.to_string());
+    let tails: Vec<_> = tails
         .into_iter()
         .map(|(upload, epoch, tail, done)| {
             (
                 meta.set_tail(&upload, epoch, Some(tail))
+                    .map(drop)
                     .map_err(|e| e.to_string()),
-                upload,
                 done,
             )
         })
         .collect();
     let flushed = meta.flush().map_err(|e| e.to_string());
-    for (uploads, done) in waiting {
-        let answer = match (&committed, &flushed) {
-            (Ok(records), Ok(())) => Ok(records
-                .iter()
-                .filter(|(k, _)| uploads.contains(k))
-                .cloned()
-                .collect()),
-            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-        };
-        let _ = done.send(answer);
+    for done in waiting {
+        let _ = done.send(committed.clone().and(flushed.clone()));
     }
-    for (record, upload, done) in tail_records {
-        let answer = match (record, &flushed) {
-            (Ok(r), Ok(())) => Ok(r.map(|r| vec![(upload, r)]).unwrap_or_default()),
-            (Err(e), _) => Err(e),
-            (_, Err(e)) => Err(e.clone()),
-        };
-        let _ = done.send(answer);
+    for (recorded, done) in tails {
+        let _ = done.send(recorded.and(flushed.clone()));
     }
 }

@@ -110,15 +110,13 @@ async fn interrupted_patch_resumes_from_the_reported_offset() {
     );
 }
 
-#[tokio::test]
-async fn connection_dropped_by_the_network_resumes() {
+/// Sends the whole input in one PATCH through a proxy that injects `fault`;
+/// the request must fail. Returns the server and the proxy.
+async fn patch_through(job: &Job, fault: Fault) -> (Server, FaultProxy) {
     let server = Server::start().await;
-    let job = job(2);
-    server.create(&job, Some(BS)).await;
+    server.create(job, Some(BS)).await;
     let proxy = FaultProxy::start(server.addr()).await;
-    let cut = 400_000;
-    proxy.set_fault(Fault::DropAfter(cut));
-
+    proxy.set_fault(fault);
     let resp = server
         .client()
         .patch(proxy.url(&entry_path(&job.key)))
@@ -129,9 +127,17 @@ async fn connection_dropped_by_the_network_resumes() {
         .await;
     assert!(
         resp.is_err(),
-        "the proxy cut the request, yet it got {:?}",
+        "the proxy broke the request ({fault:?}), yet it got {:?}",
         resp.map(|r| r.status())
     );
+    (server, proxy)
+}
+
+#[tokio::test]
+async fn connection_dropped_by_the_network_resumes() {
+    let job = job(2);
+    let cut = 400_000;
+    let (server, proxy) = patch_through(&job, Fault::DropAfter(cut)).await;
     assert_eq!(proxy.struck(), 1);
 
     // The request head is well under 1 KiB: nearly all of `cut` was body.
@@ -145,26 +151,9 @@ async fn connection_dropped_by_the_network_resumes() {
 
 #[tokio::test]
 async fn connection_reset_by_the_network_resumes() {
-    let server = Server::start().await;
     let job = job(3);
-    server.create(&job, Some(BS)).await;
-    let proxy = FaultProxy::start(server.addr()).await;
     let cut = 500_000;
-    proxy.set_fault(Fault::ResetAfter(cut));
-
-    let resp = server
-        .client()
-        .patch(proxy.url(&entry_path(&job.key)))
-        .header(h::UPLOAD_OFFSET, 0)
-        .header("content-type", h::OFFSET_OCTET_STREAM)
-        .body(job.input.clone())
-        .send()
-        .await;
-    assert!(
-        resp.is_err(),
-        "the proxy reset the request, yet it got {:?}",
-        resp.map(|r| r.status())
-    );
+    let (server, _proxy) = patch_through(&job, Fault::ResetAfter(cut)).await;
 
     // A reset may lose bytes in flight, never invent them.
     let offset = server.head_info(&job.key).await.offset;

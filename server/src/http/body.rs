@@ -10,8 +10,9 @@ use hyper::body::{Frame, Incoming};
 /// The body of every response.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
-/// A request body as a stream of data chunks (trailers are ignored).
-pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+/// A request body as a stream of data chunks (trailers are ignored): the
+/// domain's upload body type.
+pub use crate::upload::BodyStream as ByteStream;
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()

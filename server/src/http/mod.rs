@@ -106,10 +106,10 @@ impl Req {
     }
 
     /// Takes the body as a stream of data, tracking whether it is read to its end.
-    pub fn take_stream(&mut self) -> body::Tracked {
+    pub fn take_stream(&mut self) -> body::ByteStream {
         let ended = Arc::new(AtomicBool::new(false));
         self.streamed = Some(ended.clone());
-        body::tracked(self.take_body(), ended)
+        Box::pin(body::tracked(self.take_body(), ended))
     }
 }
 

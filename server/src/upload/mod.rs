@@ -106,6 +106,10 @@ impl Slots {
     }
 }
 
+/// An upload body as the domain sees it: chunks of bytes, or the I/O error
+/// that ended it (the HTTP layer adapts request bodies to this).
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
 /// Bytes received contiguously from 0: the whole blocks at the start, plus a
 /// durable partial tail of the next block.
 pub fn offset(layout: &Layout, upload: &UploadRecord) -> u64 {
@@ -203,18 +207,22 @@ impl Core {
     /// reconnects should not wait for its dead connection to time out). A
     /// one-shot `PUT` instead queues behind the writer in progress: when that
     /// one delivers the input, the queued ones answer without reading a byte.
-    pub async fn append<S>(self: &Arc<Self>, key: Key, start: Start, body: S) -> Result<Progress>
-    where
-        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
-    {
+    pub async fn append(
+        self: &Arc<Self>,
+        key: Key,
+        start: Start,
+        body: BodyStream,
+    ) -> Result<Progress> {
         let core = self.clone();
         tokio::spawn(async move { core.append_owned(key, start, body).await }).await?
     }
 
-    async fn append_owned<S>(self: Arc<Self>, key: Key, start: Start, body: S) -> Result<Progress>
-    where
-        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
-    {
+    async fn append_owned(
+        self: Arc<Self>,
+        key: Key,
+        start: Start,
+        body: BodyStream,
+    ) -> Result<Progress> {
         let entry = self.entry(&key)?;
         let done = |core: &Self| match start {
             // A retried last PATCH whose answer was lost: the bytes are all here.
@@ -263,6 +271,7 @@ impl Core {
         let (_, ended) = receive(
             self.clone(),
             key,
+            layout,
             &upload,
             span,
             (from, layout.length),
@@ -293,34 +302,28 @@ impl Core {
     /// reading the body — also after the upload is complete, so that a
     /// client retrying a block whose answer it lost gets a success.
     /// `verify` is the client's BLAKE3 of the block.
-    pub async fn put_block<S>(
+    pub async fn put_block(
         self: &Arc<Self>,
         key: Key,
         n: u64,
         verify: Option<InputHash>,
         length: Option<u64>,
-        body: S,
-    ) -> Result<Progress>
-    where
-        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
-    {
+        body: BodyStream,
+    ) -> Result<Progress> {
         let core = self.clone();
         // Spawned: finishing the upload must not depend on the client staying.
         tokio::spawn(async move { core.put_block_owned(key, n, verify, length, body).await })
             .await?
     }
 
-    async fn put_block_owned<S>(
+    async fn put_block_owned(
         self: Arc<Self>,
         key: Key,
         n: u64,
         verify: Option<InputHash>,
         length: Option<u64>,
-        body: S,
-    ) -> Result<Progress>
-    where
-        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
-    {
+        body: BodyStream,
+    ) -> Result<Progress> {
         let entry = self.entry(&key)?;
         let layout = self.layout(&entry);
         if n >= layout.blocks() {
@@ -355,6 +358,7 @@ impl Core {
         let (pos, ended) = receive(
             self.clone(),
             key,
+            layout,
             &upload,
             span,
             (range.start, range.end),

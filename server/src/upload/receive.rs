@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use roaring::RoaringBitmap;
 use tokio::sync::mpsc;
 use upcache_protocol::tree::BlockHasher;
 use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
 
-use super::{Claim, Slot};
+use super::{BodyStream, Claim, Slot};
 use crate::cache::Core;
 use crate::commit::Committed;
 use crate::error::{Error, Result};
@@ -163,19 +163,16 @@ pub(super) enum Ended {
 
 /// Streams `body` into the staging file over `[start, end)` and waits until
 /// what was written is durable. Runs in its own task: see the module doc.
-pub(super) async fn receive<S>(
+pub(super) async fn receive(
     core: Arc<Core>,
     key: Key,
+    layout: Layout,
     upload: &UploadRecord,
     span: Span,
     range: (u64, u64),
-    body: S,
-) -> Result<(u64, Ended)>
-where
-    S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
-{
+    mut body: BodyStream,
+) -> Result<(u64, Ended)> {
     let (start, end) = range;
-    let layout = core.layout(&core.entry(&key)?);
     let slot = core.uploads.get(&key);
     let mut takeover = slot.takeover.subscribe();
     let mut cancel = slot.cancel.subscribe();
@@ -221,7 +218,6 @@ where
         (writer, result)
     });
     let idle = Duration::from_secs(core.config.body_idle_timeout);
-    let mut body = body;
     let mut remaining = end - start;
     let ended = loop {
         tokio::select! {
