@@ -55,7 +55,7 @@ pub static INPUTS_REJECTED: Counter = Counter::new(
 );
 pub static HITS: Counter = Counter::new(
     "upcache_hits_total",
-    "Requests answered from a stored result or input without an upload",
+    "Creates and one-shot PUTs that needed no upload (result or input already stored)",
 );
 
 const ALL: &[&Counter] = &[

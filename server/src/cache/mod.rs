@@ -217,7 +217,20 @@ impl Core {
 
     /// Looks up or creates the entry of `(input, operation)`. Returns the key,
     /// the entry and whether this call created (or restarted) it.
+    /// Counts a hit when nothing has to be uploaded.
     pub async fn create(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+        op: &Operation,
+    ) -> Result<(Key, EntryRecord, bool)> {
+        let found = self.lookup_or_create(req, op).await?;
+        if found.1.state != State::Uploading {
+            metrics::HITS.inc();
+        }
+        Ok(found)
+    }
+
+    async fn lookup_or_create(
         self: &Arc<Self>,
         req: &CreateRequest,
         op: &Operation,
@@ -274,7 +287,6 @@ impl Core {
             .meta
             .create(&key, &entry, entry.state == State::Uploading)?;
         if created && entry.state == State::Processing {
-            metrics::HITS.inc();
             self.schedule(key, Priority::Interactive);
         }
         if created && entry.state == State::Uploading && length == 0 {

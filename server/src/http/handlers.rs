@@ -304,8 +304,6 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respo
                 format!("the body ended after {} of {length} bytes", progress.offset),
             ));
         }
-    } else {
-        crate::metrics::HITS.inc();
     }
     let wait = wait_for(core, &headers);
     match core.wait(&key, wait).await? {
