@@ -38,6 +38,34 @@ pub const JSON: &str = "application/json";
 /// `Cache-Control` of results: they never change under their key.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+// tus 1.0.0 (the `/files/` front end; https://tus.io/protocols/resumable-upload).
+
+/// The tus protocol version spoken, and the only one accepted.
+pub const TUS_PROTOCOL_VERSION: &str = "1.0.0";
+/// tus: the protocol version a request or response uses.
+pub const TUS_RESUMABLE: &str = "tus-resumable";
+/// tus: the protocol versions the server supports.
+pub const TUS_VERSION: &str = "tus-version";
+/// tus: the extensions the server supports.
+pub const TUS_EXTENSION: &str = "tus-extension";
+/// tus: the largest upload accepted, in bytes.
+pub const TUS_MAX_SIZE: &str = "tus-max-size";
+/// tus: the checksum algorithms supported.
+pub const TUS_CHECKSUM_ALGORITHM: &str = "tus-checksum-algorithm";
+/// tus: `key base64value` pairs, comma-separated.
+pub const UPLOAD_METADATA: &str = "upload-metadata";
+/// tus: `1` when the length is not known at creation.
+pub const UPLOAD_DEFER_LENGTH: &str = "upload-defer-length";
+/// tus: `partial`, or `final;URL URL …`.
+pub const UPLOAD_CONCAT: &str = "upload-concat";
+/// tus: when an unfinished upload expires (an HTTP date).
+pub const UPLOAD_EXPIRES: &str = "upload-expires";
+/// tus: `algorithm base64digest` of a request's body.
+pub const UPLOAD_CHECKSUM: &str = "upload-checksum";
+/// Asks a `POST` to be handled as another method (tus clients behind
+/// proxies that drop `PATCH`/`DELETE`).
+pub const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
+
 /// Encodes an operation for the `Upload-Operation` header (base64url, no padding).
 pub fn encode_operation(op: &serde_json::Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(op.to_string())

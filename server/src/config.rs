@@ -50,6 +50,24 @@ pub struct Config {
     pub api_keys_file: Option<PathBuf>,
     /// Allow a non-loopback listen address without API keys.
     pub allow_unauthenticated: bool,
+    /// Browser origins allowed by CORS (`https://app.example`), or `*` for
+    /// any; empty means no CORS headers.
+    #[serde(deserialize_with = "one_or_many")]
+    pub cors_origins: Vec<String>,
+}
+
+/// A list, or a single string standing for a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(|o| o.trim().to_owned()).collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for Config {
@@ -74,6 +92,7 @@ impl Default for Config {
             api_keys: Vec::new(),
             api_keys_file: None,
             allow_unauthenticated: false,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -141,6 +160,16 @@ impl Config {
     }
 
     fn validated(mut self) -> Result<Self, ConfigError> {
+        for origin in &self.cors_origins {
+            let scheme_host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            if origin != "*" && scheme_host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+                return Err(ConfigError::Invalid(format!(
+                    "cors_origins: {origin:?} is not an origin (scheme://host[:port], or *)"
+                )));
+            }
+        }
         let bs = self.default_block_size.as_u64();
         upcache_protocol::Layout::new(0, bs, self.max_blocks)
             .map_err(|e| ConfigError::Invalid(format!("default_block_size: {e}")))?;

@@ -7,6 +7,8 @@
 //!   handlers, result serving, error rendering.
 //! * [`cache`] — the entry lifecycle: create, verify, process once (single
 //!   flight), wait, delete, recover after a restart.
+//! * [`files`] — uploads created without a key (tus): hashed as they
+//!   arrive, bound to their entry when complete.
 //! * [`upload`] — receiving bytes: sequential appends and parallel blocks into
 //!   staging files, hashing each block as it arrives.
 //! * [`commit`] — group commit: a block is acknowledged once its bytes and
@@ -24,6 +26,7 @@ pub mod cache;
 pub mod commit;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod notify;
@@ -66,6 +69,9 @@ pub async fn run(
                 tokio::time::sleep(every).await;
                 if let Err(e) = core.expire_uploads().await {
                     tracing::warn!(error = %e, "expiry sweep failed");
+                }
+                if let Err(e) = core.expire_files().await {
+                    tracing::warn!(error = %e, "expiry sweep of file uploads failed");
                 }
             }
         })

@@ -62,6 +62,9 @@ struct ServeArgs {
     /// Cap, in seconds, on how long a request waits for a result
     #[arg(long)]
     max_wait: Option<i64>,
+    /// Browser origin allowed by CORS (repeat for more; `*` for any)
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -88,6 +91,14 @@ impl ServeArgs {
         put("pool_size", self.pool_size.map(Into::into));
         put("op_timeout", self.op_timeout.map(Into::into));
         put("max_wait", self.max_wait.map(Into::into));
+        if !self.cors_origins.is_empty() {
+            put(
+                "cors_origins",
+                Some(toml::Value::Array(
+                    self.cors_origins.iter().cloned().map(Into::into).collect(),
+                )),
+            );
+        }
         t
     }
 }

@@ -112,7 +112,7 @@ impl Core {
         for key in verify {
             self.finalize(key).await?;
         }
-        Ok(())
+        self.recover_files().await
     }
 
     /// The block layout of an entry.
@@ -204,7 +204,7 @@ impl Core {
     }
 
     /// A stored input, if its file is really there.
-    fn stored_input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
+    pub(crate) fn stored_input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
         match self.meta.input(hash)? {
             Some(rec) if self.blobs.input_path(hash).exists() => Ok(Some(rec)),
             Some(_) => {
@@ -230,7 +230,7 @@ impl Core {
         Ok(found)
     }
 
-    async fn lookup_or_create(
+    pub(crate) async fn lookup_or_create(
         self: &Arc<Self>,
         req: &CreateRequest,
         op: &Operation,
@@ -304,6 +304,13 @@ impl Core {
         existing: EntryRecord,
         stored: Option<InputRecord>,
     ) -> Result<(Key, EntryRecord, bool)> {
+        if existing.state == State::Uploading {
+            if let Some(rec) = stored {
+                // The input arrived by another way (another operation's upload,
+                // a tus upload): this upload is not needed any more.
+                return self.skip_upload(key, rec).await;
+            }
+        }
         let bad_upload =
             existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
         let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
@@ -347,6 +354,38 @@ impl Core {
         Ok((key, entry, changed))
     }
 
+    /// Moves an uploading entry whose input is now stored on to processing,
+    /// and stops its upload.
+    async fn skip_upload(
+        self: &Arc<Self>,
+        key: Key,
+        rec: InputRecord,
+    ) -> Result<(Key, EntryRecord, bool)> {
+        let digest = Some(hex::encode(rec.digest));
+        let updated = self.meta.update(&key, UploadChange::End, |e| {
+            e.state.on(Event::InputVerified).map(|state| EntryRecord {
+                state,
+                digest: digest.clone(),
+                ..e.clone()
+            })
+        })?;
+        let Some((entry, changed)) = updated else {
+            return Err(not_found());
+        };
+        if changed {
+            self.uploads.stop(&key);
+            let core = self.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                core.blobs.remove_staging(&key)?;
+                core.meta.clear_cvs(&key)?;
+                Ok(())
+            })
+            .await??;
+            self.schedule(key, Priority::Interactive);
+        }
+        Ok((key, entry, changed))
+    }
+
     /// Verifies a fully received upload by merging its blocks' chaining
     /// values, publishes the input and starts processing — or fails the entry
     /// if the bytes do not hash to the claimed input hash.
@@ -355,24 +394,15 @@ impl Core {
     /// work done, so every caller returns only once the entry has left
     /// `uploading`.
     pub async fn finalize(self: &Arc<Self>, key: Key) -> Result<()> {
-        let lock = self
-            .finalizing
-            .lock()
-            .expect("finalizing lock")
-            .entry(key)
-            .or_default()
-            .clone();
-        let turn = lock.lock().await;
-        let core = self.clone();
-        let verified = tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await;
-        drop(turn);
-        {
-            let mut map = self.finalizing.lock().expect("finalizing lock");
-            if Arc::strong_count(&lock) == 2 {
-                map.remove(&key);
-            }
+        if self.meta.entry(&key)?.is_none() && self.meta.file(&key)?.is_some() {
+            return Box::pin(self.finalize_file(key)).await;
         }
-        let verified = verified??;
+        let core = self.clone();
+        let verified = self
+            .in_turn(key, async move {
+                tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await
+            })
+            .await??;
         self.uploads.stop(&key);
         match verified {
             Some(true) => self.schedule(key, Priority::Interactive),
@@ -380,6 +410,30 @@ impl Core {
             None => {}
         }
         Ok(())
+    }
+
+    /// Runs `work` in the finalizing turn of upload `id`: concurrent
+    /// finalizers of one upload take turns.
+    pub(crate) async fn in_turn<T>(
+        &self,
+        id: Key,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let lock = self
+            .finalizing
+            .lock()
+            .expect("finalizing lock")
+            .entry(id)
+            .or_default()
+            .clone();
+        let turn = lock.lock().await;
+        let out = work.await;
+        drop(turn);
+        let mut map = self.finalizing.lock().expect("finalizing lock");
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(&id);
+        }
+        out
     }
 
     /// Blocking part of [`Core::finalize`]: `None` if there was nothing to do.

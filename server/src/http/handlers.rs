@@ -235,7 +235,7 @@ pub async fn append(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respons
     if now.state == State::Uploading && now.offset != offset {
         return Err(crate::upload::offset_mismatch(offset, now.offset));
     }
-    core.append(key, Start::Offset(offset), req.take_stream())
+    core.append(key, Start::Offset(offset), None, req.take_stream())
         .await?;
     Ok(no_content(&core.status(&key)?))
 }
@@ -297,7 +297,9 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respo
     };
     let (_, entry, _) = core.create(&request, &op).await?;
     if entry.state == State::Uploading {
-        let progress = core.append(key, Start::Whole, req.take_stream()).await?;
+        let progress = core
+            .append(key, Start::Whole, None, req.take_stream())
+            .await?;
         if !progress.complete {
             return Err(Error::problem(
                 ProblemType::BodyLengthMismatch,

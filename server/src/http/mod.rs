@@ -3,9 +3,11 @@
 //! rendering. Handlers ([`handlers`], [`result`]) return domain results.
 
 pub mod body;
+mod cors;
 pub mod handlers;
 pub mod result;
 pub mod router;
+pub mod tus;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -124,6 +126,10 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
             body: Some(body),
             streamed: None,
         };
+        let origin = cors::allowed_origin(&core.config, req.headers());
+        if let Some(preflight) = origin.as_ref().and_then(|o| cors::preflight(&req, o)) {
+            return Ok(preflight);
+        }
         let mut response = match dispatch(core, &mut req).await {
             Ok(r) => r,
             Err(e) => {
@@ -133,6 +139,12 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 problem_response(&e.to_problem())
             }
         };
+        if req.parts.uri.path().starts_with("/files") {
+            tus::decorate(&mut response);
+        }
+        if let Some(origin) = &origin {
+            cors::decorate(&mut response, origin);
+        }
         if let Some(body) = req.body.take() {
             settle_unread(body, &req.parts, &mut response).await;
         }
@@ -231,7 +243,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Error> {
-    let endpoint = match route(&req.parts.method, req.parts.uri.path()) {
+    let mut method = req.parts.method.clone();
+    if method == http::Method::POST {
+        // tus clients behind proxies that drop PATCH and DELETE.
+        if let Some(m) = req
+            .headers()
+            .get(upcache_protocol::headers::X_HTTP_METHOD_OVERRIDE)
+        {
+            method = http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                Error::problem(
+                    ProblemType::InvalidHeader,
+                    "X-HTTP-Method-Override: not a method",
+                )
+            })?;
+        }
+    }
+    let endpoint = match route(&method, req.parts.uri.path()) {
         Ok(e) => e,
         Err(RouteError::NotFound) => {
             return Err(Error::problem(ProblemType::NotFound, "no such resource"))
@@ -251,6 +278,12 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
                 format!("{k:?} is not a key: keys are 64 hex digits"),
             ))
         }
+        Err(RouteError::UnknownUpload(id)) => {
+            return Err(Error::problem(
+                ProblemType::NotFound,
+                format!("{id:?} is not an upload of this server"),
+            ))
+        }
         Err(RouteError::InvalidBlock(n)) => {
             return Err(Error::problem(
                 ProblemType::InvalidBlock,
@@ -258,7 +291,8 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             ))
         }
     };
-    if endpoint != Endpoint::Health && !authorized(&core, req) {
+    let open = matches!(endpoint, Endpoint::Health | Endpoint::TusOptions);
+    if !open && !authorized(&core, req) {
         let mut r = problem_response(&Problem::new(
             ProblemType::Unauthorized,
             "send Authorization: Bearer <api key>",
@@ -276,6 +310,12 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
         Endpoint::Delete(k) => handlers::delete(&core, k).await,
         Endpoint::Block(k, n) => handlers::block(&core, k, n, req).await,
         Endpoint::Result(k) => result::get(&core, &k, req.headers()).await,
+        Endpoint::TusOptions
+        | Endpoint::TusCreate
+        | Endpoint::TusHead(_)
+        | Endpoint::TusAppend(_)
+        | Endpoint::TusDelete(_)
+        | Endpoint::TusResult(_) => tus::handle(&core, endpoint, req).await,
         Endpoint::Metrics => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(body::full(metrics::render()))

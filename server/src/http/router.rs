@@ -23,6 +23,18 @@ pub enum Endpoint {
     Block(Key, u64),
     /// `GET|HEAD /v1/ops/{key}/result`
     Result(Key),
+    /// `OPTIONS /files/` or `/files/{id}`: tus discovery
+    TusOptions,
+    /// `POST /files/`: tus creation
+    TusCreate,
+    /// `HEAD /files/{id}`
+    TusHead(Key),
+    /// `PATCH /files/{id}`
+    TusAppend(Key),
+    /// `DELETE /files/{id}`: tus termination
+    TusDelete(Key),
+    /// `GET|HEAD /files/{id}/result`
+    TusResult(Key),
     /// `GET /metrics`
     Metrics,
     /// `GET /healthz`
@@ -37,6 +49,8 @@ pub enum RouteError {
     MethodNotAllowed(&'static str),
     InvalidKey(String),
     InvalidBlock(String),
+    /// A `/files/` id that is not one: no such upload.
+    UnknownUpload(String),
 }
 
 /// Routes a request.
@@ -80,6 +94,32 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
             match m {
                 Method::PUT => Ok(Endpoint::Block(k, n)),
                 _ => Err(RouteError::MethodNotAllowed("PUT")),
+            }
+        }
+        ["files"] => match m {
+            Method::POST => Ok(Endpoint::TusCreate),
+            Method::OPTIONS => Ok(Endpoint::TusOptions),
+            _ => Err(RouteError::MethodNotAllowed("POST, OPTIONS")),
+        },
+        ["files", id] => {
+            let id = id
+                .parse::<Key>()
+                .map_err(|_| RouteError::UnknownUpload(id.to_string()))?;
+            match m {
+                Method::HEAD => Ok(Endpoint::TusHead(id)),
+                Method::PATCH => Ok(Endpoint::TusAppend(id)),
+                Method::DELETE => Ok(Endpoint::TusDelete(id)),
+                Method::OPTIONS => Ok(Endpoint::TusOptions),
+                _ => Err(RouteError::MethodNotAllowed("HEAD, PATCH, DELETE, OPTIONS")),
+            }
+        }
+        ["files", id, "result"] => {
+            let id = id
+                .parse::<Key>()
+                .map_err(|_| RouteError::UnknownUpload(id.to_string()))?;
+            match m {
+                Method::GET | Method::HEAD => Ok(Endpoint::TusResult(id)),
+                _ => Err(RouteError::MethodNotAllowed("GET, HEAD")),
             }
         }
         ["metrics"] if m == Method::GET => Ok(Endpoint::Metrics),
@@ -149,6 +189,38 @@ mod tests {
                 Method::GET,
                 "/v1/ops/abc".into(),
                 Err(RouteError::InvalidKey("abc".into())),
+            ),
+            (Method::POST, "/files/".into(), Ok(Endpoint::TusCreate)),
+            (Method::OPTIONS, "/files".into(), Ok(Endpoint::TusOptions)),
+            (
+                Method::HEAD,
+                format!("/files/{K}"),
+                Ok(Endpoint::TusHead(k)),
+            ),
+            (
+                Method::PATCH,
+                format!("/files/{K}"),
+                Ok(Endpoint::TusAppend(k)),
+            ),
+            (
+                Method::DELETE,
+                format!("/files/{K}"),
+                Ok(Endpoint::TusDelete(k)),
+            ),
+            (
+                Method::GET,
+                format!("/files/{K}/result"),
+                Ok(Endpoint::TusResult(k)),
+            ),
+            (
+                Method::HEAD,
+                "/files/nope".into(),
+                Err(RouteError::UnknownUpload("nope".into())),
+            ),
+            (
+                Method::GET,
+                format!("/files/{K}"),
+                Err(RouteError::MethodNotAllowed("HEAD, PATCH, DELETE, OPTIONS")),
             ),
             (Method::GET, "/metrics".into(), Ok(Endpoint::Metrics)),
             (Method::GET, "/healthz".into(), Ok(Endpoint::Health)),

@@ -7,10 +7,12 @@
 //! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON with format `fv`  |
 //! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
-//! | `inputs`  | input BLAKE3 (32 bytes)     | input length (u64 BE)                   |
+//! | `inputs`  | input BLAKE3 (32 bytes)     | [`InputRecord`] (48 bytes)              |
+//! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
 //!
 //! An entry in state `uploading` has an upload record under the same id (the
-//! `/v1` API uses the key as upload id). Changes that span trees run in one
+//! `/v1` API uses the key as upload id). A file upload (tus) in state
+//! `receiving` has one under its random id. Changes that span trees run in one
 //! sled transaction. sled point reads are in-memory lookups for the hot set
 //! (the page cache is bounded by `db_cache`), so callers may make them on the
 //! async runtime; `flush` (an fsync) must run on a blocking thread.
@@ -31,7 +33,9 @@ pub enum MetaError {
 
 type Result<T, E = MetaError> = std::result::Result<T, E>;
 
-pub use super::records::{BlobRef, EntryRecord, InputRecord, ResultRecord, UploadRecord};
+pub use super::records::{
+    BlobRef, Concat, EntryRecord, FileRecord, FileState, InputRecord, ResultRecord, UploadRecord,
+};
 
 /// One block to record as received.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +83,7 @@ pub struct Meta {
     uploads: sled::Tree,
     cvs: sled::Tree,
     inputs: sled::Tree,
+    files: sled::Tree,
 }
 
 impl Meta {
@@ -93,6 +98,7 @@ impl Meta {
             uploads: db.open_tree("uploads")?,
             cvs: db.open_tree("cvs")?,
             inputs: db.open_tree("inputs")?,
+            files: db.open_tree("files")?,
             db,
         })
     }
@@ -115,6 +121,83 @@ impl Meta {
             .get(id.as_bytes())?
             .map(|v| UploadRecord::decode(&v))
             .transpose()
+    }
+
+    pub fn file(&self, id: &Key) -> Result<Option<FileRecord>> {
+        self.files
+            .get(id.as_bytes())?
+            .map(|v| FileRecord::decode(&v))
+            .transpose()
+    }
+
+    /// Inserts a new file upload with a fresh upload record, atomically.
+    pub fn create_file(&self, id: &Key, file: &FileRecord) -> Result<()> {
+        self.clear_cvs(id)?;
+        let fresh = UploadRecord::fresh().encode();
+        tx_result(
+            (&self.files, &self.uploads).transaction(|(files, uploads)| {
+                files.insert(id.as_bytes(), file.encode())?;
+                uploads.insert(id.as_bytes(), fresh.clone())?;
+                Ok(())
+            }),
+        )
+    }
+
+    /// Atomically changes a file upload (as [`Meta::update`] does entries);
+    /// `end_upload` removes its upload record in the same transaction.
+    pub fn update_file(
+        &self,
+        id: &Key,
+        end_upload: bool,
+        change: impl Fn(&FileRecord) -> Option<FileRecord>,
+    ) -> Result<Option<(FileRecord, bool)>> {
+        tx_result(
+            (&self.files, &self.uploads).transaction(|(files, uploads)| {
+                let Some(bytes) = files.get(id.as_bytes())? else {
+                    return Ok(None);
+                };
+                let current = FileRecord::decode(&bytes).map_err(abort)?;
+                match change(&current) {
+                    None => Ok(Some((current, false))),
+                    Some(mut next) => {
+                        next.touched = super::now();
+                        files.insert(id.as_bytes(), next.encode())?;
+                        if end_upload {
+                            uploads.remove(id.as_bytes())?;
+                        }
+                        Ok(Some((next, true)))
+                    }
+                }
+            }),
+        )
+    }
+
+    /// Removes a file upload and its upload record; returns what was removed.
+    pub fn remove_file(&self, id: &Key) -> Result<Option<FileRecord>> {
+        let removed = tx_result(
+            (&self.files, &self.uploads).transaction(|(files, uploads)| {
+                uploads.remove(id.as_bytes())?;
+                files
+                    .remove(id.as_bytes())?
+                    .map(|v| FileRecord::decode(&v))
+                    .transpose()
+                    .map_err(abort)
+            }),
+        )?;
+        self.clear_cvs(id)?;
+        Ok(removed)
+    }
+
+    /// Every file upload, for recovery and expiry sweeps.
+    pub fn files(&self) -> impl Iterator<Item = Result<(Key, FileRecord)>> + '_ {
+        self.files.iter().map(|item| {
+            let (k, v) = item?;
+            let key = Key(k
+                .as_ref()
+                .try_into()
+                .map_err(|_| MetaError::Corrupt("file key".into()))?);
+            Ok((key, FileRecord::decode(&v)?))
+        })
     }
 
     /// A stored input, if it is stored.
@@ -299,6 +382,34 @@ impl Meta {
             out.push(v.as_ref().try_into().expect("32 bytes"));
         }
         Ok((out.len() as u64 == count).then_some(out))
+    }
+
+    /// The chaining value of each block `0..count` that is stored.
+    pub fn cv_list(&self, id: &Key, count: u64) -> Result<Vec<Option<[u8; 32]>>> {
+        let mut out = vec![None; count as usize];
+        for item in self.cvs.scan_prefix(id.as_bytes()) {
+            let (k, v) = item?;
+            let block = u64::from_be_bytes(
+                k[32..40]
+                    .try_into()
+                    .map_err(|_| MetaError::Corrupt("cv key".into()))?,
+            );
+            if let (Some(slot), Ok(cv)) = (out.get_mut(block as usize), v.as_ref().try_into()) {
+                *slot = Some(cv);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores chaining values computed outside the upload path (blocks
+    /// hashed again from staging), replacing any stored for those blocks.
+    pub fn put_cvs(&self, id: &Key, cvs: &[(u64, [u8; 32])]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (block, cv) in cvs {
+            batch.insert(&cv_key(id, *block)[..], &cv[..]);
+        }
+        self.cvs.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Deletes every chaining value of an upload.

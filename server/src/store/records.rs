@@ -212,3 +212,101 @@ fn new_epoch() -> u64 {
     );
     u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
+
+const FILE_FORMAT: u8 = 1;
+
+/// How a file upload takes part in concatenation (tus `Upload-Concat`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "parts")]
+pub enum Concat {
+    /// An ordinary upload.
+    #[default]
+    None,
+    /// A part of a later final upload: it completes without becoming an input.
+    Partial,
+    /// Assembled from these partial uploads, in order.
+    Final(Vec<upcache_protocol::Key>),
+}
+
+/// Where a file upload stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum FileState {
+    /// Taking bytes (a final upload: being assembled); once every byte is in
+    /// and hashed (`input` set), being bound to its entry.
+    Receiving,
+    /// Complete. A partial upload keeps its bytes in staging for its final
+    /// uploads (no key); any other is bound to the entry under `key`.
+    Done {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<upcache_protocol::Key>,
+    },
+    /// Expired: its bytes are gone; kept a while so requests get `410`.
+    Expired,
+}
+
+/// An upload created without a key (the tus front end): it has an id, and
+/// learns its input hash — hence its key — only when its last byte is in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Format version of this record.
+    pub fv: u8,
+    /// `None` until the client says (tus `Upload-Defer-Length`).
+    pub length: Option<u64>,
+    pub block_size: u64,
+    /// Canonical JSON of the normalized operation run on completion.
+    pub operation: String,
+    /// The client's metadata, as sent (tus `Upload-Metadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    #[serde(default)]
+    pub concat: Concat,
+    pub created: u64,
+    /// Last change, seconds since the epoch (for expiry).
+    pub touched: u64,
+    /// The BLAKE3 of the bytes, once they are all in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputHash>,
+    pub state: FileState,
+}
+
+impl FileRecord {
+    /// A new upload taking bytes.
+    pub fn new(
+        length: Option<u64>,
+        block_size: u64,
+        operation: String,
+        metadata: Option<String>,
+        concat: Concat,
+    ) -> Self {
+        let now = super::now();
+        Self {
+            fv: FILE_FORMAT,
+            length,
+            block_size,
+            operation,
+            metadata,
+            concat,
+            created: now,
+            touched: now,
+            input: None,
+            state: FileState::Receiving,
+        }
+    }
+
+    pub(super) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("file records serialize")
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
+        let rec: Self =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        if rec.fv != FILE_FORMAT {
+            return Err(MetaError::Corrupt(format!(
+                "file format {} is not known",
+                rec.fv
+            )));
+        }
+        Ok(rec)
+    }
+}

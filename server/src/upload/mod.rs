@@ -23,7 +23,11 @@ use receive::{receive, Ended, Span};
 
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::store::meta::UploadRecord;
+use crate::store::meta::{EntryRecord, FileRecord, FileState, UploadRecord};
+
+mod check;
+
+pub use check::{BodyCheck, ChecksumAlgorithm};
 
 /// How long a new sequential request waits for an older one to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
@@ -150,48 +154,106 @@ pub fn offset_mismatch(given: u64, current: u64) -> Error {
     .into()
 }
 
-fn not_uploading(state: State) -> Error {
+fn not_uploading(what: &str) -> Error {
     Error::problem(
         ProblemType::NotUploading,
-        format!("the entry is {}, not accepting uploads", state.as_str()),
+        format!("the {what}, not accepting uploads"),
     )
 }
 
-impl Core {
-    fn uploading(&self, key: &Key) -> Result<(Layout, UploadRecord)> {
-        let entry = self
-            .meta
-            .entry(key)?
-            .ok_or_else(|| Error::problem(ProblemType::NotFound, "no entry under this key"))?;
-        if entry.state != State::Uploading {
-            return Err(not_uploading(entry.state));
+/// What an upload's bytes are for. The upload service is the same for
+/// both; the owner decides the layout, whether bytes are taken, and what
+/// happens once the last byte is in.
+pub enum Owner {
+    /// A `/v1` entry: the upload id is its key.
+    Entry(EntryRecord),
+    /// A file upload (the tus front end): a random id, no key until hashed.
+    File(FileRecord),
+}
+
+impl Owner {
+    /// The block layout bytes are written with. A file whose length is not
+    /// known yet is laid out up to the largest input.
+    pub fn layout(&self, core: &Core) -> Layout {
+        match self {
+            Owner::Entry(e) => core.layout(e),
+            Owner::File(f) => Layout {
+                length: f.length.unwrap_or(core.config.max_input_size.as_u64()),
+                block_size: f.block_size,
+            },
         }
+    }
+
+    fn accepting(&self) -> Result<()> {
+        match self {
+            Owner::Entry(e) if e.state == State::Uploading => Ok(()),
+            Owner::Entry(e) => Err(not_uploading(&format!("entry is {}", e.state.as_str()))),
+            Owner::File(f) if f.state == FileState::Receiving && f.input.is_none() => Ok(()),
+            Owner::File(_) => Err(not_uploading("upload is complete")),
+        }
+    }
+
+    /// Whether every byte is in and `offset` is the end.
+    fn finished(&self, offset: u64) -> bool {
+        match self {
+            Owner::Entry(e) => {
+                matches!(e.state, State::Processing | State::Complete) && offset == e.length
+            }
+            Owner::File(f) => f.input.is_some() && f.length == Some(offset),
+        }
+    }
+}
+
+impl Core {
+    /// The owner of upload `id`.
+    pub fn owner(&self, id: &Key) -> Result<Owner> {
+        if let Some(entry) = self.meta.entry(id)? {
+            return Ok(Owner::Entry(entry));
+        }
+        match self.meta.file(id)? {
+            Some(f) => Ok(Owner::File(f)),
+            None => Err(Error::problem(
+                ProblemType::NotFound,
+                "no entry or upload under this id",
+            )),
+        }
+    }
+
+    fn uploading(&self, key: &Key) -> Result<(Layout, UploadRecord)> {
+        let owner = self.owner(key)?;
+        owner.accepting()?;
         let upload = self
             .meta
             .upload(key)?
-            .ok_or_else(|| not_uploading(entry.state))?;
-        Ok((self.layout(&entry), upload))
+            .ok_or_else(|| not_uploading("upload is over"))?;
+        Ok((owner.layout(self), upload))
     }
 
     async fn progress(self: &Arc<Self>, key: &Key, layout: &Layout) -> Result<Progress> {
         let upload = match self.meta.upload(key)? {
-            Some(u) if u.received.len() == layout.blocks() => {
+            Some(u)
+                if u.received.len() == layout.blocks() || offset(layout, &u) == layout.length =>
+            {
                 self.finalize(*key).await?;
-                None
+                self.meta.upload(key)?
             }
             other => other,
         };
         let Some(upload) = upload else {
             // Verified (by this request's last block or a concurrent one) — or refused.
-            let entry = self.entry(key)?;
-            if entry.state == State::Failed {
-                return Err(crate::cache::failure(&entry).into());
-            }
-            let done = matches!(entry.state, State::Processing | State::Complete);
-            let offset = if done { layout.length } else { 0 };
+            let (done, length) = match self.owner(key)? {
+                Owner::Entry(entry) => {
+                    if entry.state == State::Failed {
+                        return Err(crate::cache::failure(&entry).into());
+                    }
+                    let done = matches!(entry.state, State::Processing | State::Complete);
+                    (done, entry.length)
+                }
+                Owner::File(f) => (f.input.is_some(), f.length.unwrap_or(0)),
+            };
             return Ok(Progress {
                 upload: UploadRecord::default(),
-                offset,
+                offset: if done { length } else { 0 },
                 complete: done,
             });
         };
@@ -207,27 +269,32 @@ impl Core {
     /// reconnects should not wait for its dead connection to time out). A
     /// one-shot `PUT` instead queues behind the writer in progress: when that
     /// one delivers the input, the queued ones answer without reading a byte.
+    ///
+    /// With a `check`, nothing of the body is committed unless the whole
+    /// body arrived and matches it (tus `Upload-Checksum`).
     pub async fn append(
         self: &Arc<Self>,
         key: Key,
         start: Start,
+        check: Option<BodyCheck>,
         body: BodyStream,
     ) -> Result<Progress> {
         let core = self.clone();
-        tokio::spawn(async move { core.append_owned(key, start, body).await }).await?
+        tokio::spawn(async move { core.append_owned(key, start, check, body).await }).await?
     }
 
     async fn append_owned(
         self: Arc<Self>,
         key: Key,
         start: Start,
+        check: Option<BodyCheck>,
         body: BodyStream,
     ) -> Result<Progress> {
-        let entry = self.entry(&key)?;
+        let length = self.owner(&key)?.layout(&self).length;
         let done = |core: &Self| match start {
             // A retried last PATCH whose answer was lost: the bytes are all here.
             Start::Offset(o) => core.finished(&key, o),
-            Start::Whole => core.finished(&key, entry.length),
+            Start::Whole => core.finished(&key, length),
         };
         if !done(&self) {
             self.uploading(&key)?;
@@ -249,25 +316,20 @@ impl Core {
             }
         };
         let (layout, upload) = match self.uploading(&key) {
-            Err(_) if done(&self) => return self.progress(&key, &self.layout(&entry)).await,
+            Err(_) if done(&self) => {
+                let layout = self.owner(&key)?.layout(&self);
+                return self.progress(&key, &layout).await;
+            }
             other => other?,
         };
         let current = offset(&layout, &upload);
-        let (from, span) = match start {
+        let (from, received) = match start {
             Start::Offset(o) if o != current => return Err(offset_mismatch(o, current)),
-            Start::Offset(o) => (
-                o,
-                Span::Sequential {
-                    received: upload.received.clone(),
-                },
-            ),
-            Start::Whole => (
-                0,
-                Span::Sequential {
-                    received: upload.received.clone(),
-                },
-            ),
+            Start::Offset(o) => (o, upload.received.clone()),
+            Start::Whole => (0, upload.received.clone()),
         };
+        let checked = check.is_some();
+        let span = Span::Sequential { received, check };
         let (_, ended) = receive(
             self.clone(),
             key,
@@ -281,21 +343,38 @@ impl Core {
         let progress = self.progress(&key, &layout).await?;
         match ended {
             Ended::TooLong => Err(Problem::new(
-                ProblemType::BodyLengthMismatch,
-                format!("the body runs past the input's length of {} bytes; the bytes up to it were kept", layout.length),
+                if checked {
+                    ProblemType::UploadLengthExceeded
+                } else {
+                    ProblemType::BodyLengthMismatch
+                },
+                format!(
+                    "the body runs past the input's length of {} bytes; {}",
+                    layout.length,
+                    if checked {
+                        "nothing of it was kept"
+                    } else {
+                        "the bytes up to it were kept"
+                    }
+                ),
             )
             .with("offset", progress.offset)
             .into()),
-            Ended::Superseded => Err(Error::problem(ProblemType::UploadBusy, "a newer request took over this upload")),
-            Ended::Interrupted(why) => Err(Error::problem(ProblemType::BodyLengthMismatch, format!("the body ended early: {why}"))),
+            Ended::Superseded => Err(Error::problem(
+                ProblemType::UploadBusy,
+                "a newer request took over this upload",
+            )),
+            Ended::Interrupted(why) => Err(Error::problem(
+                ProblemType::BodyLengthMismatch,
+                format!("the body ended early: {why}"),
+            )),
             Ended::Complete => Ok(progress),
         }
     }
 
-    /// Whether the entry's input is fully received and `offset` is its end.
+    /// Whether the upload's bytes are all in and `offset` is their end.
     fn finished(&self, key: &Key, offset: u64) -> bool {
-        matches!(self.meta.entry(key), Ok(Some(e))
-            if matches!(e.state, State::Processing | State::Complete) && offset == e.length)
+        self.owner(key).is_ok_and(|o| o.finished(offset))
     }
 
     /// Stores block `n`. A block already received is acknowledged without

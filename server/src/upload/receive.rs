@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use upcache_protocol::tree::BlockHasher;
 use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
 
-use super::{BodyStream, Claim, Slot};
+use super::check::Running;
+use super::{BodyCheck, BodyStream, Claim, Slot};
 use crate::cache::Core;
 use crate::commit::Committed;
 use crate::error::{Error, Result};
@@ -23,7 +24,13 @@ use crate::store::meta::{BlockCommit, UploadRecord};
 
 /// What the writer task is asked to do.
 pub(super) enum Span {
-    Sequential { received: RoaringBitmap },
+    /// From an offset on; blocks in `received` are skipped. With a `check`,
+    /// nothing is committed unless the whole body matches it.
+    Sequential {
+        received: RoaringBitmap,
+        check: Option<BodyCheck>,
+    },
+    /// One block, checked against the client's BLAKE3 of it if given.
     Block { verify: Option<InputHash> },
 }
 
@@ -39,6 +46,8 @@ struct Writer {
     end: u64,
     block: Option<(u64, Option<BlockHasher>)>,
     verify: Option<blake3::Hasher>,
+    /// The body's checksum, and the blocks held back until it is known.
+    check: Option<(Running, Vec<BlockCommit>)>,
     claims: Vec<Claim>,
     receipts: Vec<tokio::sync::oneshot::Receiver<Committed>>,
 }
@@ -46,7 +55,7 @@ struct Writer {
 impl Writer {
     fn begin_block(&mut self, n: u64) -> Result<()> {
         let skip =
-            matches!(&self.span, Span::Sequential { received } if received.contains(n as u32));
+            matches!(&self.span, Span::Sequential { received, .. } if received.contains(n as u32));
         if skip {
             self.block = Some((n, None));
             return Ok(());
@@ -71,6 +80,9 @@ impl Writer {
     }
 
     fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        if let Some((running, _)) = self.check.as_mut() {
+            running.update(bytes);
+        }
         while !bytes.is_empty() {
             let n = self.layout.block_of(self.pos);
             if self.block.as_ref().map(|b| b.0) != Some(n) {
@@ -125,8 +137,12 @@ impl Writer {
             cv: hasher.finish(),
         };
         metrics::BLOCKS_STORED.inc();
-        self.receipts
-            .push(self.core.committer.blocks(self.file.clone(), vec![commit]));
+        match self.check.as_mut() {
+            Some((_, held)) => held.push(commit),
+            None => self
+                .receipts
+                .push(self.core.committer.blocks(self.file.clone(), vec![commit])),
+        }
         Ok(())
     }
 
@@ -134,6 +150,35 @@ impl Writer {
     /// whether or not the body ended cleanly; a block writer commits only a
     /// whole block whose body ended cleanly.
     fn finish(&mut self, clean: bool) -> Result<()> {
+        if let Some((running, held)) = self.check.take() {
+            // All or nothing: a cut or mismatching body leaves no trace.
+            if !clean {
+                return Ok(());
+            }
+            let Span::Sequential {
+                check: Some(check), ..
+            } = &self.span
+            else {
+                unreachable!("only sequential spans are checked");
+            };
+            let got = running.finish();
+            if got != check.expected {
+                return Err(Problem::new(
+                    ProblemType::ChecksumMismatch,
+                    format!(
+                        "the body's {:?} checksum is {}, not {}; nothing of it was kept",
+                        check.algorithm,
+                        hex::encode(&got),
+                        hex::encode(&check.expected)
+                    ),
+                )
+                .into());
+            }
+            if !held.is_empty() {
+                self.receipts
+                    .push(self.core.committer.blocks(self.file.clone(), held));
+            }
+        }
         match (&self.span, &self.block) {
             (Span::Sequential { .. }, Some((n, Some(_)))) => {
                 let len = self.pos - self.layout.range(*n).start;
@@ -182,6 +227,10 @@ pub(super) async fn receive(
         tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??,
     );
     let verify = matches!(span, Span::Block { verify: Some(_) }).then(blake3::Hasher::new);
+    let check = match &span {
+        Span::Sequential { check: Some(c), .. } => Some((Running::new(c.algorithm), Vec::new())),
+        _ => None,
+    };
     let mut writer = Writer {
         core: core.clone(),
         slot,
@@ -194,6 +243,7 @@ pub(super) async fn receive(
         end,
         block: None,
         verify,
+        check,
         claims: Vec::new(),
         receipts: Vec::new(),
     };

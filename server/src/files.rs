@@ -1,0 +1,613 @@
+//! File uploads: uploads created without a key, as tus clients make them.
+//!
+//! A tus client does not know the BLAKE3 of its file, so a file upload has a
+//! random id and takes bytes through the same upload service as `/v1`
+//! ([`Core::append`]): the same staging file, writer, per-block chaining
+//! values and group commit. When its last byte is in, the chaining values
+//! are merged into the input's BLAKE3 (only blocks never committed whole —
+//! a tail, or a one-block input — are read again), the bytes are published
+//! as that input, and the upload is bound to the entry of (input,
+//! operation), which then runs like any other: single flight, waiters,
+//! results.
+//!
+//! ```text
+//!   receiving ──last byte──▶ hashed (input set) ──published, entry found or made──▶ done { key }
+//!       └─ untouched for upload_ttl ─▶ expired (a tombstone: requests get 410)
+//! ```
+//!
+//! Partial uploads (tus concatenation) stop at `done` without a key; their
+//! bytes stay in staging until a final upload is assembled from them.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use upcache_protocol::tree::{self, BlockHasher};
+use upcache_protocol::{
+    CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
+};
+
+use crate::cache::Core;
+use crate::error::{Error, Result};
+use crate::store::meta::{Concat, FileRecord, FileState, InputRecord};
+use crate::upload::{self, BodyCheck, BodyStream, Start};
+
+/// How a new upload takes part in concatenation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewConcat {
+    None,
+    Partial,
+    /// Assembled from these partial uploads, in order.
+    Final(Vec<Key>),
+}
+
+/// A file upload to create.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// `None`: the length comes later.
+    pub length: Option<u64>,
+    pub metadata: Option<String>,
+    pub operation: Operation,
+    pub concat: NewConcat,
+}
+
+/// A file upload as a client sees it.
+#[derive(Debug, Clone)]
+pub struct FileView {
+    pub id: Key,
+    pub record: FileRecord,
+    /// Bytes received; `None` for a final upload not assembled yet.
+    pub offset: Option<u64>,
+    /// When it expires (seconds since the epoch), while unfinished.
+    pub expires: Option<u64>,
+}
+
+impl FileView {
+    /// The key of the entry it is bound to, once it is.
+    pub fn key(&self) -> Option<Key> {
+        match self.record.state {
+            FileState::Done { key } => key,
+            _ => None,
+        }
+    }
+
+    /// Whether every byte is in.
+    pub fn complete(&self) -> bool {
+        matches!(self.record.state, FileState::Done { .. })
+    }
+}
+
+fn not_found() -> Error {
+    Error::problem(ProblemType::NotFound, "no upload under this id")
+}
+
+fn expired() -> Error {
+    Error::problem(
+        ProblemType::UploadExpired,
+        "the upload expired; create a new one",
+    )
+}
+
+fn new_id() -> Key {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    Key(bytes)
+}
+
+impl Core {
+    fn too_large(&self, length: u64) -> Option<Error> {
+        let max = self.config.max_input_size.as_u64();
+        (length > max).then(|| {
+            Problem::new(
+                ProblemType::InputTooLarge,
+                format!("the upload has {length} bytes; the limit is {max}"),
+            )
+            .with("limit", max)
+            .into()
+        })
+    }
+
+    /// Creates a file upload. A final upload is assembled from its partials
+    /// (which must all be complete) and hashed before this returns.
+    pub async fn create_file(self: &Arc<Self>, new: NewFile) -> Result<FileView> {
+        let block_size = self.config.default_block_size.as_u64();
+        let (length, concat) = match new.concat {
+            NewConcat::None => (new.length, Concat::None),
+            NewConcat::Partial => (new.length, Concat::Partial),
+            NewConcat::Final(parts) => (Some(self.final_length(&parts)?), Concat::Final(parts)),
+        };
+        if let Some(e) = length.and_then(|l| self.too_large(l)) {
+            return Err(e);
+        }
+        if let Some(l) = length {
+            Layout::new(l, block_size, self.config.max_blocks)
+                .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
+        }
+        let id = new_id();
+        let record = FileRecord::new(
+            length,
+            block_size,
+            new.operation.canonical().into(),
+            new.metadata,
+            concat.clone(),
+        );
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            core.meta.create_file(&id, &record)?;
+            core.meta.flush()?;
+            Ok(())
+        })
+        .await??;
+        if matches!(concat, Concat::Final(_)) {
+            self.assemble(id).await?;
+        } else if length == Some(0) {
+            self.finalize_file(id).await?;
+        }
+        self.file_view(&id)
+    }
+
+    /// The length of a final upload made of `parts`, each a complete partial upload.
+    fn final_length(&self, parts: &[Key]) -> Result<u64> {
+        if parts.is_empty() {
+            return Err(Error::problem(
+                ProblemType::InvalidHeader,
+                "Upload-Concat: a final upload needs at least one partial upload",
+            ));
+        }
+        let mut total = 0u64;
+        for part in parts {
+            let bad = |why: &str| {
+                Error::problem(
+                    ProblemType::InvalidHeader,
+                    format!("Upload-Concat: the upload {part} {why}"),
+                )
+            };
+            let rec = self.meta.file(part)?.ok_or_else(|| bad("does not exist"))?;
+            if rec.concat != Concat::Partial {
+                return Err(bad("is not a partial upload"));
+            }
+            if !matches!(rec.state, FileState::Done { .. }) {
+                return Err(bad("is not complete"));
+            }
+            total = total.saturating_add(rec.length.unwrap_or(0));
+        }
+        Ok(total)
+    }
+
+    /// The upload `id` as a client sees it: `404` if unknown, `410` once expired.
+    pub fn file_view(&self, id: &Key) -> Result<FileView> {
+        let record = self.meta.file(id)?.ok_or_else(not_found)?;
+        let upload = self.meta.upload(id)?;
+        let (offset, expires) = match &record.state {
+            FileState::Expired => return Err(expired()),
+            FileState::Done { .. } => (record.length, None),
+            FileState::Receiving => {
+                let touched = upload.as_ref().map_or(0, |u| u.touched).max(record.touched);
+                let expires = touched.saturating_add(self.config.upload_ttl);
+                if expires <= crate::store::now() && !self.uploads.active(id) {
+                    return Err(expired());
+                }
+                let offset = match (&upload, &record.concat) {
+                    _ if record.input.is_some() => record.length,
+                    (_, Concat::Final(_)) => None,
+                    (Some(u), _) => Some(upload::offset(
+                        &upload::Owner::File(record.clone()).layout(self),
+                        u,
+                    )),
+                    (None, _) => Some(0),
+                };
+                (offset, Some(expires))
+            }
+        };
+        Ok(FileView {
+            id: *id,
+            record,
+            offset,
+            expires,
+        })
+    }
+
+    /// Appends a body at `offset` (tus `PATCH`). `length` declares the
+    /// length of an upload created without one. With a `check`, the body is
+    /// kept only if it matches.
+    pub async fn append_file(
+        self: &Arc<Self>,
+        id: Key,
+        offset: u64,
+        length: Option<u64>,
+        check: Option<BodyCheck>,
+        body: BodyStream,
+    ) -> Result<FileView> {
+        let view = self.file_view(&id)?;
+        if matches!(view.record.concat, Concat::Final(_)) {
+            return Err(Error::problem(
+                ProblemType::FinalUpload,
+                "a final upload is made of its partial uploads and takes no bytes",
+            ));
+        }
+        match (view.record.length, length) {
+            (Some(known), Some(given)) if known != given => {
+                return Err(Problem::new(
+                    ProblemType::LengthMismatch,
+                    format!("the upload's length is {known}, not {given}"),
+                )
+                .with("length", known)
+                .into());
+            }
+            (None, Some(given)) => self.declare_length(&id, &view, given).await?,
+            _ => {}
+        }
+        self.append(id, Start::Offset(offset), check, body).await?;
+        self.file_view(&id)
+    }
+
+    async fn declare_length(
+        self: &Arc<Self>,
+        id: &Key,
+        view: &FileView,
+        length: u64,
+    ) -> Result<()> {
+        if let Some(e) = self.too_large(length) {
+            return Err(e);
+        }
+        let offset = view.offset.unwrap_or(0);
+        if length < offset {
+            return Err(Error::problem(
+                ProblemType::InvalidHeader,
+                format!("Upload-Length: {length} is below the {offset} bytes already received"),
+            ));
+        }
+        Layout::new(length, view.record.block_size, self.config.max_blocks)
+            .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
+        let core = self.clone();
+        let id = *id;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let updated = core.meta.update_file(&id, false, |f| {
+                f.length.is_none().then(|| FileRecord {
+                    length: Some(length),
+                    ..f.clone()
+                })
+            })?;
+            match updated {
+                None => Err(not_found()),
+                Some((f, _)) if f.length != Some(length) => Err(Error::problem(
+                    ProblemType::LengthMismatch,
+                    format!(
+                        "the upload's length is {}, not {length}",
+                        f.length.unwrap_or(0)
+                    ),
+                )),
+                Some(_) => Ok(core.meta.flush()?),
+            }
+        })
+        .await?
+    }
+
+    /// Terminates an upload: its bytes go (a result it produced stays).
+    pub async fn delete_file(self: &Arc<Self>, id: Key) -> Result<()> {
+        self.uploads.stop(&id);
+        let core = self.clone();
+        let removed = tokio::task::spawn_blocking(move || -> Result<Option<FileRecord>> {
+            let removed = core.meta.remove_file(&id)?;
+            if removed.is_some() {
+                core.blobs.remove_staging(&id)?;
+                core.meta.flush()?;
+            }
+            Ok(removed)
+        })
+        .await??;
+        self.notifier.notify(&id);
+        removed.map(drop).ok_or_else(not_found)
+    }
+
+    /// Waits, at most `wait`, until the upload is bound to an entry; its key.
+    pub async fn file_key(&self, id: &Key, wait: Duration) -> Result<Option<Key>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut sub = self.notifier.subscribe(*id);
+        loop {
+            let view = self.file_view(id)?;
+            if view.key().is_some() || view.complete() {
+                return Ok(view.key());
+            }
+            if tokio::time::timeout_at(deadline, sub.changed())
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Once every byte of a file upload is in: hashes, publishes and binds
+    /// it. Idempotent, and safe to run again after a crash at any point.
+    pub(crate) async fn finalize_file(self: &Arc<Self>, id: Key) -> Result<()> {
+        let core = self.clone();
+        self.in_turn(id, async move {
+            let c = core.clone();
+            let Some(file) = tokio::task::spawn_blocking(move || c.hash_file(&id)).await?? else {
+                return Ok(());
+            };
+            core.bind_file(id, file).await
+        })
+        .await?;
+        self.uploads.stop(&id);
+        self.notifier.notify(&id);
+        Ok(())
+    }
+
+    /// Blocking: the input hash of a complete file upload, recorded before
+    /// anything is published; its bytes published as that input (unless it
+    /// is a partial upload). `None` if it is not complete, or already done.
+    fn hash_file(&self, id: &Key) -> Result<Option<FileRecord>> {
+        let Some(file) = self.meta.file(id)? else {
+            return Ok(None);
+        };
+        if file.state != FileState::Receiving {
+            return Ok(None);
+        }
+        let Some(length) = file.length else {
+            return Ok(None);
+        };
+        let layout = Layout {
+            length,
+            block_size: file.block_size,
+        };
+        let file = match file.input {
+            Some(_) => file,
+            None => {
+                let Some(upload) = self.meta.upload(id)? else {
+                    return Ok(None);
+                };
+                if upload.received.len() != layout.blocks()
+                    && upload::offset(&layout, &upload) != length
+                {
+                    return Ok(None);
+                }
+                let staging = self.blobs.open_staging(id, length)?;
+                let cvs = self.block_cvs(id, &layout, &staging)?;
+                let input = InputHash::from(tree::root(&layout, &cvs));
+                let updated = self.meta.update_file(id, false, |f| {
+                    (f.input.is_none()).then(|| FileRecord {
+                        input: Some(input),
+                        ..f.clone()
+                    })
+                })?;
+                self.meta.flush()?;
+                match updated {
+                    Some((f, _)) => f,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let input = file.input.expect("hashed above");
+        if file.concat != Concat::Partial {
+            if self.stored_input(&input)?.is_some() {
+                self.blobs.remove_staging(id)?;
+            } else {
+                let cvs = self.meta.cv_list(id, layout.blocks())?;
+                let mut digest = Digest::new();
+                for (n, cv) in cvs.iter().enumerate() {
+                    let cv = cv.ok_or_else(|| Error::Internal("chaining value missing".into()))?;
+                    digest.add(n as u64, &cv);
+                }
+                self.blobs.open_staging(id, length)?;
+                self.blobs.promote_staging(id, &input)?;
+                let rec = InputRecord {
+                    length,
+                    block_size: layout.block_size,
+                    digest: *blake3::hash(&digest.to_bytes()).as_bytes(),
+                };
+                self.meta.put_input(&input, &rec)?;
+                crate::metrics::INPUTS_VERIFIED.inc();
+            }
+        }
+        Ok(Some(file))
+    }
+
+    /// Blocking: the chaining value of every block. Blocks committed whole
+    /// have theirs stored; the others — the tail of an upload whose length
+    /// came late, every block of an assembled final upload — are hashed from
+    /// staging (on all cores) and stored. A one-block input's hash is its
+    /// block's root hash, so that block is hashed again in any case: it was
+    /// hashed as a non-root block if its length was not known yet.
+    fn block_cvs(&self, id: &Key, layout: &Layout, staging: &File) -> Result<Vec<[u8; 32]>> {
+        let count = layout.blocks();
+        let mut cvs = self.meta.cv_list(id, count)?;
+        if count == 1 {
+            cvs[0] = None;
+        }
+        let missing: Vec<u64> = (0..count).filter(|n| cvs[*n as usize].is_none()).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(missing.len().max(1));
+        let hashed: Vec<(u64, [u8; 32])> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let mine: Vec<u64> = missing.iter().copied().skip(t).step_by(threads).collect();
+                    s.spawn(move || -> std::io::Result<Vec<(u64, [u8; 32])>> {
+                        let mut buf = vec![0u8; layout.block_size.min(1 << 20) as usize];
+                        mine.into_iter()
+                            .map(|n| {
+                                let range = layout.range(n);
+                                let mut hasher = BlockHasher::new(layout, n);
+                                let mut pos = range.start;
+                                while pos < range.end {
+                                    let take = ((range.end - pos) as usize).min(buf.len());
+                                    staging.read_exact_at(&mut buf[..take], pos)?;
+                                    hasher.update(&buf[..take]);
+                                    pos += take as u64;
+                                }
+                                Ok((n, hasher.finish()))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("hashing thread"))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect())
+        })?;
+        self.meta.put_cvs(id, &hashed)?;
+        for (n, cv) in hashed {
+            cvs[n as usize] = Some(cv);
+        }
+        Ok(cvs
+            .into_iter()
+            .map(|cv| cv.expect("every block hashed"))
+            .collect())
+    }
+
+    /// Binds a hashed file upload to the entry of (input, operation) — found,
+    /// or made in `processing` since the input is stored — and marks it done.
+    async fn bind_file(self: &Arc<Self>, id: Key, file: FileRecord) -> Result<()> {
+        let input = file.input.expect("hashed");
+        let key = if file.concat == Concat::Partial {
+            None
+        } else {
+            let json: serde_json::Value = serde_json::from_str(&file.operation)
+                .map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
+            let op = Operation::parse(&json)
+                .map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
+            let req = CreateRequest {
+                input: InputRef {
+                    blake3: input,
+                    length: file.length.unwrap_or(0),
+                },
+                operation: op.normalized().clone(),
+                block_size: Some(file.block_size),
+            };
+            let (key, _, _) = Box::pin(self.lookup_or_create(&req, &op)).await?;
+            Some(key)
+        };
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            core.meta.update_file(&id, true, |f| {
+                (f.state == FileState::Receiving).then(|| FileRecord {
+                    state: FileState::Done { key },
+                    ..f.clone()
+                })
+            })?;
+            core.meta.clear_cvs(&id)?;
+            core.meta.flush()?;
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Assembles a final upload from its partials' staged bytes, then
+    /// finalizes it. The kernel copies (`copy_file_range`, which clones
+    /// extents where the filesystem can); the bytes are then hashed once.
+    async fn assemble(self: &Arc<Self>, id: Key) -> Result<()> {
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let file = core.meta.file(&id)?.ok_or_else(not_found)?;
+            let (Concat::Final(parts), Some(length)) = (&file.concat, file.length) else {
+                return Ok(());
+            };
+            if file.input.is_some() {
+                return Ok(());
+            }
+            let mut out = core.blobs.open_staging(&id, length)?;
+            let mut at = 0u64;
+            for part in parts {
+                let src = File::open(core.blobs.staging_path(part)).map_err(|e| {
+                    Error::problem(
+                        ProblemType::InvalidHeader,
+                        format!("Upload-Concat: the bytes of {part} are gone: {e}"),
+                    )
+                })?;
+                let len = src.metadata()?.len();
+                out.seek(SeekFrom::Start(at))?;
+                let copied = std::io::copy(&mut std::io::Read::take(&src, len), &mut out)?;
+                if copied != len {
+                    return Err(Error::Internal(format!(
+                        "copied {copied} of {len} bytes of {part}"
+                    )));
+                }
+                at += len;
+            }
+            if at != length {
+                return Err(Error::Internal(format!("assembled {at} of {length} bytes")));
+            }
+            out.sync_data()?;
+            Ok(())
+        })
+        .await??;
+        self.finalize_file(id).await
+    }
+
+    /// Expires file uploads untouched for `upload_ttl`: an unfinished one
+    /// loses its bytes and leaves a tombstone (requests get `410`) for
+    /// another `upload_ttl`; a finished one is forgotten. Returns how many
+    /// changed.
+    pub async fn expire_files(self: &Arc<Self>) -> Result<usize> {
+        let now = crate::store::now();
+        let ttl = self.config.upload_ttl;
+        let mut due = Vec::new();
+        for item in self.meta.files() {
+            let (id, file) = item?;
+            let touched = match file.state {
+                FileState::Receiving if self.uploads.active(&id) => continue,
+                FileState::Receiving => self
+                    .meta
+                    .upload(&id)?
+                    .map_or(file.touched, |u| u.touched.max(file.touched)),
+                _ => file.touched,
+            };
+            if now.saturating_sub(touched) >= ttl {
+                due.push((id, file.state));
+            }
+        }
+        let count = due.len();
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for (id, state) in due {
+                core.uploads.stop(&id);
+                if state == FileState::Receiving {
+                    tracing::info!(id = %id, "upload expired");
+                    core.meta.update_file(&id, true, |f| {
+                        Some(FileRecord {
+                            state: FileState::Expired,
+                            ..f.clone()
+                        })
+                    })?;
+                    core.meta.clear_cvs(&id)?;
+                } else {
+                    core.meta.remove_file(&id)?;
+                }
+                core.blobs.remove_staging(&id)?;
+            }
+            core.meta.flush()?;
+            Ok(())
+        })
+        .await??;
+        Ok(count)
+    }
+
+    /// Resumes file uploads a crash interrupted between their last byte and
+    /// their binding, and final uploads not yet assembled.
+    pub async fn recover_files(self: &Arc<Self>) -> Result<()> {
+        let mut pending = Vec::new();
+        for item in self.meta.files() {
+            let (id, file) = item?;
+            if file.state == FileState::Receiving {
+                pending.push((id, matches!(file.concat, Concat::Final(_))));
+            }
+        }
+        for (id, is_final) in pending {
+            let done = if is_final {
+                self.assemble(id).await
+            } else {
+                self.finalize_file(id).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(id = %id, error = %e, "could not finish an upload after a restart");
+            }
+        }
+        Ok(())
+    }
+}

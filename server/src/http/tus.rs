@@ -1,0 +1,492 @@
+//! The tus 1.0.0 front end at `/files/` (spec/tus.md). Parses tus headers,
+//! calls the file-upload domain ([`crate::files`]) and shapes tus answers;
+//! no upload logic lives here.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use upcache_protocol::headers::{self as h, TUS_PROTOCOL_VERSION};
+use upcache_protocol::{Key, Operation, ProblemType};
+
+use super::body::{self, Body};
+use super::handlers::{operation_problem, wait_for};
+use super::router::Endpoint;
+use super::{result, Req};
+use crate::cache::Core;
+use crate::error::{Error, Result};
+use crate::files::{FileView, NewConcat, NewFile};
+use crate::store::meta::Concat;
+use crate::upload::{BodyCheck, ChecksumAlgorithm};
+
+/// The extensions served, as `Tus-Extension` lists them.
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation";
+
+/// Where tus uploads live.
+pub const BASE: &str = "/files/";
+
+/// Handles a tus endpoint. Every answer, errors included, carries
+/// `Tus-Resumable`; a request speaking another tus version gets `412`.
+pub async fn handle(core: &Arc<Core>, endpoint: Endpoint, req: &mut Req) -> Result<Response<Body>> {
+    let versioned = !matches!(endpoint, Endpoint::TusOptions | Endpoint::TusResult(_));
+    if versioned {
+        let given = header_str(req.headers(), h::TUS_RESUMABLE);
+        if given.map(str::trim) != Some(TUS_PROTOCOL_VERSION) {
+            return Err(Error::problem(
+                ProblemType::UnsupportedTusVersion,
+                format!(
+                    "Tus-Resumable is {}; this server speaks tus {TUS_PROTOCOL_VERSION}",
+                    given.map_or("missing".into(), |v| format!("{v:?}"))
+                ),
+            ));
+        }
+    }
+    match endpoint {
+        Endpoint::TusOptions => Ok(options(core)),
+        Endpoint::TusCreate => create(core, req).await,
+        Endpoint::TusHead(id) => head(core, &id),
+        Endpoint::TusAppend(id) => append(core, id, req).await,
+        Endpoint::TusDelete(id) => {
+            core.delete_file(id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        Endpoint::TusResult(id) => result(core, &id, req.headers()).await,
+        _ => unreachable!("not a tus endpoint"),
+    }
+}
+
+/// Headers every tus answer carries (`Tus-Version` too on `412`).
+pub fn decorate(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    headers.insert(
+        h::TUS_RESUMABLE,
+        HeaderValue::from_static(TUS_PROTOCOL_VERSION),
+    );
+    if response.status() == StatusCode::PRECONDITION_FAILED {
+        response.headers_mut().insert(
+            h::TUS_VERSION,
+            HeaderValue::from_static(TUS_PROTOCOL_VERSION),
+        );
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn invalid(name: &str, what: impl std::fmt::Display) -> Error {
+    Error::problem(ProblemType::InvalidHeader, format!("{name}: {what}"))
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(body::empty())
+        .expect("valid response")
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(name, v);
+    }
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>> {
+    header_str(headers, name)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| invalid(name, "not a non-negative integer"))
+        })
+        .transpose()
+}
+
+/// `OPTIONS`: what this server speaks.
+fn options(core: &Core) -> Response<Body> {
+    let mut r = empty(StatusCode::NO_CONTENT);
+    let headers = r.headers_mut();
+    set(headers, h::TUS_VERSION, TUS_PROTOCOL_VERSION);
+    set(headers, h::TUS_EXTENSION, EXTENSIONS);
+    set(
+        headers,
+        h::TUS_MAX_SIZE,
+        core.config.max_input_size.as_u64(),
+    );
+    let algorithms: Vec<&str> = ChecksumAlgorithm::ALL.iter().map(|(n, _)| *n).collect();
+    set(headers, h::TUS_CHECKSUM_ALGORITHM, algorithms.join(","));
+    r
+}
+
+/// Parsed `Upload-Metadata`: the raw value and the operation it names.
+fn metadata(headers: &HeaderMap) -> Result<(Option<String>, Operation)> {
+    let Some(raw) = header_str(headers, h::UPLOAD_METADATA) else {
+        return Ok((None, identity()));
+    };
+    let mut operation = None;
+    let mut seen = std::collections::HashSet::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut parts = pair.split(' ').filter(|p| !p.is_empty());
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next();
+        if parts.next().is_some() || !seen.insert(key.to_owned()) {
+            return Err(invalid(
+                "Upload-Metadata",
+                format!("{pair:?} is not `key base64value`, or repeats a key"),
+            ));
+        }
+        let decoded = value
+            .map(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v))
+                    .map_err(|_| {
+                        invalid(
+                            "Upload-Metadata",
+                            format!("the value of {key:?} is not base64"),
+                        )
+                    })
+            })
+            .transpose()?;
+        if key == "operation" {
+            let value =
+                value.ok_or_else(|| invalid("Upload-Metadata", "operation has no value"))?;
+            operation = Some(h::decode_operation(value).map_err(|e| match e {
+                h::OperationHeaderError::Operation(e) => operation_problem(&e),
+                other => invalid("Upload-Metadata", format!("operation: {other}")),
+            })?);
+            drop(decoded);
+        }
+    }
+    Ok((Some(raw.to_owned()), operation.unwrap_or_else(identity)))
+}
+
+fn identity() -> Operation {
+    Operation::parse(&serde_json::json!({"op": "identity"})).expect("identity is an operation")
+}
+
+/// The upload id of `/files/{id}` — a path or an absolute URL.
+fn upload_id(url: &str) -> Option<Key> {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/')?..],
+        None => url,
+    };
+    let path = path.split(['?', '#']).next()?.trim_end_matches('/');
+    path.strip_prefix(BASE)?.parse().ok()
+}
+
+fn concat(headers: &HeaderMap) -> Result<NewConcat> {
+    let Some(v) = header_str(headers, h::UPLOAD_CONCAT).map(str::trim) else {
+        return Ok(NewConcat::None);
+    };
+    if v == "partial" {
+        return Ok(NewConcat::Partial);
+    }
+    let Some(urls) = v.strip_prefix("final;") else {
+        return Err(invalid(
+            "Upload-Concat",
+            "expected `partial` or `final;URL URL …`",
+        ));
+    };
+    urls.split_whitespace()
+        .map(|u| {
+            upload_id(u).ok_or_else(|| {
+                invalid(
+                    "Upload-Concat",
+                    format!("{u:?} is not an upload of this server"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(NewConcat::Final)
+}
+
+fn checksum(headers: &HeaderMap) -> Result<Option<BodyCheck>> {
+    let Some(v) = header_str(headers, h::UPLOAD_CHECKSUM) else {
+        return Ok(None);
+    };
+    let (name, digest) = v
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| invalid("Upload-Checksum", "expected `algorithm base64digest`"))?;
+    let algorithm = ChecksumAlgorithm::named(name).ok_or_else(|| {
+        Error::problem(
+            ProblemType::UnsupportedChecksum,
+            format!("Upload-Checksum: {name:?} is not supported; use sha1, md5 or sha256"),
+        )
+    })?;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .ok()
+        .filter(|d| d.len() == algorithm.digest_len())
+        .ok_or_else(|| invalid("Upload-Checksum", format!("not a base64 {name} digest")))?;
+    Ok(Some(BodyCheck {
+        algorithm,
+        expected,
+    }))
+}
+
+fn require_offset_stream(headers: &HeaderMap) -> Result<()> {
+    let ct = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case(h::OFFSET_OCTET_STREAM) {
+        return Ok(());
+    }
+    Err(Error::problem(
+        ProblemType::UnsupportedMediaType,
+        format!(
+            "upload bodies must be {}, not {ct:?}",
+            h::OFFSET_OCTET_STREAM
+        ),
+    ))
+}
+
+/// Whether a request carries a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = header_str(headers, header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|l| l > 0)
+        || (length.is_none() && headers.contains_key(header::TRANSFER_ENCODING))
+}
+
+/// The upload headers of `HEAD`, `PATCH` and creation answers.
+fn upload_headers(headers: &mut HeaderMap, view: &FileView) {
+    match view.record.length {
+        Some(l) => set(headers, h::UPLOAD_LENGTH, l),
+        None => set(headers, h::UPLOAD_DEFER_LENGTH, 1),
+    }
+    if let Some(offset) = view.offset {
+        set(headers, h::UPLOAD_OFFSET, offset);
+    }
+    if let Some(expires) = view.expires {
+        set(
+            headers,
+            h::UPLOAD_EXPIRES,
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(expires)),
+        );
+    }
+    if let Some(key) = view.key() {
+        set(headers, h::UPLOAD_KEY, key.to_hex());
+    }
+}
+
+fn location(id: &Key) -> String {
+    format!("{BASE}{}", id.to_hex())
+}
+
+/// `POST /files/`: creation, with upload if a body comes along.
+async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
+    let headers = req.headers().clone();
+    let concat = concat(&headers)?;
+    let length = number(&headers, h::UPLOAD_LENGTH)?;
+    let deferred = match header_str(&headers, h::UPLOAD_DEFER_LENGTH).map(str::trim) {
+        None => false,
+        Some("1") => true,
+        Some(_) => return Err(invalid("Upload-Defer-Length", "the only value is 1")),
+    };
+    match (&concat, length, deferred) {
+        (NewConcat::Final(_), None, false) => {}
+        (NewConcat::Final(_), _, _) => {
+            return Err(invalid(
+                "Upload-Length",
+                "a final upload's length is its partials' sum; send none",
+            ))
+        }
+        (_, Some(_), true) => {
+            return Err(invalid(
+                "Upload-Length",
+                "send Upload-Length or Upload-Defer-Length: 1, not both",
+            ))
+        }
+        (_, None, false) => {
+            return Err(invalid(
+                "Upload-Length",
+                "required (or Upload-Defer-Length: 1)",
+            ))
+        }
+        _ => {}
+    }
+    let (metadata, operation) = metadata(&headers)?;
+    let with_body = has_body(&headers);
+    let check = checksum(&headers)?;
+    if with_body {
+        require_offset_stream(&headers)?;
+    }
+    let is_final = matches!(concat, NewConcat::Final(_));
+    let view = core
+        .create_file(NewFile {
+            length,
+            metadata,
+            operation,
+            concat,
+        })
+        .await?;
+    let view = if with_body && !is_final {
+        let stream = req.take_stream();
+        match core.append_file(view.id, 0, None, check, stream).await {
+            Ok(v) => v,
+            // The upload exists either way: a checksum mismatch is reported
+            // with its location; a cut body leaves what was saved.
+            Err(e) if e.to_problem().status == 460 => {
+                let mut r = super::problem_response(&e.to_problem());
+                set(r.headers_mut(), "location", location(&view.id));
+                return Ok(r);
+            }
+            Err(_) => core.file_view(&view.id)?,
+        }
+    } else {
+        view
+    };
+    let mut r = empty(StatusCode::CREATED);
+    set(r.headers_mut(), "location", location(&view.id));
+    upload_headers(r.headers_mut(), &view);
+    Ok(r)
+}
+
+/// `HEAD /files/{id}`
+fn head(core: &Core, id: &Key) -> Result<Response<Body>> {
+    let view = core.file_view(id)?;
+    let mut r = empty(StatusCode::OK);
+    let headers = r.headers_mut();
+    upload_headers(headers, &view);
+    if let Some(m) = &view.record.metadata {
+        set(headers, h::UPLOAD_METADATA, m);
+    }
+    match &view.record.concat {
+        Concat::None => {}
+        Concat::Partial => set(headers, h::UPLOAD_CONCAT, "partial"),
+        Concat::Final(parts) => {
+            let urls: Vec<String> = parts.iter().map(location).collect();
+            set(
+                headers,
+                h::UPLOAD_CONCAT,
+                format!("final;{}", urls.join(" ")),
+            );
+        }
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// `PATCH /files/{id}`
+async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Body>> {
+    let headers = req.headers();
+    require_offset_stream(headers)?;
+    let offset =
+        number(headers, h::UPLOAD_OFFSET)?.ok_or_else(|| invalid("Upload-Offset", "required"))?;
+    let length = number(headers, h::UPLOAD_LENGTH)?;
+    let check = checksum(headers)?;
+    let content_length = number(headers, header::CONTENT_LENGTH.as_str())?;
+    // Refuse what can be refused before reading the body (the domain checks
+    // again under the upload's lock).
+    let view = core.file_view(&id)?;
+    if let Some(current) = view
+        .offset
+        .filter(|&c| c != offset && !matches!(view.record.concat, Concat::Final(_)))
+    {
+        return Err(crate::upload::offset_mismatch(offset, current));
+    }
+    if let (Some(len), Some(limit)) = (content_length, length.or(view.record.length)) {
+        if offset.saturating_add(len) > limit {
+            return Err(Error::problem(
+                ProblemType::UploadLengthExceeded,
+                format!("{len} bytes at offset {offset} run past the upload's length of {limit}"),
+            ));
+        }
+    }
+    let view = core
+        .append_file(id, offset, length, check, req.take_stream())
+        .await?;
+    let mut r = empty(StatusCode::NO_CONTENT);
+    upload_headers(r.headers_mut(), &view);
+    Ok(r)
+}
+
+/// `GET|HEAD /files/{id}/result`: the result of the entry the upload is
+/// bound to, exactly as `/v1/ops/{key}/result` serves it.
+async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
+    let key = match core.file_view(id)?.key() {
+        Some(key) => Some(key),
+        None => core.file_key(id, wait_for(core, headers)).await?,
+    };
+    match key {
+        Some(key) => result::get(core, &key, headers).await,
+        None => {
+            let view = core.file_view(id)?;
+            let state = if view.complete() {
+                "complete"
+            } else {
+                "uploading"
+            };
+            let mut r = Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .header(header::CONTENT_TYPE, h::JSON)
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::RETRY_AFTER, "1")
+                .header(header::LOCATION, location(id))
+                .body(body::full(
+                    serde_json::json!({ "state": state, "offset": view.offset }).to_string(),
+                ))
+                .expect("valid response");
+            upload_headers(r.headers_mut(), &view);
+            Ok(r)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: &str = "38574c97ace8ccab61b23102d438ae3ab49da37d62e4c2221f7834cc34f2c343";
+
+    #[test]
+    fn upload_ids_from_paths_and_urls() {
+        let k: Key = K.parse().unwrap();
+        assert_eq!(upload_id(&format!("/files/{K}")), Some(k));
+        assert_eq!(upload_id(&format!("http://h:1/files/{K}/")), Some(k));
+        assert_eq!(upload_id(&format!("https://h/files/{K}?x=1")), Some(k));
+        assert_eq!(upload_id(&format!("/v1/ops/{K}")), None);
+        assert_eq!(upload_id("/files/nope"), None);
+    }
+
+    #[test]
+    fn metadata_names_the_operation() {
+        let mut headers = HeaderMap::new();
+        let op = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"op":"image.grayscale","format":"png"}"#);
+        let v = format!("filename aGVsbG8udHh0,operation {op},empty");
+        headers.insert(h::UPLOAD_METADATA, v.parse().unwrap());
+        let (raw, parsed) = metadata(&headers).unwrap();
+        assert_eq!(raw.as_deref(), Some(v.as_str()));
+        assert_eq!(parsed.normalized()["op"], "image.grayscale");
+        headers.insert(h::UPLOAD_METADATA, "filename !!!".parse().unwrap());
+        assert!(metadata(&headers).is_err());
+        headers.insert(h::UPLOAD_METADATA, "a YQ==,a YQ==".parse().unwrap());
+        assert!(metadata(&headers).is_err(), "a repeated key");
+        headers.remove(h::UPLOAD_METADATA);
+        assert_eq!(metadata(&headers).unwrap().1.normalized()["op"], "identity");
+    }
+
+    #[test]
+    fn checksums_parse() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            h::UPLOAD_CHECKSUM,
+            "sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00=".parse().unwrap(),
+        );
+        let c = checksum(&headers).unwrap().unwrap();
+        assert_eq!(c.algorithm, ChecksumAlgorithm::Sha1);
+        assert_eq!(
+            hex::encode(c.expected),
+            "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
+        );
+        headers.insert(h::UPLOAD_CHECKSUM, "crc32 AAAA".parse().unwrap());
+        assert_eq!(checksum(&headers).unwrap_err().to_problem().status, 400);
+        headers.insert(
+            h::UPLOAD_CHECKSUM,
+            "md5 qvTGHdzF6KLavt4PO0gs2a6pQ00=".parse().unwrap(),
+        );
+        assert!(checksum(&headers).is_err(), "a sha1-sized md5");
+    }
+}
