@@ -79,6 +79,9 @@ impl FileView {
     }
 }
 
+/// Least time an expired upload answers `410` before it is forgotten (`404`).
+pub const TOMBSTONE_TTL: u64 = 24 * 3600;
+
 fn not_found() -> Error {
     Error::problem(ProblemType::NotFound, "no upload under this id")
 }
@@ -545,7 +548,8 @@ impl Core {
 
     /// Expires file uploads untouched for `upload_ttl`: an unfinished one
     /// loses its bytes and leaves a tombstone (requests get `410`) for
-    /// another `upload_ttl`; a finished one is forgotten. Returns how many
+    /// [`TOMBSTONE_TTL`] or `upload_ttl`, whichever is longer; a finished
+    /// one is forgotten (its result stays under its key). Returns how many
     /// changed.
     pub async fn expire_files(self: &Arc<Self>) -> Result<usize> {
         let now = crate::store::now();
@@ -559,7 +563,10 @@ impl Core {
                     .meta
                     .upload(&id)?
                     .map_or(file.touched, |u| u.touched.max(file.touched)),
-                _ => file.touched,
+                FileState::Done { .. } => file.touched,
+                FileState::Expired => file
+                    .touched
+                    .saturating_add(TOMBSTONE_TTL.saturating_sub(ttl)),
             };
             if now.saturating_sub(touched) >= ttl {
                 due.push((id, file.state));
