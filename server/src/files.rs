@@ -233,8 +233,8 @@ impl Core {
         match (view.record.length, length) {
             (Some(known), Some(given)) if known != given => {
                 return Err(Problem::new(
-                    ProblemType::LengthMismatch,
-                    format!("the upload's length is {known}, not {given}"),
+                    ProblemType::InvalidHeader,
+                    format!("Upload-Length: the upload's length is {known}, not {given}; it cannot change"),
                 )
                 .with("length", known)
                 .into());
@@ -276,7 +276,7 @@ impl Core {
             match updated {
                 None => Err(not_found()),
                 Some((f, _)) if f.length != Some(length) => Err(Error::problem(
-                    ProblemType::LengthMismatch,
+                    ProblemType::InvalidHeader,
                     format!(
                         "the upload's length is {}, not {length}",
                         f.length.unwrap_or(0)

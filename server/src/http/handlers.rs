@@ -177,8 +177,10 @@ pub fn status(core: &Core, key: &Key) -> Result<Response<Body>> {
     Ok(json(StatusCode::OK, &core.status(key)?))
 }
 
-/// `HEAD /v1/ops/{key}`
-pub fn head(core: &Core, key: &Key) -> Result<Response<Body>> {
+/// `HEAD /v1/ops/{key}`. Like tus, a client asks right after its
+/// connection broke: the offset includes what the broken request saved.
+pub async fn head(core: &Core, key: &Key) -> Result<Response<Body>> {
+    core.settle(key).await;
     let s = core.status(key)?;
     let mut r = Response::new(body::empty());
     status_headers(r.headers_mut(), &s);

@@ -304,7 +304,7 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
     match endpoint {
         Endpoint::Create => handlers::create(&core, req).await,
         Endpoint::Status(k) => handlers::status(&core, &k),
-        Endpoint::Head(k) => handlers::head(&core, &k),
+        Endpoint::Head(k) => handlers::head(&core, &k).await,
         Endpoint::OneShot(k) => handlers::one_shot(&core, k, req).await,
         Endpoint::Append(k) => handlers::append(&core, k, req).await,
         Endpoint::Delete(k) => handlers::delete(&core, k).await,

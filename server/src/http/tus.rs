@@ -45,7 +45,7 @@ pub async fn handle(core: &Arc<Core>, endpoint: Endpoint, req: &mut Req) -> Resu
     match endpoint {
         Endpoint::TusOptions => Ok(options(core)),
         Endpoint::TusCreate => create(core, req).await,
-        Endpoint::TusHead(id) => head(core, &id),
+        Endpoint::TusHead(id) => head(core, &id).await,
         Endpoint::TusAppend(id) => append(core, id, req).await,
         Endpoint::TusDelete(id) => {
             core.delete_file(id).await?;
@@ -311,6 +311,15 @@ async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
     let check = checksum(&headers)?;
     if with_body {
         require_offset_stream(&headers)?;
+        let sent = number(&headers, header::CONTENT_LENGTH.as_str())?;
+        if let (Some(sent), Some(length)) = (sent, length) {
+            if sent > length {
+                return Err(Error::problem(
+                    ProblemType::UploadLengthExceeded,
+                    format!("the body has {sent} bytes; Upload-Length is {length}"),
+                ));
+            }
+        }
     }
     let is_final = matches!(concat, NewConcat::Final(_));
     let view = core
@@ -343,8 +352,10 @@ async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
     Ok(r)
 }
 
-/// `HEAD /files/{id}`
-fn head(core: &Core, id: &Key) -> Result<Response<Body>> {
+/// `HEAD /files/{id}`. A client asks right after its connection broke:
+/// the offset it gets includes what the broken request saved.
+async fn head(core: &Core, id: &Key) -> Result<Response<Body>> {
+    core.settle(id).await;
     let view = core.file_view(id)?;
     let mut r = empty(StatusCode::OK);
     let headers = r.headers_mut();
@@ -380,10 +391,13 @@ async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Bod
     // Refuse what can be refused before reading the body (the domain checks
     // again under the upload's lock).
     let view = core.file_view(&id)?;
-    if let Some(current) = view
-        .offset
-        .filter(|&c| c != offset && !matches!(view.record.concat, Concat::Final(_)))
-    {
+    if matches!(view.record.concat, Concat::Final(_)) {
+        return Err(Error::problem(
+            ProblemType::FinalUpload,
+            "a final upload is made of its partial uploads and takes no bytes",
+        ));
+    }
+    if let Some(current) = view.offset.filter(|&c| c != offset) {
         return Err(crate::upload::offset_mismatch(offset, current));
     }
     if let (Some(len), Some(limit)) = (content_length, length.or(view.record.length)) {

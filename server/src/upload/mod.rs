@@ -31,6 +31,8 @@ pub use check::{BodyCheck, ChecksumAlgorithm};
 
 /// How long a new sequential request waits for an older one to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long an offset query waits for a sequential request to let go.
+const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
 /// In-memory coordination of the writers of each upload.
 #[derive(Default)]
@@ -98,6 +100,10 @@ impl Slots {
         if let Some(slot) = self.map.lock().expect("slots lock").remove(key) {
             slot.cancel.send_modify(|g| *g += 1);
         }
+    }
+
+    fn existing(&self, key: &Key) -> Option<Arc<Slot>> {
+        self.map.lock().expect("slots lock").get(key).cloned()
     }
 
     /// Whether a request is writing to `key` right now.
@@ -205,6 +211,17 @@ impl Owner {
 }
 
 impl Core {
+    /// Waits, briefly, until no sequential request is appending to `id`. A
+    /// client whose connection broke asks for the offset at once, often
+    /// before the server has seen the break and saved the request's tail:
+    /// the answer must include that tail, or the client's next `PATCH`
+    /// starts from an offset that is already stale.
+    pub async fn settle(&self, id: &Key) {
+        if let Some(slot) = self.uploads.existing(id) {
+            let _ = tokio::time::timeout(SETTLE_WAIT, slot.sequential.lock()).await;
+        }
+    }
+
     /// The owner of upload `id`.
     pub fn owner(&self, id: &Key) -> Result<Owner> {
         if let Some(entry) = self.meta.entry(id)? {
