@@ -1,11 +1,42 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: `./.ci/test.sh`
 #
-# Builds the workspace (the server binary the end-to-end tests start), then
-# runs every unit, property and end-to-end test with cargo-nextest when it is
-# installed, or cargo test otherwise. Needs only the Rust toolchain.
+# Installs the real tus clients the end-to-end tests drive (tus-js-client from
+# npm, tuspy from PyPI, pinned in tests/tus-clients/), builds the workspace (the
+# server binary the end-to-end tests start), then runs every unit, property and
+# end-to-end test with cargo-nextest when it is installed, or cargo test
+# otherwise. Needs the Rust toolchain, Node.js 20+ with npm, and Python 3 with venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The tus clients (tests/tests/tus_clients.rs). Each install is skipped when the
+# lock file / requirements it was made from are unchanged.
+clients=tests/tus-clients
+missing() {
+    echo "error: $1 is needed to run the tus client tests (tests/tests/tus_clients.rs); $2" >&2
+    exit 1
+}
+command -v node >/dev/null 2>&1 || missing "Node.js 20+" "node is not on PATH"
+command -v npm >/dev/null 2>&1 || missing "npm" "npm is not on PATH"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+    || missing "Node.js 20+" "node is $(node --version)"
+command -v python3 >/dev/null 2>&1 || missing "Python 3" "python3 is not on PATH"
+python3 -c 'import venv, ensurepip' 2>/dev/null \
+    || missing "Python's venv with ensurepip" "install it (e.g. the python3-venv package)"
+
+if ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.installed-from-lock"; then
+    npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
+    cp "$clients/package-lock.json" "$clients/node_modules/.installed-from-lock"
+fi
+venv=$clients/.venv
+if [ ! -x "$venv/bin/python" ] \
+    || ! cmp -s "$clients/requirements.txt" "$venv/.installed-from-requirements"; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --requirement "$clients/requirements.txt"
+    cp "$clients/requirements.txt" "$venv/.installed-from-requirements"
+fi
 
 cargo build --locked --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then

@@ -20,6 +20,8 @@
 //! * [`sdk`] — options and helpers for tests that drive the server through the
 //!   Rust SDK (`upcache-client`).
 //! * [`cli`] — running the `upcache` client subcommands with captured output.
+//! * [`tus`] — tus 1.0 requests at `/files/`, spelled by hand, and the
+//!   parsing of what a tus client reads back (`Upload-Metadata`, HTTP dates).
 //!
 //! Wire names (headers, paths, problem types, states) come from
 //! `upcache-protocol`; the harness never spells them itself.
@@ -32,6 +34,7 @@ pub mod proxy;
 pub mod raw;
 pub mod sdk;
 pub mod server;
+pub mod tus;
 
 pub use api::{any_problem, assert_problem, header, header_u64, metrics, parse_counter, HeadInfo};
 pub use data::{noisy_png, png, pseudo_random, Job};
