@@ -212,10 +212,19 @@ async fn creation_head_and_patches_in_chunks_give_an_identity_entry() {
         Some(key.as_str()),
         "Upload-Key of a finished upload without an operation: identity"
     );
-    let (_, result) = server.tus_result(&location).await;
+    let (headers, result) = server.tus_result(&location).await;
     assert!(
         result == input,
         "the identity result is the input, byte for byte"
+    );
+    assert_eq!(
+        header(&headers, "content-type"),
+        "application/x-test",
+        "an identity result is served as the filetype its upload gave"
+    );
+    assert_eq!(
+        header(&headers, "content-disposition"),
+        "inline; filename=\"photo 1.bin\""
     );
     // The entry is an ordinary /v1 entry.
     let v1 = server

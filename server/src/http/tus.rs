@@ -416,6 +416,58 @@ async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Bod
     Ok(r)
 }
 
+/// The value of `key` in a raw `Upload-Metadata`, if it is UTF-8.
+fn metadata_value(raw: &str, key: &str) -> Option<String> {
+    raw.split(',').find_map(|pair| {
+        let mut parts = pair.split_whitespace();
+        (parts.next()? == key).then_some(())?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(parts.next()?)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    })
+}
+
+/// `type/subtype`, each a token (parameters are not kept).
+fn is_media_type(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&^_.+-".contains(c))
+    };
+    t.split_once('/').is_some_and(|(a, b)| token(a) && token(b))
+}
+
+/// An identity result is the uploaded file itself: served with the
+/// `filetype` and `filename` its upload gave, as a browser would expect.
+fn describe_identity(r: &mut Response<Body>, view: &FileView, operation: &str) {
+    let identity =
+        serde_json::from_str::<serde_json::Value>(operation).is_ok_and(|op| op["op"] == "identity");
+    let Some(raw) = view.record.metadata.as_deref().filter(|_| identity) else {
+        return;
+    };
+    if let Some(t) = metadata_value(raw, "filetype").filter(|t| is_media_type(t)) {
+        set(r.headers_mut(), "content-type", t);
+    }
+    if let Some(name) = metadata_value(raw, "filename") {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        set(
+            r.headers_mut(),
+            "content-disposition",
+            format!("inline; filename=\"{safe}\""),
+        );
+    }
+}
+
 /// `GET|HEAD /files/{id}/result`: the result of the entry the upload is
 /// bound to, exactly as `/v1/ops/{key}/result` serves it.
 async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
@@ -424,7 +476,14 @@ async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Respo
         None => core.file_key(id, wait_for(core, headers)).await?,
     };
     match key {
-        Some(key) => result::get(core, &key, headers).await,
+        Some(key) => {
+            let mut r = result::get(core, &key, headers).await?;
+            if r.status().is_success() {
+                let view = core.file_view(id)?;
+                describe_identity(&mut r, &view, &core.entry(&key)?.operation);
+            }
+            Ok(r)
+        }
         None => {
             let view = core.file_view(id)?;
             let state = if view.complete() {
@@ -480,6 +539,26 @@ mod tests {
         assert!(metadata(&headers).is_err(), "a repeated key");
         headers.remove(h::UPLOAD_METADATA);
         assert_eq!(metadata(&headers).unwrap().1.normalized()["op"], "identity");
+    }
+
+    #[test]
+    fn media_types_and_metadata_values() {
+        assert!(is_media_type("image/png"));
+        assert!(is_media_type("application/vnd.api+json"));
+        assert!(!is_media_type("image/png; charset=x"));
+        assert!(!is_media_type("text"));
+        assert!(!is_media_type("a/b\r\nx: y"));
+        let raw = "filename cGhvdG8gMS5qcGc=,filetype aW1hZ2UvanBlZw==,flag";
+        assert_eq!(
+            metadata_value(raw, "filename").as_deref(),
+            Some("photo 1.jpg")
+        );
+        assert_eq!(
+            metadata_value(raw, "filetype").as_deref(),
+            Some("image/jpeg")
+        );
+        assert_eq!(metadata_value(raw, "flag"), None);
+        assert_eq!(metadata_value(raw, "other"), None);
     }
 
     #[test]
