@@ -8,6 +8,8 @@
 //! * [`sdk`] — the SDK benchmark: the SDK's main call (`upcache put`) at
 //!   several stream counts next to one `PATCH` with curl, with the client's
 //!   CPU time and peak RSS.
+//! * [`tus`] — the tus benchmark: upcache's tus endpoint (`/files/`) next to
+//!   `@tus/server` with `@tus/file-store` (Node), with tus-js-client and curl.
 //! * [`server`] — a fresh `upcache serve` process per scenario (own data
 //!   directory, port 0), and its peak RSS and CPU time read from `/proc`.
 //! * [`input`] — pseudo-random input files and their BLAKE3, made before any timing.
@@ -31,6 +33,7 @@ pub mod process;
 pub mod report;
 pub mod sdk;
 pub mod server;
+pub mod tus;
 
 use std::path::PathBuf;
 
