@@ -8,11 +8,13 @@
 //! that its CPU time and peak RSS are its own (see [`crate::process`]). That
 //! call
 //!
-//! 1. hashes the file (BLAKE3, memory-mapped, all cores) — the stderr line
-//!    `key …` marks its end;
+//! 1. hashes the file block by block (BLAKE3, memory-mapped, all cores):
+//!    each block's chaining value, merged into the input's hash — the
+//!    stderr line `key …` marks its end;
 //! 2. probes the server (`POST /v1/ops`; `uploading N of N blocks`);
-//! 3. uploads every block over N connections, each with its BLAKE3 in
-//!    `Upload-Block-Hash`;
+//! 3. uploads every block over N connections, each with its chaining value
+//!    in `Upload-Block-Hash: cv=…` (checked by the server against the value
+//!    it computes anyway: no byte is hashed twice on either side);
 //! 4. waits until the entry is complete (identity: as soon as the last block
 //!    is in) and exits.
 //!
@@ -252,8 +254,8 @@ fn print_header(opts: &Options, machine: &Machine, work: &Path) {
     println!();
 }
 
-/// BLAKE3 on one core: every byte the SDK uploads is hashed twice on the
-/// client (the whole file on all cores, then each block on one core).
+/// BLAKE3 on one core: every byte the SDK uploads is hashed once on the
+/// client (block by block, on all cores) and once on the server.
 async fn reference_rates(opts: &Options) -> Result<()> {
     let (sz, bs) = (opts.size, opts.block_size as usize);
     println!("reference rate, one thread, on this machine              busy before");
@@ -524,7 +526,7 @@ fn summarize(
     println!("  upload       put without its hashing: from the stderr line `key …` (hash done) to");
     println!("               the exit; curl: the whole process");
     println!("  client CPU   user + system seconds of the client process (wait4), all threads;");
-    println!("               put hashes every byte twice: the file, then each block it sends");
+    println!("               put hashes every byte once: block by block, before the probe");
     println!("  client RSS   ru_maxrss of the client process (wait4); it includes the launching");
     println!(
         "               trampoline's own peak, {:.1} MiB at most here",

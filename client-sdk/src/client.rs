@@ -156,9 +156,25 @@ impl Client {
         let hash = tokio::task::spawn_blocking(move || blake3::hash(&hashed))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.put_block_hashed(key, n, block, h::BlockHash::Alone(hash.into()), sent)
+            .await
+    }
+
+    /// [`Client::put_block`] with a hash the caller already has — typically
+    /// the block's chaining value from hashing the input block by block
+    /// ([`h::BlockHash::Chaining`]), which the server checks without
+    /// hashing the block a second time.
+    pub async fn put_block_hashed(
+        &self,
+        key: &Key,
+        n: u64,
+        block: Bytes,
+        hash: h::BlockHash,
+        sent: &AtomicU64,
+    ) -> Result<State> {
         let req = self
             .request(Method::PUT, &block_path(key, n))
-            .header(h::UPLOAD_BLOCK_HASH, hash.to_hex().as_str());
+            .header(h::UPLOAD_BLOCK_HASH, hash.to_header());
         let resp = expect_success(self.send_body(req, block, sent).await?).await?;
         let state = resp
             .headers()

@@ -19,10 +19,13 @@
 //! The main call ([`Client::put_file`], [`Client::put_reader`]) runs these
 //! steps, each also available on its own:
 //!
-//! 1. hash the input with BLAKE3 ([`hash_file`]: memory-mapped, all cores);
+//! 1. hash the input with BLAKE3 block by block ([`hash_file`]: memory-mapped,
+//!    all cores), keeping each block's chaining value;
 //! 2. derive the key and probe the server once ([`Client::create`]);
 //! 3. upload only the missing blocks over [`Options::concurrency`] parallel
-//!    requests, each checked by `Upload-Block-Hash` ([`Client::put_block`]);
+//!    requests, each checked by its chaining value in `Upload-Block-Hash`
+//!    ([`Client::put_block_hashed`]; the server checks it without hashing
+//!    the block again);
 //! 4. wait for the result with reconnects ([`Client::wait`]);
 //! 5. fetch it, resuming with ranges and verifying its BLAKE3
 //!    ([`Done::bytes`], [`Done::save`], [`Client::download`]).

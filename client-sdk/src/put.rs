@@ -9,13 +9,21 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use upcache_protocol::blocks::parse_ranges;
-use upcache_protocol::{InputHash, InputRef, Key, Layout, Operation, ProblemType, State, Status};
+use upcache_protocol::headers::BlockHash;
+use upcache_protocol::{InputRef, Key, Layout, Operation, ProblemType, State, Status};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::hash::{hash_file_reporting, spool_reader};
+use crate::hash::{hash_file_reporting, spool_reader, Hashed};
 use crate::progress::{Event, ProgressFn, Reporter};
 use crate::retry::Retrier;
+
+/// An upload in progress: the entry, the file and its block hashes.
+struct Upload<'a> {
+    status: &'a Status,
+    file: Arc<std::fs::File>,
+    hashed: &'a Hashed,
+}
 
 /// A complete entry, ready to be fetched.
 #[derive(Debug, Clone)]
@@ -51,8 +59,9 @@ impl Client {
     ) -> Result<Done> {
         let op = Operation::parse(operation)?;
         let reporter = Reporter::new(progress);
-        let input = hash_file_reporting(path.as_ref(), &reporter).await?;
-        self.put_hashed(path.as_ref(), input, &op, &reporter).await
+        let hashed =
+            hash_file_reporting(path.as_ref(), self.hashing_block_size(), &reporter).await?;
+        self.put_hashed(path.as_ref(), hashed, &op, &reporter).await
     }
 
     /// Like [`Client::put_file`], for bytes from a reader. The reader is
@@ -68,18 +77,29 @@ impl Client {
         let reporter = Reporter::new(progress);
         let spool = tempfile::NamedTempFile::new()?;
         let mut file = tokio::fs::File::from_std(spool.reopen()?);
-        let (input, _) = spool_reader(reader, &mut file, &reporter).await?;
+        let hashed = spool_reader(reader, &mut file, self.hashing_block_size(), &reporter).await?;
         drop(file);
-        self.put_hashed(spool.path(), input, &op, &reporter).await
+        self.put_hashed(spool.path(), hashed, &op, &reporter).await
+    }
+
+    /// The block size inputs are hashed with: the one this client asks for,
+    /// or the protocol's default. (If the entry turns out to use another,
+    /// blocks are sent with their BLAKE3 alone instead of their chaining
+    /// values: correct, with one more hash of each block on both sides.)
+    fn hashing_block_size(&self) -> u64 {
+        self.options
+            .block_size
+            .unwrap_or(upcache_protocol::blocks::DEFAULT_BLOCK_SIZE)
     }
 
     async fn put_hashed(
         &self,
         path: &Path,
-        input: InputHash,
+        hashed: Hashed,
         op: &Operation,
         reporter: &Reporter,
     ) -> Result<Done> {
+        let input = hashed.input;
         let key = Key::derive(&input, op);
         reporter.emit(Event::Hashed { input, key });
         let file = Arc::new(std::fs::File::open(path)?);
@@ -113,7 +133,12 @@ impl Client {
             });
             match status.state {
                 State::Uploading => {
-                    self.upload_blocks(&status, file.clone(), missing, &sent, &retrier, reporter)
+                    let upload = Upload {
+                        status: &status,
+                        file: file.clone(),
+                        hashed: &hashed,
+                    };
+                    self.upload_blocks(upload, missing, &sent, &retrier, reporter)
                         .await?;
                 }
                 State::Failed => return Err(failure(&status)),
@@ -147,13 +172,17 @@ impl Client {
     /// again costs a whole block.
     async fn upload_blocks(
         &self,
-        status: &Status,
-        file: Arc<std::fs::File>,
+        upload: Upload<'_>,
         missing: Vec<u64>,
         sent: &Arc<AtomicU64>,
         retrier: &Retrier,
         reporter: &Reporter,
     ) -> Result<()> {
+        let Upload {
+            status,
+            file,
+            hashed,
+        } = upload;
         let layout = Layout {
             length: status.input.length,
             block_size: status.block_size,
@@ -230,7 +259,17 @@ impl Client {
                         }
                     }
                 }
-                match self.put_block(&status.key, n, source.block(n), sent).await {
+                // The block's chaining value from the hashing pass, if it was
+                // made with this entry's layout; else its BLAKE3 alone.
+                let put = match hashed.cv(&layout, n) {
+                    Some(cv) => {
+                        let hash = BlockHash::Chaining(cv);
+                        self.put_block_hashed(&status.key, n, source.block(n), hash, sent)
+                            .await
+                    }
+                    None => self.put_block(&status.key, n, source.block(n), sent).await,
+                };
+                match put {
                     Ok(now) => {
                         source.release(n);
                         block_stored(n);

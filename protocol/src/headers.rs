@@ -66,6 +66,55 @@ pub const UPLOAD_CHECKSUM: &str = "upload-checksum";
 /// proxies that drop `PATCH`/`DELETE`).
 pub const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
+/// The value of `Upload-Block-Hash`: a block's BLAKE3, in one of two forms.
+///
+/// * `HEX` — the BLAKE3 of the block's bytes alone, as `b3sum` prints it for
+///   a file holding just that block. Easy to compute anywhere; the server
+///   hashes the block a second time to check it.
+/// * `cv=HEX` — the block's chaining value in the input's BLAKE3 tree (for a
+///   one-block input, the input's hash): the value the server computes
+///   anyway for the whole-input check (§5.4), so checking it costs nothing,
+///   and a client that hashed the input block by block already has it. It
+///   also binds the block to its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockHash {
+    /// BLAKE3 of the block's bytes alone.
+    Alone(crate::InputHash),
+    /// The block's chaining value at its place in the input.
+    Chaining([u8; 32]),
+}
+
+/// A malformed `Upload-Block-Hash`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Upload-Block-Hash must be 64 hex digits, or cv= and 64 hex digits")]
+pub struct BlockHashError;
+
+impl BlockHash {
+    /// Parses a header value.
+    pub fn parse(value: &str) -> Result<Self, BlockHashError> {
+        let value = value.trim();
+        match value.strip_prefix("cv=") {
+            Some(hex) => {
+                let mut cv = [0u8; 32];
+                hex::decode_to_slice(hex, &mut cv).map_err(|_| BlockHashError)?;
+                Ok(BlockHash::Chaining(cv))
+            }
+            None => value
+                .parse()
+                .map(BlockHash::Alone)
+                .map_err(|_| BlockHashError),
+        }
+    }
+
+    /// The header value.
+    pub fn to_header(&self) -> String {
+        match self {
+            BlockHash::Alone(h) => h.to_hex(),
+            BlockHash::Chaining(cv) => format!("cv={}", hex::encode(cv)),
+        }
+    }
+}
+
 /// Encodes an operation for the `Upload-Operation` header (base64url, no padding).
 pub fn encode_operation(op: &serde_json::Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(op.to_string())
@@ -131,6 +180,29 @@ impl Prefer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn block_hash_forms_round_trip() {
+        let alone = BlockHash::Alone(crate::InputHash::of(b"block"));
+        let chaining = BlockHash::Chaining([0xab; 32]);
+        for h in [alone, chaining] {
+            assert_eq!(BlockHash::parse(&h.to_header()), Ok(h));
+        }
+        assert_eq!(chaining.to_header(), format!("cv={}", "ab".repeat(32)));
+        assert_eq!(
+            BlockHash::parse(&format!(" {} ", alone.to_header())),
+            Ok(alone)
+        );
+        for bad in [
+            "",
+            "cv=",
+            "cv=12",
+            "xyz",
+            &format!("cv:{}", "ab".repeat(32)),
+        ] {
+            assert_eq!(BlockHash::parse(bad), Err(BlockHashError), "{bad:?}");
+        }
+    }
 
     #[test]
     fn operation_header_round_trip() {

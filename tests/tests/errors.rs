@@ -272,6 +272,49 @@ async fn block_hash_mismatch_leaves_the_block_missing() {
 }
 
 #[tokio::test]
+async fn a_block_checked_by_its_chaining_value() {
+    let (server, job, before) = uploading().await;
+    let layout = job.layout(BS);
+    let put = |n: u64, hash: String, body: Vec<u8>| {
+        server
+            .client()
+            .put(server.url(&block_path(&job.key, n)))
+            .header(h::UPLOAD_BLOCK_HASH, hash)
+            .body(body)
+            .send()
+    };
+    let cv = |n: u64| h::BlockHash::Chaining(job.cv(&layout, n)).to_header();
+    let block3 = job.block(&layout, 3).to_vec();
+
+    // Block 3's bytes under the chaining value of block 4: a chaining value
+    // binds the bytes to their place, so this is refused.
+    let resp = put(3, cv(4), block3.clone()).await.unwrap();
+    assert_problem(resp, ProblemType::BlockHashMismatch).await;
+    // Bytes corrupted in transit.
+    let mut corrupted = block3.clone();
+    corrupted[100] ^= 0x40;
+    let resp = put(3, cv(3), corrupted).await.unwrap();
+    assert_problem(resp, ProblemType::BlockHashMismatch).await;
+    // A malformed value.
+    let resp = put(3, "cv=abc".into(), block3.clone()).await.unwrap();
+    assert_problem(resp, ProblemType::InvalidHeader).await;
+    assert_eq!(
+        server.head_info(&job.key).await,
+        before,
+        "block 3 stays missing"
+    );
+
+    // The right chaining values are accepted, and the input completes.
+    for n in [3, 4] {
+        let resp = put(n, cv(n), job.block(&layout, n).to_vec()).await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT, "block {n}");
+    }
+    let resp = put(1, cv(1), job.block(&layout, 1).to_vec()).await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    assert!(server.wait_result(&job.key).await == job.input);
+}
+
+#[tokio::test]
 async fn block_of_the_wrong_length() {
     let (server, job, before) = uploading().await;
     let layout = job.layout(BS);

@@ -244,14 +244,16 @@ pub async fn append(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respons
 
 /// `PUT /v1/ops/{key}/blocks/{n}`
 pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: &mut Req) -> Result<Response<Body>> {
-    let verify = match header_str(req.headers(), h::UPLOAD_BLOCK_HASH) {
-        None => None,
-        Some(v) => Some(
-            v.trim()
-                .parse::<InputHash>()
-                .map_err(|_| invalid_header("Upload-Block-Hash", "expected 64 hex digits"))?,
-        ),
-    };
+    let verify = header_str(req.headers(), h::UPLOAD_BLOCK_HASH)
+        .map(|v| {
+            h::BlockHash::parse(v).map_err(|_| {
+                invalid_header(
+                    "Upload-Block-Hash",
+                    "expected 64 hex digits, or cv= and 64 hex digits",
+                )
+            })
+        })
+        .transpose()?;
     let length = content_length(req.headers())?;
     core.put_block(key, n, verify, length, req.take_stream())
         .await?;

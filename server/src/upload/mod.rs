@@ -15,7 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
-use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType, State};
+use upcache_protocol::headers::BlockHash;
+use upcache_protocol::{Key, Layout, Problem, ProblemType, State};
 
 mod receive;
 
@@ -397,12 +398,12 @@ impl Core {
     /// Stores block `n`. A block already received is acknowledged without
     /// reading the body — also after the upload is complete, so that a
     /// client retrying a block whose answer it lost gets a success.
-    /// `verify` is the client's BLAKE3 of the block.
+    /// `verify` is the client's BLAKE3 of the block (`Upload-Block-Hash`).
     pub async fn put_block(
         self: &Arc<Self>,
         key: Key,
         n: u64,
-        verify: Option<InputHash>,
+        verify: Option<BlockHash>,
         length: Option<u64>,
         body: BodyStream,
     ) -> Result<Progress> {
@@ -416,7 +417,7 @@ impl Core {
         self: Arc<Self>,
         key: Key,
         n: u64,
-        verify: Option<InputHash>,
+        verify: Option<BlockHash>,
         length: Option<u64>,
         body: BodyStream,
     ) -> Result<Progress> {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use roaring::RoaringBitmap;
 use tokio::sync::mpsc;
+use upcache_protocol::headers::BlockHash;
 use upcache_protocol::tree::BlockHasher;
 use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
 
@@ -31,7 +32,7 @@ pub(super) enum Span {
         check: Option<BodyCheck>,
     },
     /// One block, checked against the client's BLAKE3 of it if given.
-    Block { verify: Option<InputHash> },
+    Block { verify: Option<BlockHash> },
 }
 
 struct Writer {
@@ -113,28 +114,44 @@ impl Writer {
         let Some((n, Some(hasher))) = self.block.take() else {
             return Ok(());
         };
-        if let (
-            Span::Block {
-                verify: Some(expected),
-            },
-            Some(v),
-        ) = (&self.span, &self.verify)
-        {
-            let got = InputHash::from(v.finalize());
-            if got != *expected {
-                return Err(Problem::new(
-                    ProblemType::BlockHashMismatch,
-                    format!("block {n} hashes to {got}, not {expected}; it stays missing"),
-                )
-                .with("block", n)
-                .into());
+        let cv = hasher.finish();
+        let mismatch = match (&self.span, &self.verify) {
+            (
+                Span::Block {
+                    verify: Some(BlockHash::Alone(expected)),
+                },
+                Some(v),
+            ) => {
+                let got = InputHash::from(v.finalize());
+                (got != *expected).then(|| format!("hashes to {got}, not {expected}"))
             }
+            (
+                Span::Block {
+                    verify: Some(BlockHash::Chaining(expected)),
+                },
+                _,
+            ) => (cv != *expected).then(|| {
+                format!(
+                    "has the chaining value {}, not {}",
+                    hex::encode(cv),
+                    hex::encode(expected)
+                )
+            }),
+            _ => None,
+        };
+        if let Some(why) = mismatch {
+            return Err(Problem::new(
+                ProblemType::BlockHashMismatch,
+                format!("block {n} {why}; it stays missing"),
+            )
+            .with("block", n)
+            .into());
         }
         let commit = BlockCommit {
             upload: self.key,
             epoch: self.epoch,
             block: n,
-            cv: hasher.finish(),
+            cv,
         };
         metrics::BLOCKS_STORED.inc();
         match self.check.as_mut() {
@@ -226,7 +243,15 @@ pub(super) async fn receive(
     let file = Arc::new(
         tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??,
     );
-    let verify = matches!(span, Span::Block { verify: Some(_) }).then(blake3::Hasher::new);
+    // Only a hash of the block alone needs a second hasher; a chaining
+    // value is checked against the one computed anyway.
+    let verify = matches!(
+        span,
+        Span::Block {
+            verify: Some(BlockHash::Alone(_))
+        }
+    )
+    .then(blake3::Hasher::new);
     let check = match &span {
         Span::Sequential { check: Some(c), .. } => Some((Running::new(c.algorithm), Vec::new())),
         _ => None,
