@@ -44,6 +44,17 @@ impl Drop for TempGuard {
     }
 }
 
+/// Opens `path` for writing with `O_DIRECT`, if the filesystem allows it
+/// (tmpfs, for one, does not). Blocking.
+pub fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
 impl Blobs {
     /// Creates the directories and empties `tmp/` (left-overs of a crash).
     pub fn open(root: &Path) -> io::Result<Self> {
@@ -88,6 +99,11 @@ impl Blobs {
             file.set_len(length)?;
         }
         Ok(file)
+    }
+
+    /// A second descriptor of an upload's staging file, for direct writes.
+    pub fn open_staging_direct(&self, id: &Key) -> Option<File> {
+        open_direct(&self.staging_path(id))
     }
 
     /// Publishes a verified staging file as the input `hash`. The staging

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::store::meta::{EntryRecord, FileRecord, FileState, UploadRecord};
 
 mod check;
+mod direct;
 
 pub use check::{BodyCheck, ChecksumAlgorithm};
 

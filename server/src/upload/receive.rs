@@ -16,6 +16,7 @@ use upcache_protocol::tree::BlockHasher;
 use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
 
 use super::check::Running;
+use super::direct::DirectWriter;
 use super::{BodyCheck, BodyStream, Claim, Slot};
 use crate::cache::Core;
 use crate::commit::Committed;
@@ -41,6 +42,8 @@ struct Writer {
     key: Key,
     epoch: u64,
     file: Arc<File>,
+    /// Direct writes of the staged bytes, where the filesystem allows them.
+    direct: Option<DirectWriter>,
     layout: Layout,
     span: Span,
     pos: u64,
@@ -97,7 +100,10 @@ impl Writer {
                 if let Some(v) = self.verify.as_mut() {
                     v.update(part);
                 }
-                self.file.write_all_at(part, self.pos)?;
+                match self.direct.as_mut() {
+                    Some(d) => d.write(&self.file, part, self.pos)?,
+                    None => self.file.write_all_at(part, self.pos)?,
+                }
                 metrics::BYTES_STORED.add(take as u64);
             }
             self.pos += take as u64;
@@ -110,10 +116,20 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes out bytes still buffered for direct writes: before anything
+    /// is committed (the commit's fdatasync makes the file's bytes durable).
+    fn flush(&mut self) -> Result<()> {
+        if let Some(d) = self.direct.as_mut() {
+            d.flush(&self.file)?;
+        }
+        Ok(())
+    }
+
     fn end_block(&mut self) -> Result<()> {
         let Some((n, Some(hasher))) = self.block.take() else {
             return Ok(());
         };
+        self.flush()?;
         let cv = hasher.finish();
         let mismatch = match (&self.span, &self.verify) {
             (
@@ -167,6 +183,7 @@ impl Writer {
     /// whether or not the body ended cleanly; a block writer commits only a
     /// whole block whose body ended cleanly.
     fn finish(&mut self, clean: bool) -> Result<()> {
+        self.flush()?;
         if let Some((running, held)) = self.check.take() {
             // All or nothing: a cut or mismatching body leaves no trace.
             if !clean {
@@ -240,9 +257,13 @@ pub(super) async fn receive(
     let mut cancel = slot.cancel.subscribe();
     let sequential = matches!(span, Span::Sequential { .. });
     let blobs = core.blobs.clone();
-    let file = Arc::new(
-        tokio::task::spawn_blocking(move || blobs.open_staging(&key, layout.length)).await??,
-    );
+    let (file, direct) = tokio::task::spawn_blocking(move || {
+        let file = blobs.open_staging(&key, layout.length)?;
+        std::io::Result::Ok((file, blobs.open_staging_direct(&key)))
+    })
+    .await??;
+    let file = Arc::new(file);
+    let direct = direct.map(DirectWriter::new);
     // Only a hash of the block alone needs a second hasher; a chaining
     // value is checked against the one computed anyway.
     let verify = matches!(
@@ -262,6 +283,7 @@ pub(super) async fn receive(
         key,
         epoch: upload.epoch,
         file,
+        direct,
         layout,
         span,
         pos: start,
