@@ -128,7 +128,8 @@ mod tests {
         file.set_len(len as u64).unwrap();
         // tmpfs refuses O_DIRECT; the plain descriptor then stands in, and
         // the buffering logic is exercised all the same.
-        let direct = crate::store::blob::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
+        let direct =
+            crate::store::blob::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
         let mut w = DirectWriter::new(direct);
         // A first request from 0 that stops mid-page, a resumed one from
         // there in uneven pieces, and a gap written out of order.
@@ -140,9 +141,14 @@ mod tests {
             w.write(&file, piece, at as u64).unwrap();
             at += piece.len();
         }
-        w.write(&file, &data[3 * CAPACITY..], 3 * CAPACITY as u64).unwrap();
-        w.write(&file, &data[2 * CAPACITY..3 * CAPACITY], 2 * CAPACITY as u64)
+        w.write(&file, &data[3 * CAPACITY..], 3 * CAPACITY as u64)
             .unwrap();
+        w.write(
+            &file,
+            &data[2 * CAPACITY..3 * CAPACITY],
+            2 * CAPACITY as u64,
+        )
+        .unwrap();
         w.flush(&file).unwrap();
         assert!(std::fs::read(&path).unwrap() == data);
     }
