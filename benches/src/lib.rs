@@ -25,6 +25,7 @@
 //! Every benchmark is a binary in `src/bin/` that parses its flags and calls
 //! a `run` function here; the modules above are shared between benchmarks.
 
+pub mod cli;
 pub mod client;
 pub mod ingest;
 pub mod input;
