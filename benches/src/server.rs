@@ -1,4 +1,5 @@
-//! A fresh `upcache serve` per scenario.
+//! A fresh server per scenario: `upcache serve`, or another server to
+//! compare it with.
 //!
 //! Each scenario gets its own process and data directory, so the peak RSS
 //! (`VmHWM`) and CPU time read from `/proc/<pid>` belong to that scenario
@@ -43,24 +44,33 @@ impl BenchServer {
     /// Starts `bin serve` on 127.0.0.1:0 with its data in `dir/data` and its
     /// stderr in `dir/stderr.log`. `dir` must not exist yet.
     pub fn start(bin: &Path, dir: &Path) -> Result<Self> {
-        std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let stderr = File::create(dir.join("stderr.log"))?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.join("data"));
+            .arg(dir.join("data"))
+            .env("NO_COLOR", "1");
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("UPCACHE_") {
                 cmd.env_remove(name);
             }
         }
+        Self::spawn(cmd, &bin.display().to_string(), dir)
+    }
+
+    /// Starts `cmd`, a server that prints [`LISTENING`]`ADDR` on stdout once
+    /// it listens (upcache, or another server to compare with), with its
+    /// stderr in `dir/stderr.log`; `dir` must not exist yet and is removed by
+    /// [`BenchServer::stop`]. The process itself must be the server, so that
+    /// its `/proc` figures are the server's.
+    pub fn spawn(mut cmd: Command, what: &str, dir: &Path) -> Result<Self> {
+        std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let stderr = File::create(dir.join("stderr.log"))?;
         let mut child = cmd
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+            .map_err(|e| format!("start {what}: {e}"))?;
 
         // A thread drains stdout for the life of the process (the server must
         // never block on a full pipe); the first matching line is the address.
@@ -88,11 +98,9 @@ impl BenchServer {
             }
             Err(_) => {
                 let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                return Err(format!(
-                    "{} did not print `{LISTENING}ADDR`; stderr:\n{log}",
-                    bin.display()
-                )
-                .into());
+                return Err(
+                    format!("{what} did not print `{LISTENING}ADDR`; stderr:\n{log}").into(),
+                );
             }
         }
         Ok(server)

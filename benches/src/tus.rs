@@ -40,12 +40,11 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{header, Client, StatusCode};
 use serde_json::{json, Value};
@@ -57,7 +56,7 @@ use crate::input::Input;
 use crate::machine::{self, settle, Machine, SETTLE};
 use crate::process::{self, Measured};
 use crate::report::{mib_per_s, render, size};
-use crate::server::{clock_ticks, cpu_ticks, vm_hwm, BenchServer, Usage};
+use crate::server::BenchServer;
 use crate::Result;
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -78,11 +77,6 @@ const ISSUE_RSS: f64 = 95.0;
 const TARGET_SPEED: f64 = 1.0;
 /// ...with at most this share of @tus/server's peak RSS.
 const TARGET_RSS: f64 = 0.5;
-
-/// The stdout line both servers print once bound.
-const LISTENING: &str = "listening on http://";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -407,7 +401,7 @@ async fn reference_rates(opts: &Options, work: &Path) -> Result<()> {
 
 /// One scenario on a fresh server.
 async fn measure(opts: &Options, scenario: Scenario, input: &Input, dir: &Path) -> Result<Row> {
-    let server = Running::start(opts, scenario.server, dir)?;
+    let server = start_server(opts, scenario.server, dir)?;
     let base = server.base_url();
     let client = http_client(1)?;
     options_check(&client, &base, scenario.server).await?;
@@ -724,127 +718,19 @@ fn curl_patch_args(url: &str, input: &Input) -> Vec<OsString> {
 }
 
 /// A server of either kind, fresh for one scenario.
-enum Running {
-    Upcache(BenchServer),
-    Node(NodeServer),
-}
-
-impl Running {
-    fn start(opts: &Options, kind: ServerKind, dir: &Path) -> Result<Self> {
-        Ok(match kind {
-            ServerKind::Upcache => Self::Upcache(BenchServer::start(&opts.upcache_bin, dir)?),
-            ServerKind::TusNode => Self::Node(NodeServer::start(opts, dir)?),
-        })
-    }
-
-    fn base_url(&self) -> String {
-        match self {
-            Self::Upcache(s) => s.base_url(),
-            Self::Node(s) => s.base_url.clone(),
-        }
-    }
-
-    fn usage(&self) -> Result<Usage> {
-        match self {
-            Self::Upcache(s) => s.usage(),
-            Self::Node(s) => s.usage(),
-        }
-    }
-
-    fn stop(self) -> Result<()> {
-        match self {
-            Self::Upcache(s) => s.stop(),
-            Self::Node(s) => s.stop(),
-        }
-    }
-}
-
-/// `node tus-server.mjs --port 0 --dir DIR/data`: the node process itself
-/// is the child, so its `/proc` figures are the server's.
-struct NodeServer {
-    child: Child,
-    base_url: String,
-    dir: PathBuf,
-}
-
-impl NodeServer {
-    fn start(opts: &Options, dir: &Path) -> Result<Self> {
-        std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let stderr = File::create(dir.join("stderr.log"))?;
-        let mut child = Command::new(&opts.node)
-            .arg(opts.tus_dir.join("tus-server.mjs"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--dir"])
-            .arg(dir.join("data"))
-            // The `debug` package would log every request.
-            .env_remove("DEBUG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", opts.node.display()))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("node-stdout".into())
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                    if let Some(addr) = line.trim().strip_prefix(LISTENING) {
-                        let _ = tx.send(addr.trim_end_matches('/').to_owned());
-                    }
-                }
-            })?;
-        let mut server = Self {
-            child,
-            base_url: String::new(),
-            dir: dir.to_path_buf(),
-        };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => server.base_url = format!("http://{addr}"),
-            Err(_) => {
-                let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                return Err(format!(
-                    "tus-server.mjs did not print `{LISTENING}ADDR`; stderr:\n{log}"
-                )
-                .into());
-            }
-        }
-        Ok(server)
-    }
-
-    fn usage(&self) -> Result<Usage> {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let peak_rss = vm_hwm(&status).ok_or("no VmHWM in /proc/<pid>/status")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let ticks = cpu_ticks(&stat).ok_or("cannot parse /proc/<pid>/stat")?;
-        Ok(Usage {
-            peak_rss,
-            cpu_seconds: ticks as f64 / clock_ticks(),
-        })
-    }
-
-    fn stop(mut self) -> Result<()> {
-        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                self.child.kill()?;
-                self.child.wait()?;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::remove_dir_all(&self.dir)?;
-        Ok(())
-    }
-}
-
-impl Drop for NodeServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+fn start_server(opts: &Options, kind: ServerKind, dir: &Path) -> Result<BenchServer> {
+    match kind {
+        ServerKind::Upcache => BenchServer::start(&opts.upcache_bin, dir),
+        ServerKind::TusNode => {
+            // `node tus-server.mjs`: the node process itself is the child,
+            // so its `/proc` figures are the server's.
+            let mut cmd = Command::new(&opts.node);
+            cmd.arg(opts.tus_dir.join("tus-server.mjs"))
+                .args(["--host", "127.0.0.1", "--port", "0", "--dir"])
+                .arg(dir.join("data"))
+                // The `debug` package would log every request.
+                .env_remove("DEBUG");
+            BenchServer::spawn(cmd, "tus-server.mjs", dir)
         }
     }
 }
