@@ -31,7 +31,7 @@ use upcache_protocol::{
 
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::store::meta::{Concat, FileRecord, FileState, InputRecord};
+use crate::store::meta::{Concat, FileRecord, FileState, InputRecord, UploadChange};
 use crate::upload::{self, BodyCheck, BodyStream, Start};
 
 /// How a new upload takes part in concatenation.
@@ -267,7 +267,7 @@ impl Core {
         let core = self.clone();
         let id = *id;
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let updated = core.meta.update_file(&id, false, |f| {
+            let updated = core.meta.update_file(&id, UploadChange::Keep, |f| {
                 f.length.is_none().then(|| FileRecord {
                     length: Some(length),
                     ..f.clone()
@@ -374,7 +374,7 @@ impl Core {
                 let staging = self.blobs.open_staging(id, length)?;
                 let cvs = self.block_cvs(id, &layout, &staging)?;
                 let input = InputHash::from(tree::root(&layout, &cvs));
-                let updated = self.meta.update_file(id, false, |f| {
+                let updated = self.meta.update_file(id, UploadChange::Keep, |f| {
                     (f.input.is_none()).then(|| FileRecord {
                         input: Some(input),
                         ..f.clone()
@@ -491,7 +491,7 @@ impl Core {
         };
         let core = self.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            core.meta.update_file(&id, true, |f| {
+            core.meta.update_file(&id, UploadChange::End, |f| {
                 (f.state == FileState::Receiving).then(|| FileRecord {
                     state: FileState::Done { key },
                     ..f.clone()
@@ -579,7 +579,7 @@ impl Core {
                 core.uploads.stop(&id);
                 if state == FileState::Receiving {
                     tracing::info!(id = %id, "upload expired");
-                    core.meta.update_file(&id, true, |f| {
+                    core.meta.update_file(&id, UploadChange::End, |f| {
                         Some(FileRecord {
                             state: FileState::Expired,
                             ..f.clone()

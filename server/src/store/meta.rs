@@ -75,6 +75,39 @@ fn tx_result<T>(r: std::result::Result<T, TransactionError<MetaError>>) -> Resul
     })
 }
 
+/// A record that owns the upload record under its id: an entry (`/v1`) or
+/// a file upload (tus).
+trait Owner: Sized {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Result<Self>;
+    /// Notes a change at `now`.
+    fn stamp(&mut self, now: u64);
+}
+
+impl Owner for EntryRecord {
+    fn encode(&self) -> Vec<u8> {
+        EntryRecord::encode(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        EntryRecord::decode(bytes)
+    }
+    fn stamp(&mut self, now: u64) {
+        self.updated = now;
+    }
+}
+
+impl Owner for FileRecord {
+    fn encode(&self) -> Vec<u8> {
+        FileRecord::encode(self)
+    }
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        FileRecord::decode(bytes)
+    }
+    fn stamp(&mut self, now: u64) {
+        self.touched = now;
+    }
+}
+
 /// The metadata database.
 #[derive(Clone)]
 pub struct Meta {
@@ -143,49 +176,19 @@ impl Meta {
         )
     }
 
-    /// Atomically changes a file upload (as [`Meta::update`] does entries);
-    /// `end_upload` removes its upload record in the same transaction.
+    /// Atomically changes a file upload, as [`Meta::update`] does entries.
     pub fn update_file(
         &self,
         id: &Key,
-        end_upload: bool,
+        upload: UploadChange,
         change: impl Fn(&FileRecord) -> Option<FileRecord>,
     ) -> Result<Option<(FileRecord, bool)>> {
-        tx_result(
-            (&self.files, &self.uploads).transaction(|(files, uploads)| {
-                let Some(bytes) = files.get(id.as_bytes())? else {
-                    return Ok(None);
-                };
-                let current = FileRecord::decode(&bytes).map_err(abort)?;
-                match change(&current) {
-                    None => Ok(Some((current, false))),
-                    Some(mut next) => {
-                        next.touched = super::now();
-                        files.insert(id.as_bytes(), next.encode())?;
-                        if end_upload {
-                            uploads.remove(id.as_bytes())?;
-                        }
-                        Ok(Some((next, true)))
-                    }
-                }
-            }),
-        )
+        self.update_owner(&self.files, id, upload, change)
     }
 
     /// Removes a file upload and its upload record; returns what was removed.
     pub fn remove_file(&self, id: &Key) -> Result<Option<FileRecord>> {
-        let removed = tx_result(
-            (&self.files, &self.uploads).transaction(|(files, uploads)| {
-                uploads.remove(id.as_bytes())?;
-                files
-                    .remove(id.as_bytes())?
-                    .map(|v| FileRecord::decode(&v))
-                    .transpose()
-                    .map_err(abort)
-            }),
-        )?;
-        self.clear_cvs(id)?;
-        Ok(removed)
+        self.remove_owner(&self.files, id)
     }
 
     /// Every file upload, for recovery and expiry sweeps.
@@ -256,48 +259,59 @@ impl Meta {
         upload: UploadChange,
         change: impl Fn(&EntryRecord) -> Option<EntryRecord>,
     ) -> Result<Option<(EntryRecord, bool)>> {
-        if upload == UploadChange::Start {
-            self.clear_cvs(key)?;
-        }
-        let fresh = UploadRecord::fresh().encode();
-        tx_result(
-            (&self.entries, &self.uploads).transaction(|(entries, uploads)| {
-                let Some(bytes) = entries.get(key.as_bytes())? else {
-                    return Ok(None);
-                };
-                let current = EntryRecord::decode(&bytes).map_err(abort)?;
-                match change(&current) {
-                    None => Ok(Some((current, false))),
-                    Some(mut next) => {
-                        next.updated = super::now();
-                        entries.insert(key.as_bytes(), next.encode())?;
-                        match upload {
-                            UploadChange::Keep => {}
-                            UploadChange::End => drop(uploads.remove(key.as_bytes())?),
-                            UploadChange::Start => {
-                                drop(uploads.insert(key.as_bytes(), fresh.clone())?)
-                            }
-                        }
-                        Ok(Some((next, true)))
-                    }
-                }
-            }),
-        )
+        self.update_owner(&self.entries, key, upload, change)
     }
 
     /// Removes an entry and its upload record; returns what was removed.
     pub fn remove(&self, key: &Key) -> Result<Option<EntryRecord>> {
-        let removed = tx_result((&self.entries, &self.uploads).transaction(
-            |(entries, uploads)| {
-                uploads.remove(key.as_bytes())?;
-                entries
-                    .remove(key.as_bytes())?
-                    .map(|v| EntryRecord::decode(&v))
-                    .transpose()
-                    .map_err(abort)
-            },
-        ))?;
-        self.clear_cvs(key)?;
+        self.remove_owner(&self.entries, key)
+    }
+
+    /// [`Meta::update`] for a record of `tree` that owns the upload record
+    /// under the same id.
+    fn update_owner<R: Owner>(
+        &self,
+        tree: &sled::Tree,
+        id: &Key,
+        upload: UploadChange,
+        change: impl Fn(&R) -> Option<R>,
+    ) -> Result<Option<(R, bool)>> {
+        if upload == UploadChange::Start {
+            self.clear_cvs(id)?;
+        }
+        let fresh = UploadRecord::fresh().encode();
+        tx_result((tree, &self.uploads).transaction(|(records, uploads)| {
+            let Some(bytes) = records.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let current = R::decode(&bytes).map_err(abort)?;
+            match change(&current) {
+                None => Ok(Some((current, false))),
+                Some(mut next) => {
+                    next.stamp(super::now());
+                    records.insert(id.as_bytes(), next.encode())?;
+                    match upload {
+                        UploadChange::Keep => {}
+                        UploadChange::End => drop(uploads.remove(id.as_bytes())?),
+                        UploadChange::Start => drop(uploads.insert(id.as_bytes(), fresh.clone())?),
+                    }
+                    Ok(Some((next, true)))
+                }
+            }
+        }))
+    }
+
+    /// Removes a record of `tree`, its upload record and chaining values.
+    fn remove_owner<R: Owner>(&self, tree: &sled::Tree, id: &Key) -> Result<Option<R>> {
+        let removed = tx_result((tree, &self.uploads).transaction(|(records, uploads)| {
+            uploads.remove(id.as_bytes())?;
+            records
+                .remove(id.as_bytes())?
+                .map(|v| R::decode(&v))
+                .transpose()
+                .map_err(abort)
+        }))?;
+        self.clear_cvs(id)?;
         Ok(removed)
     }
 
