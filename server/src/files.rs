@@ -31,7 +31,7 @@ use upcache_protocol::{
 
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::store::meta::{Concat, FileRecord, FileState, InputRecord, UploadChange};
+use crate::store::meta::{Concat, FileRecord, FileState, InputRecord, UploadChange, UploadRecord};
 use crate::upload::{self, BodyCheck, BodyStream, Start};
 
 /// How a new upload takes part in concatenation.
@@ -93,6 +93,11 @@ fn expired() -> Error {
     )
 }
 
+/// When an unfinished upload last changed: its record, or its bytes.
+fn touched(file: &FileRecord, upload: Option<&UploadRecord>) -> u64 {
+    upload.map_or(0, |u| u.touched).max(file.touched)
+}
+
 fn new_id() -> Key {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
@@ -100,6 +105,15 @@ fn new_id() -> Key {
 }
 
 impl Core {
+    /// The block layout bytes of `file` are written with. Until its length
+    /// is known, it is laid out up to the largest input.
+    pub fn file_layout(&self, file: &FileRecord) -> Layout {
+        Layout {
+            length: file.length.unwrap_or(self.config.max_input_size.as_u64()),
+            block_size: file.block_size,
+        }
+    }
+
     fn too_large(&self, length: u64) -> Option<Error> {
         let max = self.config.max_input_size.as_u64();
         (length > max).then(|| {
@@ -187,18 +201,15 @@ impl Core {
             FileState::Expired => return Err(expired()),
             FileState::Done { .. } => (record.length, None),
             FileState::Receiving => {
-                let touched = upload.as_ref().map_or(0, |u| u.touched).max(record.touched);
-                let expires = touched.saturating_add(self.config.upload_ttl);
+                let expires =
+                    touched(&record, upload.as_ref()).saturating_add(self.config.upload_ttl);
                 if expires <= crate::store::now() && !self.uploads.active(id) {
                     return Err(expired());
                 }
                 let offset = match (&upload, &record.concat) {
                     _ if record.input.is_some() => record.length,
                     (_, Concat::Final(_)) => None,
-                    (Some(u), _) => Some(upload::offset(
-                        &upload::Owner::File(record.clone()).layout(self),
-                        u,
-                    )),
+                    (Some(u), _) => Some(upload::offset(&self.file_layout(&record), u)),
                     (None, _) => Some(0),
                 };
                 (offset, Some(expires))
@@ -357,8 +368,10 @@ impl Core {
             length,
             block_size: file.block_size,
         };
-        let file = match file.input {
-            Some(_) => file,
+        // Hashed now, the chaining values are at hand; hashed before a
+        // crash, they are read back (they are stored before the hash).
+        let (file, hashed) = match file.input {
+            Some(_) => (file, None),
             None => {
                 // A final upload is complete once assembled (its caller's doing).
                 if !matches!(file.concat, Concat::Final(_)) {
@@ -382,7 +395,7 @@ impl Core {
                 })?;
                 self.meta.flush()?;
                 match updated {
-                    Some((f, _)) => f,
+                    Some((f, _)) => (f, Some(cvs)),
                     None => return Ok(None),
                 }
             }
@@ -392,13 +405,23 @@ impl Core {
             if self.stored_input(&input)?.is_some() {
                 self.blobs.remove_staging(id)?;
             } else {
-                let cvs = self.meta.cv_list(id, layout.blocks())?;
+                let cvs = match hashed {
+                    Some(cvs) => cvs,
+                    None => {
+                        self.blobs.open_staging(id, length)?; // an empty input has no staged bytes
+                        self.meta
+                            .cv_list(id, layout.blocks())?
+                            .into_iter()
+                            .map(|cv| {
+                                cv.ok_or_else(|| Error::Internal("chaining value missing".into()))
+                            })
+                            .collect::<Result<Vec<_>>>()?
+                    }
+                };
                 let mut digest = Digest::new();
                 for (n, cv) in cvs.iter().enumerate() {
-                    let cv = cv.ok_or_else(|| Error::Internal("chaining value missing".into()))?;
-                    digest.add(n as u64, &cv);
+                    digest.add(n as u64, cv);
                 }
-                self.blobs.open_staging(id, length)?;
                 self.blobs.promote_staging(id, &input)?;
                 let rec = InputRecord {
                     length,
@@ -559,10 +582,7 @@ impl Core {
             let (id, file) = item?;
             let touched = match file.state {
                 FileState::Receiving if self.uploads.active(&id) => continue,
-                FileState::Receiving => self
-                    .meta
-                    .upload(&id)?
-                    .map_or(file.touched, |u| u.touched.max(file.touched)),
+                FileState::Receiving => touched(&file, self.meta.upload(&id)?.as_ref()),
                 FileState::Done { .. } => file.touched,
                 FileState::Expired => file
                     .touched

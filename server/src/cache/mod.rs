@@ -394,7 +394,7 @@ impl Core {
     /// work done, so every caller returns only once the entry has left
     /// `uploading`.
     pub async fn finalize(self: &Arc<Self>, key: Key) -> Result<()> {
-        if self.meta.entry(&key)?.is_none() && self.meta.file(&key)?.is_some() {
+        if let Ok(upload::Owner::File(_)) = self.owner(&key) {
             return Box::pin(self.finalize_file(key)).await;
         }
         let core = self.clone();

@@ -118,18 +118,18 @@ fn options(core: &Core) -> Response<Body> {
     r
 }
 
-/// Parsed `Upload-Metadata`: the raw value and the operation it names.
-fn metadata(headers: &HeaderMap) -> Result<(Option<String>, Operation)> {
-    let Some(raw) = header_str(headers, h::UPLOAD_METADATA) else {
-        return Ok((None, identity()));
-    };
-    let mut operation = None;
-    let mut seen = std::collections::HashSet::new();
+/// A key of `Upload-Metadata` and its decoded value, if it has one.
+type MetadataPair<'a> = (&'a str, Option<Vec<u8>>);
+
+/// `Upload-Metadata` as its pairs: each key, with its value decoded if it
+/// has one. Keys are unique; values are base64.
+fn parse_metadata(raw: &str) -> Result<Vec<MetadataPair<'_>>> {
+    let mut pairs: Vec<MetadataPair<'_>> = Vec::new();
     for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let mut parts = pair.split(' ').filter(|p| !p.is_empty());
         let key = parts.next().unwrap_or_default();
         let value = parts.next();
-        if parts.next().is_some() || !seen.insert(key.to_owned()) {
+        if parts.next().is_some() || pairs.iter().any(|(k, _)| *k == key) {
             return Err(invalid(
                 "Upload-Metadata",
                 format!("{pair:?} is not `key base64value`, or repeats a key"),
@@ -148,17 +148,29 @@ fn metadata(headers: &HeaderMap) -> Result<(Option<String>, Operation)> {
                     })
             })
             .transpose()?;
-        if key == "operation" {
-            let value =
-                value.ok_or_else(|| invalid("Upload-Metadata", "operation has no value"))?;
-            operation = Some(h::decode_operation(value).map_err(|e| match e {
-                h::OperationHeaderError::Operation(e) => operation_problem(&e),
-                other => invalid("Upload-Metadata", format!("operation: {other}")),
-            })?);
-            drop(decoded);
-        }
+        pairs.push((key, decoded));
     }
-    Ok((Some(raw.to_owned()), operation.unwrap_or_else(identity)))
+    Ok(pairs)
+}
+
+/// Parsed `Upload-Metadata`: the raw value and the operation it names.
+fn metadata(headers: &HeaderMap) -> Result<(Option<String>, Operation)> {
+    let Some(raw) = header_str(headers, h::UPLOAD_METADATA) else {
+        return Ok((None, identity()));
+    };
+    let operation = match parse_metadata(raw)?
+        .into_iter()
+        .find(|(k, _)| *k == "operation")
+    {
+        None => identity(),
+        Some((_, None)) => return Err(invalid("Upload-Metadata", "operation has no value")),
+        Some((_, Some(bytes))) => {
+            let json: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| invalid("Upload-Metadata", "operation: not base64 of JSON"))?;
+            Operation::parse(&json).map_err(|e| operation_problem(&e))?
+        }
+    };
+    Ok((Some(raw.to_owned()), operation))
 }
 
 fn identity() -> Operation {
@@ -418,14 +430,11 @@ async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Bod
 
 /// The value of `key` in a raw `Upload-Metadata`, if it is UTF-8.
 fn metadata_value(raw: &str, key: &str) -> Option<String> {
-    raw.split(',').find_map(|pair| {
-        let mut parts = pair.split_whitespace();
-        (parts.next()? == key).then_some(())?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(parts.next()?)
-            .ok()?;
-        String::from_utf8(bytes).ok()
-    })
+    let (_, value) = parse_metadata(raw)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| *k == key)?;
+    String::from_utf8(value?).ok()
 }
 
 /// `type/subtype`, each a token (parameters are not kept).
@@ -440,9 +449,9 @@ fn is_media_type(t: &str) -> bool {
 
 /// An identity result is the uploaded file itself: served with the
 /// `filetype` and `filename` its upload gave, as a browser would expect.
-fn describe_identity(r: &mut Response<Body>, view: &FileView, operation: &str) {
-    let identity =
-        serde_json::from_str::<serde_json::Value>(operation).is_ok_and(|op| op["op"] == "identity");
+fn describe_identity(r: &mut Response<Body>, view: &FileView) {
+    let identity = serde_json::from_str::<serde_json::Value>(&view.record.operation)
+        .is_ok_and(|op| op["op"] == "identity");
     let Some(raw) = view.record.metadata.as_deref().filter(|_| identity) else {
         return;
     };
@@ -471,7 +480,10 @@ fn describe_identity(r: &mut Response<Body>, view: &FileView, operation: &str) {
 /// `GET|HEAD /files/{id}/result`: the result of the entry the upload is
 /// bound to, exactly as `/v1/ops/{key}/result` serves it.
 async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
-    let key = match core.file_view(id)?.key() {
+    // The metadata and operation of an upload never change: this view
+    // describes the result whenever it comes.
+    let view = core.file_view(id)?;
+    let key = match view.key() {
         Some(key) => Some(key),
         None => core.file_key(id, wait_for(core, headers)).await?,
     };
@@ -479,8 +491,7 @@ async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Respo
         Some(key) => {
             let mut r = result::get(core, &key, headers).await?;
             if r.status().is_success() {
-                let view = core.file_view(id)?;
-                describe_identity(&mut r, &view, &core.entry(&key)?.operation);
+                describe_identity(&mut r, &view);
             }
             Ok(r)
         }

@@ -180,15 +180,11 @@ pub enum Owner {
 }
 
 impl Owner {
-    /// The block layout bytes are written with. A file whose length is not
-    /// known yet is laid out up to the largest input.
+    /// The block layout bytes are written with.
     pub fn layout(&self, core: &Core) -> Layout {
         match self {
             Owner::Entry(e) => core.layout(e),
-            Owner::File(f) => Layout {
-                length: f.length.unwrap_or(core.config.max_input_size.as_u64()),
-                block_size: f.block_size,
-            },
+            Owner::File(f) => core.file_layout(f),
         }
     }
 
