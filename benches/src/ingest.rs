@@ -32,7 +32,7 @@ use upcache_protocol::{Key, Layout};
 use crate::client::{check_stored, create, http_client};
 use crate::input::Input;
 use crate::machine::{self, settle, Machine, SETTLE};
-use crate::report::{self, mib_per_s, size, Row};
+use crate::report::{self, announce, mib_per_s, size, Row};
 use crate::server::BenchServer;
 use crate::Result;
 
@@ -140,12 +140,7 @@ pub async fn run(opts: Options) -> Result<()> {
             if opts.runs > 1 {
                 row.scenario = format!("{} #{run}", row.scenario);
             }
-            eprintln!(
-                "  {:<width$}  {:>6.0} MiB/s",
-                row.scenario,
-                mib_per_s(row.bytes, row.took),
-                width = name_width(&opts) + 3
-            );
+            announce(&row.scenario, row.bytes, row.took, name_width(&opts) + 3);
             rows.push(row);
         }
     }
@@ -169,18 +164,7 @@ fn name_width(opts: &Options) -> usize {
 
 fn print_header(opts: &Options, machine: &Machine, work: &Path) {
     println!("upcache ingest benchmark");
-    println!(
-        "  machine   {} CPUs ({}), {} RAM, Linux {}",
-        machine.cpus,
-        machine.cpu_model,
-        size(machine.memory),
-        machine.kernel
-    );
-    println!(
-        "  load avg  {} (1, 5, 15 min, before the run)",
-        machine::load_average()
-    );
-    println!("  work dir  {} — {}", work.display(), machine.filesystem);
+    machine.print(work);
     println!(
         "  server    {} (defaults; a fresh process and data dir per scenario)",
         opts.server_bin.display()

@@ -27,6 +27,23 @@ pub struct Machine {
 
 impl Machine {
     /// Reads `/proc`; fields it cannot read say `unknown`.
+    /// Prints the lines of a report's header that say where it ran: the
+    /// machine, its load before the run, and the work dir's filesystem.
+    pub fn print(&self, work: &Path) {
+        println!(
+            "  machine   {} CPUs ({}), {} RAM, Linux {}",
+            self.cpus,
+            self.cpu_model,
+            crate::report::size(self.memory),
+            self.kernel
+        );
+        println!(
+            "  load avg  {} (1, 5, 15 min, before the run)",
+            load_average()
+        );
+        println!("  work dir  {} — {}", work.display(), self.filesystem);
+    }
+
     pub fn describe(work_dir: &Path) -> Self {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpu_model = read("/proc/cpuinfo")

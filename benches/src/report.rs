@@ -42,6 +42,12 @@ pub struct Row {
     pub note: String,
 }
 
+/// Says on stderr how one scenario went, as the run goes: its label padded
+/// to `width`, and its rate.
+pub fn announce(label: &str, bytes: u64, took: Duration, width: usize) {
+    eprintln!("  {label:<width$}  {:>6.0} MiB/s", mib_per_s(bytes, took));
+}
+
 /// Renders rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
     let header = [

@@ -44,7 +44,7 @@ use crate::ingest::curl_patch_args;
 use crate::input::Input;
 use crate::machine::{self, settle, Machine, SETTLE};
 use crate::process::{self, Measured};
-use crate::report::{mib_per_s, render, size};
+use crate::report::{announce, mib_per_s, render, size};
 use crate::server::BenchServer;
 use crate::Result;
 
@@ -203,12 +203,7 @@ pub async fn run(opts: Options) -> Result<()> {
             if opts.runs > 1 {
                 row.label = format!("{} #{run}", row.label);
             }
-            eprintln!(
-                "  {:<w$}  {:>6.0} MiB/s",
-                row.label,
-                mib_per_s(row.bytes, row.took),
-                w = width + 3
-            );
+            announce(&row.label, row.bytes, row.took, width + 3);
             rows.push(row);
         }
     }
@@ -224,18 +219,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
 fn print_header(opts: &Options, machine: &Machine, work: &Path) {
     println!("upcache SDK benchmark");
-    println!(
-        "  machine   {} CPUs ({}), {} RAM, Linux {}",
-        machine.cpus,
-        machine.cpu_model,
-        size(machine.memory),
-        machine.kernel
-    );
-    println!(
-        "  load avg  {} (1, 5, 15 min, before the run)",
-        machine::load_average()
-    );
-    println!("  work dir  {} — {}", work.display(), machine.filesystem);
+    machine.print(work);
     println!(
         "  server    {} serve (defaults; a fresh process and data dir per scenario)",
         opts.upcache_bin.display()

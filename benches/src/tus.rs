@@ -55,7 +55,7 @@ use crate::client::{check_stored, http_client};
 use crate::input::Input;
 use crate::machine::{self, settle, Machine, SETTLE};
 use crate::process::{self, Measured};
-use crate::report::{mib_per_s, render, size};
+use crate::report::{announce, mib_per_s, render, size};
 use crate::server::BenchServer;
 use crate::Result;
 
@@ -265,12 +265,7 @@ pub async fn run(opts: Options) -> Result<()> {
             if opts.runs > 1 {
                 row.label = format!("{} #{run}", row.label);
             }
-            eprintln!(
-                "  {:<w$}  {:>6.0} MiB/s",
-                row.label,
-                mib_per_s(row.bytes, row.took),
-                w = width + 3
-            );
+            announce(&row.label, row.bytes, row.took, width + 3);
             rows.push(row);
         }
     }
@@ -331,18 +326,7 @@ async fn check_node(opts: &Options) -> Result<NodeSide> {
 
 fn print_header(opts: &Options, machine: &Machine, node: &NodeSide, work: &Path) {
     println!("upcache tus benchmark: upcache's /files/ vs @tus/server + @tus/file-store");
-    println!(
-        "  machine   {} CPUs ({}), {} RAM, Linux {}",
-        machine.cpus,
-        machine.cpu_model,
-        size(machine.memory),
-        machine.kernel
-    );
-    println!(
-        "  load avg  {} (1, 5, 15 min, before the run)",
-        machine::load_average()
-    );
-    println!("  work dir  {} — {}", work.display(), machine.filesystem);
+    machine.print(work);
     println!(
         "  upcache   {} serve (defaults; fsyncs and BLAKE3-hashes every byte before its 204)",
         opts.upcache_bin.display()
