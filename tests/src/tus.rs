@@ -221,6 +221,24 @@ impl Server {
         self.client().request(method, self.url(path))
     }
 
+    /// A CORS preflight from `origin` for `method` on `path`, asking to send
+    /// `headers` (comma-separated). Browsers send no Tus-Resumable here.
+    pub async fn preflight(
+        &self,
+        path: &str,
+        origin: &str,
+        method: &str,
+        headers: &str,
+    ) -> reqwest::Response {
+        self.tus_bare(Method::OPTIONS, path)
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .expect("OPTIONS (preflight)")
+    }
+
     /// A request to `path` with `Tus-Resumable: 1.0.0`.
     pub fn tus(&self, method: Method, path: &str) -> RequestBuilder {
         self.tus_bare(method, path)

@@ -1149,14 +1149,7 @@ async fn cors_lets_an_allowed_origin_use_tus() {
     ];
     // Preflights carry no Tus-Resumable (browsers send none).
     for (path, method) in [(FILES, "POST"), (location.as_str(), "PATCH")] {
-        let resp = server
-            .tus_bare(Method::OPTIONS, path)
-            .header("origin", APP)
-            .header("access-control-request-method", method)
-            .header("access-control-request-headers", asked.join(", "))
-            .send()
-            .await
-            .unwrap();
+        let resp = server.preflight(path, APP, method, &asked.join(", ")).await;
         assert_eq!(
             resp.status(),
             StatusCode::NO_CONTENT,
@@ -1240,16 +1233,8 @@ async fn cors_ignores_other_origins() {
     let server = Server::start_with(&["--cors-origin", APP]).await;
     let evil = "https://evil.example";
     let resp = server
-        .tus_bare(Method::OPTIONS, FILES)
-        .header("origin", evil)
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "tus-resumable, upload-length",
-        )
-        .send()
-        .await
-        .unwrap();
+        .preflight(FILES, evil, "POST", "tus-resumable, upload-length")
+        .await;
     assert!(
         resp.headers().get("access-control-allow-origin").is_none(),
         "preflight from {evil}: {:?}",
@@ -1273,16 +1258,8 @@ async fn cors_origins_from_the_config_file_and_the_wildcard() {
     let server = Server::start_with_config("cors_origins = [\"*\"]\n", &[]).await;
     let origin = "https://anywhere.example";
     let resp = server
-        .tus_bare(Method::OPTIONS, FILES)
-        .header("origin", origin)
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "tus-resumable, upload-length",
-        )
-        .send()
-        .await
-        .unwrap();
+        .preflight(FILES, origin, "POST", "tus-resumable, upload-length")
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let allowed = header(resp.headers(), "access-control-allow-origin");
     assert!(
