@@ -213,21 +213,27 @@ impl Client {
         };
         // After a failed request for block `n`: `Err` to give up.
         let failed = |n: u64, e: Error| {
+            let kind = e.problem().and_then(|p| p.kind());
             let gone = matches!(
-                e.problem().and_then(|p| p.kind()),
+                kind,
                 Some(ProblemType::NotUploading | ProblemType::NotFound)
             );
             if gone {
                 // Finished (or expired) meanwhile: the next probe tells which.
                 over.store(true, Ordering::Relaxed);
             } else {
+                // To the back of the queue: the other blocks go on meanwhile.
                 queue.lock().expect("queue lock").push_back((n, true));
             }
             async move {
                 if gone {
                     return Ok(());
                 }
-                retrier.failed(e).await.inspect_err(|_| {
+                let retried = match kind {
+                    Some(ProblemType::UploadBusy) => retrier.busy(e).await,
+                    _ => retrier.failed(e).await,
+                };
+                retried.inspect_err(|_| {
                     over.store(true, Ordering::Relaxed);
                 })
             }

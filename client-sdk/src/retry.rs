@@ -58,6 +58,32 @@ impl Retrier {
     }
 }
 
+impl Retrier {
+    /// Another request holds what this one wanted to write (`upload-busy`):
+    /// not a failure of this call, so it does not use up attempts — the
+    /// caller moves on to other work and comes back to this later. Gives up
+    /// only when nothing progressed for `max_elapsed`.
+    pub(crate) async fn busy(&self, error: Error) -> Result<()> {
+        let elapsed = self.state.lock().expect("retrier lock").1.elapsed();
+        if elapsed > self.policy.max_elapsed {
+            let attempts = self.state.lock().expect("retrier lock").0;
+            return Err(Error::GaveUp {
+                attempts,
+                elapsed,
+                last: Box::new(error),
+            });
+        }
+        let delay = self.policy.delay(0, rand::random::<f64>());
+        self.reporter.emit(Event::Retrying {
+            attempt: 0,
+            delay,
+            error: error.to_string(),
+        });
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +109,23 @@ mod tests {
         }
         let e = r.failed(Error::Network("x".into())).await.unwrap_err();
         assert!(matches!(e, Error::GaveUp { attempts: 4, .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn busy_answers_use_up_no_attempts() {
+        let r = Retrier::new(fast(), Reporter::default());
+        for _ in 0..10 {
+            r.busy(Error::Network("busy".into())).await.unwrap();
+        }
+        r.failed(Error::Network("x".into())).await.unwrap();
+        let policy = RetryPolicy {
+            max_elapsed: Duration::ZERO,
+            ..fast()
+        };
+        let r = Retrier::new(policy, Reporter::default());
+        std::thread::sleep(Duration::from_millis(2));
+        let e = r.busy(Error::Network("busy".into())).await.unwrap_err();
+        assert!(matches!(e, Error::GaveUp { .. }), "{e}");
     }
 
     #[tokio::test]

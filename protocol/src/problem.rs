@@ -49,6 +49,7 @@ catalogue! {
     OffsetMismatch => ("offset-mismatch", 409, "Upload-Offset does not match the received bytes"),
     NotUploading => ("not-uploading", 409, "The entry is not accepting uploads"),
     UploadBusy => ("upload-busy", 409, "Another request is writing the same bytes"),
+    BodyTooSlow => ("body-too-slow", 408, "The request body arrived too slowly"),
     BlockHashMismatch => ("block-hash-mismatch", 460, "The block does not match Upload-Block-Hash"),
     ChecksumMismatch => ("checksum-mismatch", 460, "The body does not match Upload-Checksum"),
     UnsupportedChecksum => ("unsupported-checksum", 400, "The checksum algorithm is not supported"),

@@ -38,6 +38,12 @@ pub struct Config {
     pub upload_ttl: u64,
     /// Seconds a request body may stall before the upload request is ended.
     pub body_idle_timeout: u64,
+    /// Slowest body accepted, in bytes per second averaged over each
+    /// `body_rate_window`; a slower upload request is ended (bytes received
+    /// so far are kept). `0` turns the check off.
+    pub body_min_rate: ByteSize,
+    /// Seconds over which `body_min_rate` is measured.
+    pub body_rate_window: u64,
     /// Largest image (width × height) an image operation decodes.
     pub image_max_pixels: u64,
     /// Largest input an image operation reads.
@@ -86,6 +92,8 @@ impl Default for Config {
             failure_ttl: 60,
             upload_ttl: 7 * 24 * 3600,
             body_idle_timeout: 60,
+            body_min_rate: ByteSize::kib(1),
+            body_rate_window: 20,
             image_max_pixels: 64_000_000,
             image_max_input: ByteSize::mib(256),
             db_cache: ByteSize::mib(16),

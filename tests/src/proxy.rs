@@ -48,6 +48,11 @@ pub enum Fault {
     CloseToClientAfter(u64),
     /// After N server→client bytes, close both sockets (a download cut short).
     DropDownAfter(u64),
+    /// After N client→server bytes, close the client's socket but keep the
+    /// server's open and silent until the proxy is dropped: a phone that
+    /// moved from Wi-Fi to cellular mid-request, whose old connection the
+    /// server never hears close.
+    VanishAfter(u64),
 }
 
 impl Fault {
@@ -58,7 +63,8 @@ impl Fault {
             | Fault::ResetAfter(n)
             | Fault::StallAfter(n)
             | Fault::CloseToServerAfter(n)
-            | Fault::CloseToClientAfter(n) => Some(n),
+            | Fault::CloseToClientAfter(n)
+            | Fault::VanishAfter(n) => Some(n),
             Fault::None | Fault::DropDownAfter(_) => None,
         }
     }
@@ -251,7 +257,8 @@ async fn forward(client: TcpStream, target: SocketAddr, fault: Fault, shared: Ar
         close_rx,
         shared.clone(),
     );
-    tokio::pin!(down);
+    // Boxed, so that it can be dropped apart from the server's write half.
+    let mut down = Box::pin(down);
     let mut down_done = false;
 
     let mut limit = fault.up_limit();
@@ -274,6 +281,15 @@ async fn forward(client: TcpStream, target: SocketAddr, fault: Fault, shared: Ar
                     if !down_done {
                         down.await;
                     }
+                    return;
+                }
+                Fault::VanishAfter(_) => {
+                    // `down` owns the client's write half (and the server's
+                    // read half, which alone does not close a socket).
+                    drop(down);
+                    drop(client_read);
+                    let _silent = upstream_write;
+                    std::future::pending::<()>().await;
                     return;
                 }
                 Fault::CloseToClientAfter(_) => {

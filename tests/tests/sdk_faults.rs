@@ -155,6 +155,28 @@ async fn stalled_connections_are_abandoned_and_cost_at_most_a_block_each() {
 }
 
 #[tokio::test]
+async fn vanished_connections_are_taken_over_without_waiting_for_the_server() {
+    // The server never hears these connections close, and would wait a
+    // minute (its default `body_idle_timeout`) before giving up on them: the
+    // SDK's retry of each block takes the block over at once instead.
+    let server = Server::start().await;
+    let started = std::time::Instant::now();
+    let out = upload_through(
+        &server,
+        vec![Fault::VanishAfter(CUT); FAULTS],
+        fast_options(),
+        5,
+    )
+    .await;
+    out.assert_bounded(FAULTS);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "riding out the vanished connections took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn requests_cut_short_toward_the_server_cost_at_most_a_block_each() {
     let server = Server::start().await;
     let out = upload_through(

@@ -8,13 +8,14 @@
 //! mid-body (hyper drops the request future) still gets every whole block it
 //! sent — and, for sequential appends, the partial tail — saved.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use upcache_protocol::headers::BlockHash;
 use upcache_protocol::{Key, Layout, Problem, ProblemType, State};
 
@@ -31,10 +32,13 @@ mod direct;
 
 pub use check::{BodyCheck, ChecksumAlgorithm};
 
-/// How long a new sequential request waits for an older one to let go.
+/// How long a new request waits for an older one to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 /// How long an offset query waits for a sequential request to let go.
 const SETTLE_WAIT: Duration = Duration::from_secs(3);
+/// A sequential request that received nothing for this long is not about
+/// to save anything more: an offset query stops waiting for it.
+const SETTLE_IDLE: Duration = Duration::from_millis(250);
 
 /// In-memory coordination of the writers of each upload.
 #[derive(Default)]
@@ -50,35 +54,135 @@ pub struct Slot {
     takeover: watch::Sender<u64>,
     /// Bumped when the upload ends (verified, failed or deleted): every writer stops.
     cancel: watch::Sender<u64>,
-    busy: Mutex<HashSet<u64>>,
+    /// Who writes each block being written.
+    blocks: Mutex<HashMap<u64, Holder>>,
+    /// Signalled whenever a block claim is released.
+    released: Notify,
+    /// When the sequential writer last received bytes.
+    activity: Mutex<Instant>,
+    /// Tells claims apart, so a released claim removes only itself.
+    claims: AtomicU64,
+}
+
+/// The request writing one block.
+struct Holder {
+    claim: u64,
+    /// A sequential writer's blocks are not taken over block by block: the
+    /// whole request is (see [`Core::append`]).
+    sequential: bool,
+    /// Set to ask the holder to let go.
+    stop: watch::Sender<bool>,
 }
 
 /// A claimed block; released on drop.
 pub struct Claim {
     slot: Arc<Slot>,
     block: u64,
+    id: u64,
+    /// Turns true when a newer request asks for the block.
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.slot
-            .busy
-            .lock()
-            .expect("slot lock")
-            .remove(&self.block);
+        let mut blocks = self.slot.blocks.lock().expect("slot lock");
+        if blocks.get(&self.block).is_some_and(|h| h.claim == self.id) {
+            blocks.remove(&self.block);
+        }
+        drop(blocks);
+        self.slot.released.notify_waiters();
     }
 }
 
+fn busy(detail: String) -> Error {
+    Error::problem(ProblemType::UploadBusy, detail)
+}
+
 impl Slot {
+    fn new() -> Self {
+        Self {
+            sequential: tokio::sync::Mutex::new(()),
+            takeover: watch::channel(0).0,
+            cancel: watch::channel(0).0,
+            blocks: Mutex::default(),
+            released: Notify::new(),
+            activity: Mutex::new(Instant::now()),
+            claims: AtomicU64::new(0),
+        }
+    }
+
+    fn holder(self: &Arc<Self>, block: u64, sequential: bool) -> (Holder, Claim) {
+        let id = self.claims.fetch_add(1, Ordering::Relaxed);
+        let (stop, rx) = watch::channel(false);
+        let claim = Claim {
+            slot: self.clone(),
+            block,
+            id,
+            stop: rx,
+        };
+        let holder = Holder {
+            claim: id,
+            sequential,
+            stop,
+        };
+        (holder, claim)
+    }
+
+    /// Claims `block` for a sequential writer, if nobody writes it.
     fn claim(self: &Arc<Self>, block: u64) -> Option<Claim> {
-        self.busy
-            .lock()
-            .expect("slot lock")
-            .insert(block)
-            .then(|| Claim {
-                slot: self.clone(),
-                block,
-            })
+        let mut blocks = self.blocks.lock().expect("slot lock");
+        if blocks.contains_key(&block) {
+            return None;
+        }
+        let (holder, claim) = self.holder(block, true);
+        blocks.insert(block, holder);
+        Some(claim)
+    }
+
+    /// Claims `block` for a request that sends that block alone. The newest
+    /// such request wins: an older one still writing the block (a client
+    /// that reconnected after its network changed leaves one behind, which
+    /// the server may not hear of for a long time) is asked to let go, and
+    /// its partial bytes are dropped.
+    async fn take(self: &Arc<Self>, block: u64) -> Result<Claim> {
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Registered before looking, so no release is missed.
+            released.as_mut().enable();
+            {
+                let mut blocks = self.blocks.lock().expect("slot lock");
+                match blocks.get(&block) {
+                    None => {
+                        let (holder, claim) = self.holder(block, false);
+                        blocks.insert(block, holder);
+                        return Ok(claim);
+                    }
+                    Some(h) if h.sequential => {
+                        return Err(busy(format!(
+                            "block {block} is being written by a sequential request"
+                        )))
+                    }
+                    Some(h) => {
+                        h.stop.send_replace(true);
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(busy(format!(
+                    "block {block} is still being written by another request"
+                )));
+            }
+        }
+    }
+
+    fn touch(&self) {
+        *self.activity.lock().expect("slot lock") = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.activity.lock().expect("slot lock").elapsed()
     }
 }
 
@@ -86,14 +190,7 @@ impl Slots {
     fn get(&self, key: &Key) -> Arc<Slot> {
         let mut map = self.map.lock().expect("slots lock");
         map.entry(*key)
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    sequential: tokio::sync::Mutex::new(()),
-                    takeover: watch::channel(0).0,
-                    cancel: watch::channel(0).0,
-                    busy: Mutex::default(),
-                })
-            })
+            .or_insert_with(|| Arc::new(Slot::new()))
             .clone()
     }
 
@@ -162,6 +259,17 @@ pub fn offset_mismatch(given: u64, current: u64) -> Error {
     .into()
 }
 
+fn too_slow(config: &crate::config::Config) -> Error {
+    Error::problem(
+        ProblemType::BodyTooSlow,
+        format!(
+            "the body arrived more slowly than {} per second over {} s; the request was ended",
+            config.body_min_rate.as_u64(),
+            config.body_rate_window
+        ),
+    )
+}
+
 fn not_uploading(what: &str) -> Error {
     Error::problem(
         ProblemType::NotUploading,
@@ -214,9 +322,28 @@ impl Core {
     /// before the server has seen the break and saved the request's tail:
     /// the answer must include that tail, or the client's next `PATCH`
     /// starts from an offset that is already stale.
+    ///
+    /// A request that has received nothing for a moment is not waited for:
+    /// its connection is dead or stalled, and whatever it has not made
+    /// durable is dropped when the client's next request takes over.
     pub async fn settle(&self, id: &Key) {
-        if let Some(slot) = self.uploads.existing(id) {
-            let _ = tokio::time::timeout(SETTLE_WAIT, slot.sequential.lock()).await;
+        let Some(slot) = self.uploads.existing(id) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            let idle = slot.idle();
+            let now = tokio::time::Instant::now();
+            if idle >= SETTLE_IDLE || now >= deadline {
+                return;
+            }
+            let wait = (SETTLE_IDLE - idle).min(deadline - now);
+            if tokio::time::timeout(wait, slot.sequential.lock())
+                .await
+                .is_ok()
+            {
+                return;
+            }
         }
     }
 
@@ -379,6 +506,7 @@ impl Core {
                 ProblemType::UploadBusy,
                 "a newer request took over this upload",
             )),
+            Ended::TooSlow => Err(too_slow(&self.config)),
             Ended::Interrupted(why) => Err(Error::problem(
                 ProblemType::BodyLengthMismatch,
                 format!("the body ended early: {why}"),
@@ -448,7 +576,13 @@ impl Core {
         if upload.received.contains(n as u32) {
             return self.progress(&key, &layout).await;
         }
-        let span = Span::Block { verify };
+        let claim = self.uploads.get(&key).take(n).await?;
+        // The request that let go may have finished the block just before.
+        let (_, upload) = self.uploading(&key)?;
+        if upload.received.contains(n as u32) {
+            return self.progress(&key, &layout).await;
+        }
+        let span = Span::Block { verify, claim };
         let (pos, ended) = receive(
             self.clone(),
             key,
@@ -459,6 +593,15 @@ impl Core {
             body,
         )
         .await?;
+        match ended {
+            Ended::Superseded => {
+                return Err(busy(format!(
+                    "a newer request for block {n} took over; this one's bytes were dropped"
+                )))
+            }
+            Ended::TooSlow => return Err(too_slow(&self.config)),
+            _ => {}
+        }
         if pos != range.end || !matches!(ended, Ended::Complete) {
             return Err(Error::problem(
                 ProblemType::BlockLengthMismatch,

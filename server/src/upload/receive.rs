@@ -4,13 +4,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use roaring::RoaringBitmap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use upcache_protocol::headers::BlockHash;
 use upcache_protocol::tree::BlockHasher;
 use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
@@ -32,8 +33,12 @@ pub(super) enum Span {
         received: RoaringBitmap,
         check: Option<BodyCheck>,
     },
-    /// One block, checked against the client's BLAKE3 of it if given.
-    Block { verify: Option<BlockHash> },
+    /// One block, checked against the client's BLAKE3 of it if given,
+    /// claimed by the request before it started.
+    Block {
+        verify: Option<BlockHash>,
+        claim: Claim,
+    },
 }
 
 struct Writer {
@@ -64,13 +69,16 @@ impl Writer {
             self.block = Some((n, None));
             return Ok(());
         }
-        let claim = self.slot.claim(n).ok_or_else(|| {
-            Error::problem(
-                ProblemType::UploadBusy,
-                format!("block {n} is being written by another request"),
-            )
-        })?;
-        self.claims.push(claim);
+        // A block request claimed its block before it started.
+        if matches!(self.span, Span::Sequential { .. }) {
+            let claim = self.slot.claim(n).ok_or_else(|| {
+                Error::problem(
+                    ProblemType::UploadBusy,
+                    format!("block {n} is being written by another request"),
+                )
+            })?;
+            self.claims.push(claim);
+        }
         let mut hasher = BlockHasher::new(&self.layout, n);
         let start = self.layout.range(n).start;
         if self.pos > start {
@@ -135,6 +143,7 @@ impl Writer {
             (
                 Span::Block {
                     verify: Some(BlockHash::Alone(expected)),
+                    ..
                 },
                 Some(v),
             ) => {
@@ -144,6 +153,7 @@ impl Writer {
             (
                 Span::Block {
                     verify: Some(BlockHash::Chaining(expected)),
+                    ..
                 },
                 _,
             ) => (cv != *expected).then(|| {
@@ -180,9 +190,10 @@ impl Writer {
     }
 
     /// After the last byte. A sequential writer saves its partial block
-    /// whether or not the body ended cleanly; a block writer commits only a
-    /// whole block whose body ended cleanly.
-    fn finish(&mut self, clean: bool) -> Result<()> {
+    /// whether or not the body ended cleanly — unless a newer request took
+    /// over, which resumes from what is durable; a block writer commits only
+    /// a whole block whose body ended cleanly.
+    fn finish(&mut self, clean: bool, superseded: bool) -> Result<()> {
         self.flush()?;
         if let Some((running, held)) = self.check.take() {
             // All or nothing: a cut or mismatching body leaves no trace.
@@ -214,7 +225,7 @@ impl Writer {
             }
         }
         match (&self.span, &self.block) {
-            (Span::Sequential { .. }, Some((n, Some(_)))) => {
+            (Span::Sequential { .. }, Some((n, Some(_)))) if !superseded => {
                 let len = self.pos - self.layout.range(*n).start;
                 if len > 0 {
                     self.receipts.push(self.core.committer.tail(
@@ -237,7 +248,10 @@ pub(super) enum Ended {
     Complete,
     TooLong,
     Interrupted(String),
+    /// A newer request took over, or the upload ended.
     Superseded,
+    /// The body arrived more slowly than `body_min_rate`.
+    TooSlow,
 }
 
 /// Streams `body` into the staging file over `[start, end)` and waits until
@@ -256,6 +270,13 @@ pub(super) async fn receive(
     let mut takeover = slot.takeover.subscribe();
     let mut cancel = slot.cancel.subscribe();
     let sequential = matches!(span, Span::Sequential { .. });
+    let mut block_stop = match &span {
+        Span::Block { claim, .. } => Some(claim.stop.clone()),
+        Span::Sequential { .. } => None,
+    };
+    if sequential {
+        slot.touch();
+    }
     let blobs = core.blobs.clone();
     let (file, direct) = tokio::task::spawn_blocking(move || {
         let file = blobs.open_staging(&key, layout.length)?;
@@ -269,7 +290,8 @@ pub(super) async fn receive(
     let verify = matches!(
         span,
         Span::Block {
-            verify: Some(BlockHash::Alone(_))
+            verify: Some(BlockHash::Alone(_)),
+            ..
         }
     )
     .then(blake3::Hasher::new);
@@ -279,7 +301,7 @@ pub(super) async fn receive(
     };
     let mut writer = Writer {
         core: core.clone(),
-        slot,
+        slot: slot.clone(),
         key,
         epoch: upload.epoch,
         file,
@@ -296,6 +318,8 @@ pub(super) async fn receive(
     };
     // A few frames in flight keep the writer busy without buffering much per request.
     let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(4);
+    let superseded = Arc::new(AtomicBool::new(false));
+    let discard = superseded.clone();
     let task = tokio::task::spawn_blocking(move || {
         let mut clean = false;
         let mut result = Ok(());
@@ -310,17 +334,31 @@ pub(super) async fn receive(
             }
         }
         if result.is_ok() {
-            result = writer.finish(clean);
+            result = writer.finish(clean, discard.load(Ordering::Acquire));
         }
         (writer, result)
     });
     let idle = Duration::from_secs(core.config.body_idle_timeout);
+    // A body must keep up a minimum rate over each window, or it could hold
+    // its block or its upload with a byte every second or two.
+    let rate_window = Duration::from_secs(core.config.body_rate_window.max(1));
+    let min_bytes = core.config.body_min_rate.as_u64() * rate_window.as_secs();
+    let mut window =
+        tokio::time::interval_at(tokio::time::Instant::now() + rate_window, rate_window);
+    let mut window_bytes = 0u64;
     let mut remaining = end - start;
     let ended = loop {
         tokio::select! {
             biased;
             _ = cancel.changed() => break Ended::Superseded,
             _ = takeover.changed(), if sequential => break Ended::Superseded,
+            _ = wait_stop(&mut block_stop) => break Ended::Superseded,
+            _ = window.tick(), if min_bytes > 0 => {
+                if window_bytes < min_bytes {
+                    break Ended::TooSlow;
+                }
+                window_bytes = 0;
+            }
             frame = tokio::time::timeout(idle, body.next()) => match frame {
                 Err(_) => break Ended::Interrupted("the body stalled".into()),
                 Ok(None) => {
@@ -329,6 +367,10 @@ pub(super) async fn receive(
                 }
                 Ok(Some(Err(e))) => break Ended::Interrupted(e.to_string()),
                 Ok(Some(Ok(mut bytes))) => {
+                    if sequential {
+                        slot.touch();
+                    }
+                    window_bytes += bytes.len() as u64;
                     let too_long = bytes.len() as u64 > remaining;
                     if too_long {
                         bytes.truncate(remaining as usize);
@@ -344,6 +386,9 @@ pub(super) async fn receive(
             }
         }
     };
+    if matches!(ended, Ended::Superseded) {
+        superseded.store(true, Ordering::Release);
+    }
     drop(tx);
     let (writer, written) = task.await?;
     for receipt in writer.receipts {
@@ -355,4 +400,16 @@ pub(super) async fn receive(
     drop(writer.claims);
     written?;
     Ok((writer.pos, ended))
+}
+
+/// Resolves once the holder of a block is asked to let go; never without a block claim.
+async fn wait_stop(stop: &mut Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }

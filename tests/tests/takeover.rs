@@ -1,0 +1,232 @@
+//! A dead connection never locks an upload, and a trickle cannot hold one.
+//!
+//! A phone that moves from Wi-Fi to cellular mid-request leaves behind a
+//! connection the server never hears close. The proxy's
+//! [`Fault::VanishAfter`] plays that part: it closes the client's socket and
+//! keeps the server's open and silent. The client's retry, on a new
+//! connection, must go through at once — long before `body_idle_timeout`
+//! (60 s by default, as in these tests) would end the old request — for a
+//! block, a `/v1` PATCH and a tus PATCH alike.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use upcache_e2e::tus::op_metadata;
+use upcache_e2e::*;
+use upcache_protocol::headers as h;
+use upcache_protocol::status::{block_path, entry_path};
+use upcache_protocol::ProblemType;
+
+const BS: u64 = 1 << 20;
+/// Generous bound for "at once": far below the 60 s idle timeout.
+const AT_ONCE: Duration = Duration::from_secs(8);
+
+/// Waits until the server has stored at least `bytes` more input bytes than
+/// `before`: the vanished request is then really holding its block.
+async fn stored_at_least(server: &Server, before: f64, bytes: u64) {
+    eventually(
+        "the server to receive the first request's bytes",
+        Duration::from_secs(20),
+        || async {
+            let now = server.metric("upcache_bytes_stored_total").await;
+            (now - before >= bytes as f64).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_block_left_by_a_vanished_connection_is_taken_over_at_once() {
+    let server = Server::start().await;
+    let job = Job::identity(pseudo_random(2 * BS as usize, 21));
+    let layout = job.layout(BS);
+    server.create(&job, Some(BS)).await;
+    let before = server.metric("upcache_bytes_stored_total").await;
+
+    let proxy = FaultProxy::start(server.addr()).await;
+    proxy.set_fault(Fault::VanishAfter(BS / 2));
+    let cut = server
+        .client()
+        .put(proxy.url(&block_path(&job.key, 0)))
+        .header(h::UPLOAD_BLOCK_HASH, job.block_hash(&layout, 0))
+        .body(job.block(&layout, 0).to_vec())
+        .send()
+        .await;
+    assert!(cut.is_err(), "the network took the first request away");
+    stored_at_least(&server, before, BS / 4).await;
+
+    let started = Instant::now();
+    server.put_block(&job, &layout, 0).await;
+    assert!(
+        started.elapsed() < AT_ONCE,
+        "the retried block waited {:?}",
+        started.elapsed()
+    );
+    server.put_block(&job, &layout, 1).await;
+    // The half block the old request wrote was dropped, not mixed in.
+    assert!(server.wait_result(&job.key).await == job.input);
+}
+
+#[tokio::test]
+async fn a_patch_left_by_a_vanished_connection_is_taken_over_at_once() {
+    let server = Server::start().await;
+    let job = Job::identity(pseudo_random(3 * BS as usize + 777, 22));
+    server.create(&job, Some(BS)).await;
+    let before = server.metric("upcache_bytes_stored_total").await;
+
+    let proxy = FaultProxy::start(server.addr()).await;
+    let cut_at = BS + BS / 2;
+    proxy.set_fault(Fault::VanishAfter(cut_at));
+    let cut = server
+        .client()
+        .patch(proxy.url(&entry_path(&job.key)))
+        .header(h::UPLOAD_OFFSET, 0)
+        .header(reqwest::header::CONTENT_TYPE, h::OFFSET_OCTET_STREAM)
+        .body(job.input.clone())
+        .send()
+        .await;
+    assert!(cut.is_err(), "the network took the first request away");
+    stored_at_least(&server, before, BS + BS / 4).await;
+
+    // What a resuming client does: ask for the offset, send the rest.
+    let started = Instant::now();
+    let offset = server.head_info(&job.key).await.offset;
+    assert!(
+        (BS..=cut_at).contains(&offset),
+        "the durable prefix is kept: offset {offset}"
+    );
+    let resp = server
+        .patch_request(&job.key, offset, job.input[offset as usize..].to_vec())
+        .send()
+        .await
+        .expect("PATCH");
+    let code = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(code, StatusCode::NO_CONTENT, "resumed PATCH: {body}");
+    assert!(
+        started.elapsed() < AT_ONCE,
+        "resuming took {:?}",
+        started.elapsed()
+    );
+    assert!(server.wait_result(&job.key).await == job.input);
+}
+
+#[tokio::test]
+async fn a_tus_patch_left_by_a_vanished_connection_is_taken_over_at_once() {
+    let server = Server::start().await;
+    let input = pseudo_random(3 * BS as usize + 99, 23);
+    let location = server
+        .tus_create(
+            input.len() as u64,
+            &op_metadata(&serde_json::json!({"op": "identity"})),
+        )
+        .await;
+    let before = server.metric("upcache_bytes_stored_total").await;
+
+    let proxy = FaultProxy::start(server.addr()).await;
+    let cut_at = 2 * BS;
+    proxy.set_fault(Fault::VanishAfter(cut_at));
+    let cut = server
+        .client()
+        .patch(proxy.url(&location))
+        .header(h::TUS_RESUMABLE, h::TUS_PROTOCOL_VERSION)
+        .header(h::UPLOAD_OFFSET, 0)
+        .header(reqwest::header::CONTENT_TYPE, h::OFFSET_OCTET_STREAM)
+        .body(input.clone())
+        .send()
+        .await;
+    assert!(cut.is_err(), "the network took the first request away");
+    stored_at_least(&server, before, BS).await;
+
+    let started = Instant::now();
+    let offset = server.tus_head(&location).await.offset;
+    // A tus upload's blocks are larger than this input: nothing but the
+    // partial tail was durable, and it went with the connection.
+    assert!(offset <= cut_at, "offset {offset}");
+    server
+        .tus_patched(
+            server.tus_patch(&location, offset, input[offset as usize..].to_vec()),
+            input.len() as u64,
+        )
+        .await;
+    assert!(
+        started.elapsed() < AT_ONCE,
+        "resuming took {:?}",
+        started.elapsed()
+    );
+    let (_, result) = server.tus_result(&location).await;
+    assert!(result == input);
+}
+
+/// A body that sends a byte every half second, far below `body_min_rate`.
+async fn trickle(conn: &mut RawConn, bytes: &[u8]) -> Option<RawResponse> {
+    for b in bytes {
+        if conn.try_send(std::slice::from_ref(b)).await.is_err() {
+            break;
+        }
+        if let Ok(Some(resp)) = conn.try_read_response(Duration::from_millis(500)).await {
+            return Some(resp);
+        }
+    }
+    None
+}
+
+const SLOW: &str = "body_min_rate = \"1KiB\"\nbody_rate_window = 2\n";
+
+#[tokio::test]
+async fn a_trickling_block_is_ended_and_frees_its_block() {
+    let server = Server::start_with_config(SLOW, &[]).await;
+    let job = Job::identity(pseudo_random(BS as usize, 24));
+    let layout = job.layout(BS);
+    server.create(&job, Some(BS)).await;
+
+    let mut conn = RawConn::connect(server.addr()).await;
+    let headers = vec![
+        ("content-length", BS.to_string()),
+        (h::UPLOAD_BLOCK_HASH, job.block_hash(&layout, 0)),
+    ];
+    conn.send_head("PUT", &block_path(&job.key, 0), &headers)
+        .await;
+    let started = Instant::now();
+    let resp = trickle(&mut conn, &job.input[..40])
+        .await
+        .expect("the server ends a trickling body with an answer");
+    resp.assert_problem(ProblemType::BodyTooSlow);
+    assert_eq!(resp.status, 408);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    // The block is free and still missing.
+    assert_eq!(server.head_info(&job.key).await.missing, "0");
+    server.put_block(&job, &layout, 0).await;
+    assert!(server.wait_result(&job.key).await == job.input);
+}
+
+#[tokio::test]
+async fn a_trickling_patch_is_ended_and_keeps_what_arrived() {
+    let server = Server::start_with_config(SLOW, &[]).await;
+    let job = Job::identity(pseudo_random(BS as usize, 25));
+    server.create(&job, Some(BS)).await;
+
+    let mut conn = RawConn::connect(server.addr()).await;
+    conn.send_head("PATCH", &entry_path(&job.key), &patch_headers(0, job.len()))
+        .await;
+    let resp = trickle(&mut conn, &job.input[..40])
+        .await
+        .expect("the server ends a trickling body with an answer");
+    resp.assert_problem(ProblemType::BodyTooSlow);
+    let offset = server.head_info(&job.key).await.offset;
+    assert!(
+        (1..40).contains(&offset),
+        "the bytes that arrived are kept: {offset}"
+    );
+    let resp = server
+        .patch_request(&job.key, offset, job.input[offset as usize..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(server.wait_result(&job.key).await == job.input);
+}
