@@ -1,6 +1,7 @@
 //! Response bodies and request-body adapters.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -31,10 +32,26 @@ pub fn streaming(
     BodyExt::boxed(StreamBody::new(stream.map_ok(Frame::data)))
 }
 
-/// A request body stream that records whether it was read to its end.
+/// What became of a request body handed to a handler as a stream.
+#[derive(Default)]
+pub struct Fate {
+    /// Whether it was read to its end.
+    pub ended: bool,
+    /// Whether it was read at all (reading is what sends `100 Continue`).
+    pub polled: bool,
+    /// The rest of a body dropped before its end, for the serving layer to
+    /// settle (see `settle_unread`).
+    pub rest: Option<ByteStream>,
+}
+
+/// A request body stream that reports its [`Fate`] when dropped.
 pub struct Tracked {
-    inner: ByteStream,
-    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inner: Option<ByteStream>,
+    ended: bool,
+    /// The body broke off (the connection's state is unknown): nothing to settle.
+    broken: bool,
+    polled: bool,
+    fate: Arc<Mutex<Fate>>,
 }
 
 impl Stream for Tracked {
@@ -44,19 +61,40 @@ impl Stream for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let next = self.inner.as_mut().poll_next(cx);
-        if let std::task::Poll::Ready(None) = next {
-            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.polled = true;
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = inner.as_mut().poll_next(cx);
+        match &next {
+            std::task::Poll::Ready(None) => self.ended = true,
+            std::task::Poll::Ready(Some(Err(_))) => self.broken = true,
+            _ => {}
         }
         next
     }
 }
 
-/// Adapts a request body; `ended` turns true once it was read to its end.
-pub fn tracked(body: Incoming, ended: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Tracked {
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut fate = self.fate.lock().expect("body fate lock");
+        fate.ended = self.ended;
+        fate.polled = self.polled;
+        if !self.ended && !self.broken {
+            fate.rest = self.inner.take();
+        }
+    }
+}
+
+/// Adapts a request body; `fate` says, once the stream is dropped, how far
+/// it was read, and holds what is left of it.
+pub fn tracked(body: Incoming, fate: Arc<Mutex<Fate>>) -> Tracked {
     Tracked {
-        inner: byte_stream(body),
-        ended,
+        inner: Some(byte_stream(body)),
+        ended: false,
+        broken: false,
+        polled: false,
+        fate,
     }
 }
 

@@ -5,14 +5,14 @@
 pub mod body;
 mod cors;
 pub mod handlers;
+mod linger;
 pub mod result;
 pub mod router;
 pub mod tus;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -67,7 +67,8 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let task = async move {
                     let svc = service_fn(move |req| handle(core.clone(), req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let io = TokioIo::new(linger::Lingering::new(stream));
+                    let conn = builder.serve_connection(io, svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -92,9 +93,8 @@ pub async fn serve(
 pub struct Req {
     pub parts: http::request::Parts,
     body: Option<Incoming>,
-    /// Set when the body was handed to a handler as a stream: whether that
-    /// stream was read to its end.
-    streamed: Option<Arc<AtomicBool>>,
+    /// Set when the body was handed to a handler as a stream: what became of it.
+    streamed: Option<Arc<Mutex<body::Fate>>>,
 }
 
 impl Req {
@@ -107,11 +107,33 @@ impl Req {
         self.body.take().expect("the body is taken once")
     }
 
-    /// Takes the body as a stream of data, tracking whether it is read to its end.
+    /// Takes the body as a stream of data, tracking how far it is read.
     pub fn take_stream(&mut self) -> body::ByteStream {
-        let ended = Arc::new(AtomicBool::new(false));
-        self.streamed = Some(ended.clone());
-        Box::pin(body::tracked(self.take_body(), ended))
+        let fate = Arc::default();
+        self.streamed = Some(Arc::clone(&fate));
+        Box::pin(body::tracked(self.take_body(), fate))
+    }
+
+    /// What is left of the body once the handler is done: `(rest, polled)`,
+    /// or `None` if nothing is (or nothing can be settled here).
+    fn unread(&mut self) -> Option<(body::ByteStream, bool)> {
+        use http_body::Body as _;
+        if let Some(body) = self.body.take() {
+            return (!body.is_end_stream()).then(|| (body::byte_stream(body), false));
+        }
+        let fate = self.streamed.as_ref()?;
+        let mut fate = fate.lock().expect("body fate lock");
+        let polled = fate.polled;
+        fate.rest.take().map(|rest| (rest, polled))
+    }
+
+    /// Whether a body handed to a handler stopped part-way and cannot be
+    /// settled (still held elsewhere).
+    fn cut_short(&self) -> bool {
+        self.streamed.as_ref().is_some_and(|fate| {
+            let fate = fate.lock().expect("body fate lock");
+            !fate.ended && fate.rest.is_none()
+        })
     }
 }
 
@@ -145,14 +167,9 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
         if let Some(origin) = &origin {
             cors::decorate(&mut response, origin);
         }
-        if let Some(body) = req.body.take() {
-            settle_unread(body, &req.parts, &mut response).await;
-        }
-        if req
-            .streamed
-            .as_ref()
-            .is_some_and(|ended| !ended.load(Ordering::Relaxed))
-        {
+        if let Some((rest, polled)) = req.unread() {
+            settle_unread(rest, polled, &req.parts, &mut response);
+        } else if req.cut_short() {
             // The body stopped part-way (the client went away, or it was
             // refused mid-stream): the connection's state is unknown.
             response
@@ -170,54 +187,55 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
     .await
 }
 
-/// Most body bytes read and discarded to keep a connection usable.
-const DRAIN_LIMIT: u64 = 16 << 20;
-/// Longest time spent draining.
-const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// Most body bytes read and discarded behind an early answer.
+const DRAIN_LIMIT: u64 = 1 << 30;
+/// Longest time spent draining, and longest pause of the client meanwhile.
+const DRAIN_TIME: Duration = linger::LINGER_TIME;
+const DRAIN_IDLE: Duration = linger::LINGER_IDLE;
 
-/// Answers given without reading the request body (hits, refusals) must not
-/// leave an HTTP/1.1 connection in an unknown state: a client that waits for
-/// `100 Continue` sent nothing, so the connection is closed cleanly; a client
-/// that sent the body anyway has it read and discarded (up to a bound), or
-/// else the connection is closed — never reset under the answer.
-async fn settle_unread(
-    mut body: Incoming,
+/// Answers given before the request body was read to its end (hits,
+/// refusals found from the headers, a block already stored) must reach a
+/// client that is still sending — many (Python's `http.client`, `fetch`)
+/// read nothing until they have sent everything. The answer goes out at
+/// once, and the rest of the body is read and discarded while it does, so
+/// that neither side blocks on a full buffer (the answer may be a large
+/// result) and the connection stays usable. The draining is bounded in bytes
+/// and time; past the bounds the connection is closed, lingering
+/// ([`linger`]) so that the client reads the answer rather than a reset. A
+/// client waiting for `100 Continue` sends nothing unless told to: its
+/// connection is closed after the answer.
+fn settle_unread(
+    mut rest: body::ByteStream,
+    polled: bool,
     parts: &http::request::Parts,
     response: &mut Response<Body>,
 ) {
-    use http_body::Body as _;
-    use http_body_util::BodyExt;
-    if body.is_end_stream() || parts.version == http::Version::HTTP_2 {
-        return;
+    use futures_util::StreamExt;
+    if parts.version == http::Version::HTTP_2 {
+        return; // the stream is reset on its own; the connection is unharmed
     }
     let expects = parts
         .headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let announced = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let drained = !expects
-        && announced.is_none_or(|l| l <= DRAIN_LIMIT)
-        && tokio::time::timeout(DRAIN_TIME, async {
-            let mut seen = 0u64;
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else { return false };
-                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-                if seen > DRAIN_LIMIT {
-                    return false;
-                }
-            }
-            true
-        })
-        .await
-        .unwrap_or(false);
-    if !drained {
+    if expects && !polled {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return;
     }
+    let drain = async move {
+        let mut seen = 0u64;
+        while let Ok(Some(Ok(bytes))) = tokio::time::timeout(DRAIN_IDLE, rest.next()).await {
+            seen += bytes.len() as u64;
+            if seen > DRAIN_LIMIT {
+                break; // dropped unfinished: hyper closes the connection
+            }
+        }
+    };
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    });
 }
 
 fn authorized(core: &Core, req: &Req) -> bool {
