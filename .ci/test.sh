@@ -21,6 +21,8 @@ command -v npm >/dev/null 2>&1 || missing "npm" "npm is not on PATH"
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
     || missing "Node.js 20+" "node is $(node --version)"
 command -v python3 >/dev/null 2>&1 || missing "Python 3" "python3 is not on PATH"
+command -v curl >/dev/null 2>&1 \
+    || missing "curl" "the early-answer tests (tests/tests/early_answers.rs) run it"
 python3 -c 'import venv, ensurepip' 2>/dev/null \
     || missing "Python's venv with ensurepip" "install it (e.g. the python3-venv package)"
 
