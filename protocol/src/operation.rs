@@ -123,6 +123,38 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// An upper bound of the size of this step's output for an input of
+    /// `size` (width, height): what an implementation may allocate for it.
+    pub fn output_bound(&self, size: (u32, u32)) -> (u32, u32) {
+        let (w, h) = size;
+        match *self {
+            Step::Thumbnail { width, height } => (w.min(width), h.min(height)),
+            Step::Resize { width, height, .. } => (width, height),
+            Step::Crop {
+                x,
+                y,
+                width,
+                height,
+            } => (
+                width.min(w.saturating_sub(x)),
+                height.min(h.saturating_sub(y)),
+            ),
+            Step::Rotate { degrees: 90 | 270 } => (h, w),
+            Step::Rotate { .. } | Step::Flip { .. } | Step::Grayscale | Step::Blur { .. } => (w, h),
+        }
+    }
+
+    /// Pixels of the output whatever the input, for steps whose output size
+    /// the operation alone fixes (resizes, which may enlarge).
+    pub fn fixed_output_pixels(&self) -> Option<u64> {
+        match *self {
+            Step::Resize { width, height, .. } => Some(u64::from(width) * u64::from(height)),
+            _ => None,
+        }
+    }
+}
+
 /// What an operation does, in typed form.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {

@@ -24,10 +24,17 @@ pub struct Config {
     pub default_block_size: ByteSize,
     /// Largest JSON request body.
     pub max_json_body: ByteSize,
-    /// Worker threads running operations.
+    /// Operations run at once (each image operation in a process of its own).
     pub pool_size: usize,
-    /// Longest an operation may run before it fails with `operation-timeout`.
+    /// Longest an operation may run before it is stopped and fails with
+    /// `operation-timeout`; time spent waiting for its turn does not count.
     pub op_timeout: u64,
+    /// Most memory one image operation may use; one that would need more
+    /// (by the estimate from its input's header) fails with `image-too-large`.
+    pub op_memory_limit: ByteSize,
+    /// Memory all operations running at once may use together; operations
+    /// wait their turn until theirs fits.
+    pub pool_memory: ByteSize,
     /// Seconds a result request waits when the client sends no `Prefer: wait`.
     pub default_wait: u64,
     /// Cap on `Prefer: wait`.
@@ -87,6 +94,8 @@ impl Default for Config {
             max_json_body: ByteSize::kib(64),
             pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
             op_timeout: 120,
+            op_memory_limit: ByteSize::gib(2),
+            pool_memory: ByteSize::gib(4),
             default_wait: 30,
             max_wait: 300,
             failure_ttl: 60,
@@ -183,6 +192,11 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(format!("default_block_size: {e}")))?;
         if self.pool_size == 0 {
             return Err(ConfigError::Invalid("pool_size must be at least 1".into()));
+        }
+        if self.op_memory_limit > self.pool_memory {
+            return Err(ConfigError::Invalid(
+                "op_memory_limit must not exceed pool_memory".into(),
+            ));
         }
         if self.max_wait == 0 || self.default_wait > self.max_wait {
             return Err(ConfigError::Invalid(

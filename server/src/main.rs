@@ -34,6 +34,10 @@ enum Command {
     Get(cli::GetArgs),
     /// Cancel an upload or invalidate a result.
     Rm(cli::KeyOnly),
+    /// Run one image operation for the server (internal: the server starts
+    /// it, with the job on stdin).
+    #[command(name = upcache_server::ops::worker::SUBCOMMAND, hide = true)]
+    OpWorker,
 }
 
 #[derive(Args)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status(args),
         Command::Get(args) => cli::get(args),
         Command::Rm(args) => cli::rm(args),
+        Command::OpWorker => upcache_server::ops::worker::main(),
     }
 }
 

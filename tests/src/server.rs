@@ -169,6 +169,40 @@ impl Server {
         &self.client
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// A line of the server process's `/proc/PID/status`, in kB (`VmHWM`: peak RSS).
+    pub fn proc_status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+    }
+
+    /// The processes the server started that are still alive.
+    pub fn children(&self) -> Vec<u32> {
+        let pid = self.pid().to_string();
+        std::fs::read_dir("/proc")
+            .expect("read /proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    // pid (comm) state ppid …: comm may hold spaces, so split after it.
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                        == Some(pid.as_str())
+                        && !rest_is_zombie(&stat)
+                })
+            })
+            .collect()
+    }
+
     /// The server's data directory (kept across restarts).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -236,4 +270,10 @@ impl Drop for Server {
             );
         }
     }
+}
+
+fn rest_is_zombie(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        == Some("Z")
 }

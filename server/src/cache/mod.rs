@@ -44,7 +44,9 @@ pub struct Core {
     pub blobs: Blobs,
     pub notifier: Arc<Notifier>,
     pub committer: Committer,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
+    /// The executable image operations run in (`upcache op-worker`).
+    pub worker: PathBuf,
     pub uploads: Slots,
     running: Mutex<HashSet<Key>>,
     finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
@@ -78,7 +80,8 @@ impl Core {
         let blobs = Blobs::open(&config.data)?;
         Ok(Arc::new(Self {
             committer: Committer::start(meta.clone()),
-            pool: Pool::new(config.pool_size),
+            pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
+            worker: std::env::current_exe()?,
             notifier: Arc::default(),
             uploads: Slots::default(),
             running: Mutex::default(),
@@ -123,11 +126,16 @@ impl Core {
         }
     }
 
-    fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_pixels: self.config.image_max_pixels,
             max_image_input: self.config.image_max_input.as_u64(),
         }
+    }
+
+    /// Refuses an operation the limits rule out whatever its input.
+    pub fn check_operation(&self, op: &Operation) -> Result<()> {
+        crate::ops::check(op, &self.limits()).map_err(Error::from)
     }
 
     /// The entry under `key`.
@@ -253,6 +261,7 @@ impl Core {
             .unwrap_or(self.config.default_block_size.as_u64());
         Layout::new(length, block_size, self.config.max_blocks)
             .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
+        self.check_operation(op)?;
         let key = Key::derive(&input, op);
         let stored = self.stored_input(&input)?;
         if let Some(rec) = stored.filter(|r| r.length != length) {

@@ -1,90 +1,93 @@
-//! Processing, single flight: one task per key runs the operation on the
-//! worker pool with a timeout, records the outcome durably, then wakes every
-//! waiter of the key.
+//! Processing, single flight: one task per key estimates what the operation
+//! needs, waits for the pool to admit it, runs it (image operations in a
+//! child process that is killed at `op_timeout`), records the outcome
+//! durably, then wakes every waiter of the key.
+//!
+//! Outcomes that say something about the input or the operation (a refused
+//! image, a timeout, a crash) are recorded as failures, remembered for
+//! `failure_ttl`. Outcomes that only say the server was short of something
+//! (no process could be started, the result could not be written) are not:
+//! the entry stays `processing` and is tried again shortly.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use upcache_protocol::lifecycle::Event;
+use upcache_protocol::operation::Kind;
 use upcache_protocol::{InputHash, Key, Operation, Problem, ProblemType, State};
 
 use super::{enter, Core};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::ops::pool::Priority;
-use crate::ops::{self, Produced};
+use crate::ops::worker::{self, Job, Outcome};
+use crate::ops::{self, budget};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
+
+/// Address space a worker process needs beyond its image buffers: the
+/// executable, its libraries, stacks and allocator arenas.
+const WORKER_BASE_MEMORY: u64 = 256 << 20;
+/// How long an operation the server could not run waits before another try.
+const RETRY_AFTER_SHORTAGE: Duration = Duration::from_secs(2);
+
+/// An operation that did not run for want of server resources.
+struct Shortage(String);
+
+/// What running an operation came to: an outcome to record, or a shortage.
+type Ran = std::result::Result<std::result::Result<ResultRecord, Problem>, Shortage>;
+
+fn refused(problem: Problem) -> Result<Ran> {
+    Ok(Ok(Err(problem)))
+}
 
 impl Core {
     /// Runs the operation of `key` unless it is already running (single flight).
     pub fn schedule(self: &Arc<Self>, key: Key, priority: Priority) {
         let core = self.clone();
         tokio::spawn(async move {
-            let Some(_guard) = enter(&core.running, &key) else {
-                return;
-            };
-            if let Err(e) = core.process(key, priority).await {
-                tracing::error!(key = %key, error = %e, "processing failed");
+            loop {
+                let Some(guard) = enter(&core.running, &key) else {
+                    return;
+                };
+                match core.process(key, priority).await {
+                    Ok(None) => return,
+                    Ok(Some(Shortage(why))) => {
+                        tracing::warn!(key = %key, why, "operation postponed");
+                        drop(guard);
+                        tokio::time::sleep(RETRY_AFTER_SHORTAGE).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %key, error = %e, "processing failed");
+                        return;
+                    }
+                }
             }
         });
     }
 
-    async fn process(self: &Arc<Self>, key: Key, priority: Priority) -> Result<()> {
+    async fn process(self: &Arc<Self>, key: Key, priority: Priority) -> Result<Option<Shortage>> {
         let entry = match self.meta.entry(&key)? {
             Some(e) if e.state == State::Processing => e,
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
         let op = Operation::from_json(&entry.operation)
             .map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
         metrics::OPERATIONS_STARTED.inc();
         tracing::info!(key = %key, op = op.name(), "operation started");
-        let (input_path, blobs, limits, e) = (
-            self.blobs.input_path(&entry.input),
-            self.blobs.clone(),
-            self.limits(),
-            entry.clone(),
-        );
-        let job = self
-            .pool
-            .run(priority, move || -> Result<ResultRecord, Problem> {
-                let internal =
-                    |err: std::io::Error| Problem::new(ProblemType::Internal, err.to_string());
-                Ok(match ops::run(&op, &input_path, &limits)? {
-                    Produced::Input => ResultRecord {
-                        blake3: e.input,
-                        length: e.length,
-                        content_type: ops::OCTET_STREAM.into(),
-                        blob: BlobRef::Input,
-                    },
-                    Produced::Bytes {
-                        bytes,
-                        content_type,
-                    } => {
-                        blobs.write_result(&key, &bytes).map_err(internal)?;
-                        ResultRecord {
-                            blake3: InputHash::of(&bytes),
-                            length: bytes.len() as u64,
-                            content_type: content_type.into(),
-                            blob: BlobRef::Result,
-                        }
-                    }
-                })
-            });
-        let timeout = Duration::from_secs(self.config.op_timeout);
-        let outcome = match tokio::time::timeout(timeout, job).await {
-            Err(_) => Err(Problem::new(
-                ProblemType::OperationTimeout,
-                format!("the operation ran longer than {timeout:?}"),
-            )),
-            Ok(Err(_)) => Err(Problem::new(
-                ProblemType::Internal,
-                "the worker pool stopped",
-            )),
-            Ok(Ok(Err(panic))) => Err(Problem::new(
-                ProblemType::OperationFailed,
-                format!("the operation crashed: {}", panic.0),
-            )),
-            Ok(Ok(Ok(result))) => result,
+        let outcome = match op.kind() {
+            Kind::Identity => Ok(ResultRecord {
+                blake3: entry.input,
+                length: entry.length,
+                content_type: ops::OCTET_STREAM.into(),
+                blob: BlobRef::Input,
+            }),
+            Kind::Image { steps, .. } => {
+                match self.run_image(&key, &entry, &op, steps, priority).await? {
+                    Ok(outcome) => outcome,
+                    Err(shortage) => return Ok(Some(shortage)),
+                }
+            }
         };
         let core = self.clone();
         let ok = outcome.is_ok();
@@ -96,10 +99,105 @@ impl Core {
         }
         .inc();
         self.notifier.notify(&key);
-        Ok(())
+        Ok(None)
     }
 
-    fn record_outcome(&self, key: &Key, outcome: Result<ResultRecord, Problem>) -> Result<()> {
+    /// Estimates, admits and runs an image operation in a worker process.
+    async fn run_image(
+        self: &Arc<Self>,
+        key: &Key,
+        entry: &EntryRecord,
+        op: &Operation,
+        steps: &[upcache_protocol::operation::Step],
+        priority: Priority,
+    ) -> Result<Ran> {
+        let input = self.blobs.input_path(&entry.input);
+        let limits = self.limits();
+        let header = {
+            let input = input.clone();
+            tokio::task::spawn_blocking(move || budget::header(&input)).await?
+        };
+        let need = match header {
+            Ok(h) if u64::from(h.width) * u64::from(h.height) > limits.max_pixels => {
+                return refused(
+                    Problem::new(
+                        ProblemType::ImageTooLarge,
+                        format!(
+                            "{}×{} pixels exceeds the limit of {}",
+                            h.width, h.height, limits.max_pixels
+                        ),
+                    )
+                    .with("width", h.width)
+                    .with("height", h.height),
+                );
+            }
+            Ok(h) => budget::estimate(h, steps),
+            Err(problem) => return refused(problem),
+        };
+        let allowance = self.config.op_memory_limit.as_u64();
+        if need > allowance {
+            return refused(budget::too_much(need, allowance));
+        }
+        let _permit = self.pool.admit(priority, need).await;
+        let output = self.blobs.temp_path(key);
+        let job = Job {
+            operation: op.canonical().to_owned(),
+            input,
+            output: output.clone(),
+            max_pixels: limits.max_pixels,
+            max_image_input: limits.max_image_input,
+        };
+        let timeout = Duration::from_secs(self.config.op_timeout);
+        let ran = worker::run(&self.worker, &job, timeout, allowance + WORKER_BASE_MEMORY).await;
+        let outcome = match ran {
+            Err(e) => return Ok(Err(Shortage(e.to_string()))),
+            Ok(Outcome::TimedOut) => Err(Problem::new(
+                ProblemType::OperationTimeout,
+                format!("the operation ran longer than {timeout:?} and was stopped"),
+            )),
+            Ok(Outcome::Failed(problem)) => Err(problem),
+            Ok(Outcome::Done { content_type }) => Ok(content_type),
+        };
+        let content_type = match outcome {
+            Ok(c) => c,
+            Err(problem) => {
+                let _ = std::fs::remove_file(&output);
+                return refused(problem);
+            }
+        };
+        Ok(match self.publish_result(key, output, content_type).await {
+            Ok(record) => Ok(Ok(record)),
+            Err(e) => Err(Shortage(format!("storing the result: {e}"))),
+        })
+    }
+
+    /// Moves a worker's output into place as the result of `key`.
+    async fn publish_result(
+        self: &Arc<Self>,
+        key: &Key,
+        output: PathBuf,
+        content_type: String,
+    ) -> Result<ResultRecord> {
+        let core = self.clone();
+        let key = *key;
+        tokio::task::spawn_blocking(move || -> Result<ResultRecord> {
+            let (length, blake3) = hash_file(&output)?;
+            core.blobs.publish_result(&key, &output)?;
+            Ok(ResultRecord {
+                blake3,
+                length,
+                content_type,
+                blob: BlobRef::Result,
+            })
+        })
+        .await?
+    }
+
+    fn record_outcome(
+        &self,
+        key: &Key,
+        outcome: std::result::Result<ResultRecord, Problem>,
+    ) -> Result<()> {
         let (event, result, error) = match outcome {
             Ok(r) => (Event::Succeeded, Some(r), None),
             Err(p) => (Event::Failed, None, Some(p)),
@@ -120,4 +218,12 @@ impl Core {
         self.meta.flush()?;
         Ok(())
     }
+}
+
+/// Length and BLAKE3 of a file.
+fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, InputHash)> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    let length = std::fs::metadata(path)?.len();
+    Ok((length, InputHash::from(hasher.finalize())))
 }

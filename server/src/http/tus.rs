@@ -319,6 +319,7 @@ async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
         _ => {}
     }
     let (metadata, operation) = metadata(&headers)?;
+    core.check_operation(&operation)?;
     let with_body = has_body(&headers);
     let check = checksum(&headers)?;
     if with_body {

@@ -17,7 +17,7 @@ use upcache_protocol::{Problem, ProblemType};
 
 use super::Limits;
 
-fn invalid(detail: impl std::fmt::Display) -> Problem {
+pub(crate) fn invalid(detail: impl std::fmt::Display) -> Problem {
     Problem::new(
         ProblemType::InvalidImage,
         format!("the input could not be decoded as an image: {detail}"),

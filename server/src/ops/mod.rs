@@ -1,51 +1,49 @@
-//! Running operations: the registry of what each operation does ([`run`]),
-//! image operations ([`image`]) and the bounded worker pool ([`pool`]).
+//! Running operations: image operations ([`image`]), the memory they need
+//! ([`budget`]), the child processes they run in ([`worker`]) and the
+//! admission of operations against a number of slots and a memory budget
+//! ([`pool`]).
 //!
 //! Operations are pure functions of the input file: bytes in, bytes and a
-//! media type out. They run on the pool's threads, never on the async runtime.
+//! media type out. Identity operations take no work at all; image operations
+//! run in a child process each, never on the server's own threads.
 
+pub mod budget;
 pub mod image;
 pub mod pool;
-
-use std::path::Path;
+pub mod worker;
 
 use upcache_protocol::operation::Kind;
-use upcache_protocol::{Operation, Problem};
+use upcache_protocol::{Operation, Problem, ProblemType};
 
 /// Limits an operation runs under.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest width × height decoded.
+    /// Largest width × height decoded, and produced.
     pub max_pixels: u64,
     /// Largest input an image operation reads.
     pub max_image_input: u64,
 }
 
-/// What an operation produced.
-#[derive(Debug)]
-pub enum Produced {
-    /// The result is the input itself (stored once, served from the input).
-    Input,
-    /// New bytes of the given media type.
-    Bytes {
-        bytes: Vec<u8>,
-        content_type: &'static str,
-    },
-}
-
 /// Media type of results that are the input itself.
 pub const OCTET_STREAM: &str = "application/octet-stream";
 
-/// Runs `op` on the input stored at `input`. Blocking.
-pub fn run(op: &Operation, input: &Path, limits: &Limits) -> Result<Produced, Problem> {
-    match op.kind() {
-        Kind::Identity => Ok(Produced::Input),
-        Kind::Image { steps, output } => {
-            let bytes = image::run(input, steps, output, limits)?;
-            Ok(Produced::Bytes {
-                bytes,
-                content_type: output.format.content_type(),
-            })
+/// Refuses, before anything is uploaded or run, an operation whose output
+/// would exceed the pixel limit whatever its input (a resize to 16384 ×
+/// 16384 of a 69-byte PNG).
+pub fn check(op: &Operation, limits: &Limits) -> Result<(), Problem> {
+    let Kind::Image { steps, .. } = op.kind() else {
+        return Ok(());
+    };
+    for pixels in steps.iter().filter_map(|s| s.fixed_output_pixels()) {
+        if pixels > limits.max_pixels {
+            return Err(Problem::new(
+                ProblemType::ImageTooLarge,
+                format!(
+                    "the operation makes an image of {pixels} pixels; the limit is {}",
+                    limits.max_pixels
+                ),
+            ));
         }
     }
+    Ok(())
 }

@@ -1,147 +1,204 @@
-//! A bounded pool of worker threads with two priorities.
+//! Admission of operations: at most `pool_size` run at once, and together
+//! they stay within a memory budget.
 //!
-//! Interactive work (a client is waiting) is always taken before background
-//! work (recovery after a restart, pre-heating). A panicking job fails only
-//! itself.
+//! Each operation asks for a [`Permit`] with its estimated peak memory
+//! ([`super::budget`]) and waits its turn: interactive work (a client is
+//! waiting) always goes before background work (recovery after a restart,
+//! pre-heating), and within a priority the order is first come, first
+//! served — a large operation at the head is not overtaken by smaller ones
+//! forever. Time spent waiting here is not run time: `op_timeout` starts
+//! when the permit is granted, so a queue of heavy operations cannot make an
+//! innocent one time out.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-/// Who is waiting for a job.
+/// Who is waiting for an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Interactive,
     Background,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+struct Waiter {
+    need: u64,
+    grant: oneshot::Sender<Permit>,
+}
 
 #[derive(Default)]
-struct Queues {
-    interactive: VecDeque<Job>,
-    background: VecDeque<Job>,
+struct State {
+    running: usize,
+    used: u64,
+    interactive: VecDeque<Waiter>,
+    background: VecDeque<Waiter>,
 }
 
-/// The worker pool.
-#[derive(Clone)]
+/// The admission gate.
 pub struct Pool {
-    shared: Arc<(Mutex<Queues>, Condvar)>,
+    slots: usize,
+    memory: u64,
+    state: Mutex<State>,
 }
 
-/// A job panicked.
-#[derive(Debug, thiserror::Error)]
-#[error("the job panicked: {0}")]
-pub struct Panicked(pub String);
+/// The right to run one operation; gives its slot and memory back when dropped.
+pub struct Permit {
+    pool: Arc<Pool>,
+    need: u64,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let unclaimed = {
+            let mut state = self.pool.state.lock().expect("pool lock");
+            state.running -= 1;
+            state.used -= self.need;
+            self.pool.grant(&mut state)
+        };
+        drop(unclaimed); // outside the lock: each gives its share back in turn
+    }
+}
 
 impl Pool {
-    /// Starts `threads` workers.
-    pub fn new(threads: usize) -> Self {
-        let shared = Arc::new((Mutex::new(Queues::default()), Condvar::new()));
-        for i in 0..threads {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("upcache-op-{i}"))
-                .spawn(move || worker(&shared))
-                .expect("spawn a worker thread");
-        }
-        Self { shared }
+    /// At most `slots` operations at once, using at most `memory` bytes together.
+    pub fn new(slots: usize, memory: u64) -> Arc<Self> {
+        Arc::new(Self {
+            slots: slots.max(1),
+            memory,
+            state: Mutex::default(),
+        })
     }
 
-    /// Runs `f` on a worker; the receiver yields its result.
-    pub fn run<T: Send + 'static>(
-        &self,
-        priority: Priority,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> oneshot::Receiver<Result<T, Panicked>> {
+    /// Waits until an operation needing `need` bytes may run. A need above
+    /// the whole budget is taken as the whole budget: it runs alone.
+    pub async fn admit(self: &Arc<Self>, priority: Priority, need: u64) -> Permit {
+        let need = need.min(self.memory);
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-                Panicked(
-                    p.downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default(),
-                )
-            });
-            let _ = tx.send(out);
-        });
-        let (lock, cv) = &*self.shared;
-        let mut q = lock.lock().expect("pool lock");
-        match priority {
-            Priority::Interactive => q.interactive.push_back(job),
-            Priority::Background => q.background.push_back(job),
-        }
-        cv.notify_one();
-        rx
-    }
-}
-
-fn worker(shared: &(Mutex<Queues>, Condvar)) {
-    let (lock, cv) = shared;
-    loop {
-        let job = {
-            let mut q = lock.lock().expect("pool lock");
-            loop {
-                if let Some(j) = q
-                    .interactive
-                    .pop_front()
-                    .or_else(|| q.background.pop_front())
-                {
-                    break j;
-                }
-                q = cv.wait(q).expect("pool lock");
+        let unclaimed = {
+            let mut state = self.state.lock().expect("pool lock");
+            let waiter = Waiter { need, grant: tx };
+            match priority {
+                Priority::Interactive => state.interactive.push_back(waiter),
+                Priority::Background => state.background.push_back(waiter),
             }
+            self.grant(&mut state)
         };
-        job();
+        drop(unclaimed);
+        rx.await.expect("the pool outlives its waiters")
+    }
+
+    /// Operations running now, and the memory they hold.
+    pub fn load(&self) -> (usize, u64) {
+        let state = self.state.lock().expect("pool lock");
+        (state.running, state.used)
+    }
+
+    /// Admits waiters from the heads of the queues while they fit. Returns
+    /// the permits of waiters that gave up meanwhile, to be dropped once the
+    /// lock is released.
+    #[must_use]
+    fn grant(self: &Arc<Self>, state: &mut State) -> Vec<Permit> {
+        let mut unclaimed = Vec::new();
+        loop {
+            let queue = if state.interactive.is_empty() {
+                &mut state.background
+            } else {
+                &mut state.interactive
+            };
+            let Some(head) = queue.front() else {
+                return unclaimed;
+            };
+            if state.running >= self.slots || state.used + head.need > self.memory {
+                return unclaimed;
+            }
+            let waiter = queue.pop_front().expect("a head");
+            state.running += 1;
+            state.used += waiter.need;
+            let permit = Permit {
+                pool: self.clone(),
+                need: waiter.need,
+            };
+            if let Err(permit) = waiter.grant.send(permit) {
+                unclaimed.push(permit);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    async fn granted(rx: &mut tokio::task::JoinHandle<Permit>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), rx)
+            .await
+            .is_ok()
+    }
 
     #[tokio::test]
-    async fn runs_jobs_and_survives_panics() {
-        let pool = Pool::new(2);
+    async fn slots_and_memory_bound_what_runs() {
+        let pool = Pool::new(2, 100);
+        let a = pool.admit(Priority::Interactive, 60).await;
+        let p = pool.clone();
+        let mut b = tokio::spawn(async move { p.admit(Priority::Interactive, 60).await });
+        assert!(!granted(&mut b).await, "60 + 60 exceeds the budget");
+        assert_eq!(pool.load(), (1, 60));
+        drop(a);
+        let b = b.await.unwrap();
+        assert_eq!(pool.load(), (1, 60));
+        let c = pool.admit(Priority::Interactive, 10).await;
+        let p = pool.clone();
+        let mut d = tokio::spawn(async move { p.admit(Priority::Interactive, 1).await });
+        assert!(!granted(&mut d).await, "two slots");
+        drop((b, c));
+        d.await.unwrap();
+        // A need above the budget runs alone instead of never.
+        let _whole = pool.admit(Priority::Background, 1 << 40).await;
+        assert_eq!(pool.load(), (1, 100));
+    }
+
+    #[tokio::test]
+    async fn interactive_goes_first_and_order_is_kept() {
+        let pool = Pool::new(1, 100);
+        let first = pool.admit(Priority::Background, 1).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, priority) in [
+            ("background", Priority::Background),
+            ("interactive 1", Priority::Interactive),
+            ("interactive 2", Priority::Interactive),
+        ] {
+            let (p, o) = (pool.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = p.admit(priority, 1).await;
+                o.lock().unwrap().push(name);
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
         assert_eq!(
-            pool.run(Priority::Interactive, || 2 + 2)
-                .await
-                .unwrap()
-                .unwrap(),
-            4
-        );
-        let err = pool
-            .run(Priority::Background, || -> u8 { panic!("boom") })
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(err.0, "boom");
-        assert_eq!(
-            pool.run(Priority::Background, || 1).await.unwrap().unwrap(),
-            1
+            *order.lock().unwrap(),
+            vec!["interactive 1", "interactive 2", "background"]
         );
     }
 
     #[tokio::test]
-    async fn interactive_jumps_the_queue() {
-        let pool = Pool::new(1);
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let blocker = pool.run(Priority::Background, move || gate_rx.recv().unwrap());
-        let o = order.clone();
-        let bg = pool.run(Priority::Background, move || {
-            o.lock().unwrap().push("background")
-        });
-        let o = order.clone();
-        let fg = pool.run(Priority::Interactive, move || {
-            o.lock().unwrap().push("interactive")
-        });
-        gate_tx.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        bg.await.unwrap().unwrap();
-        fg.await.unwrap().unwrap();
-        assert_eq!(*order.lock().unwrap(), vec!["interactive", "background"]);
+    async fn an_abandoned_wait_gives_nothing_away() {
+        let pool = Pool::new(1, 100);
+        let held = pool.admit(Priority::Interactive, 50).await;
+        let p = pool.clone();
+        let gone = tokio::spawn(async move { p.admit(Priority::Interactive, 50).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gone.abort();
+        let _ = gone.await;
+        drop(held);
+        assert_eq!(pool.load(), (0, 0));
+        let _again = pool.admit(Priority::Interactive, 100).await;
+        assert_eq!(pool.load(), (1, 100));
     }
 }

@@ -144,6 +144,24 @@ impl Blobs {
         sync_dir(&self.results)
     }
 
+    /// A fresh temporary path for a result being written by a worker (in
+    /// `tmp/`, swept at start-up if left behind).
+    pub fn temp_path(&self, key: &Key) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tmp
+            .join(format!("{}.{}.{n}", key.to_hex(), std::process::id()))
+    }
+
+    /// Publishes `written` (a synced file under [`Blobs::temp_path`]) as the
+    /// result of `key`. Blocking.
+    pub fn publish_result(&self, key: &Key, written: &Path) -> io::Result<()> {
+        let _guard = TempGuard(Some(written.to_owned()));
+        fs::rename(written, self.result_path(key))?;
+        // The rename is durable once the directory is.
+        sync_dir(&self.results)
+    }
+
     /// Removes a result file, if any. Blocking.
     pub fn remove_result(&self, key: &Key) -> io::Result<()> {
         match fs::remove_file(self.result_path(key)) {
