@@ -20,6 +20,12 @@ impl Error {
         Self::Problem(Box::new(Problem::new(kind, detail)))
     }
 
+    /// Whether this is the answer to a full disk: the server's state, not
+    /// the request's fault, so what failed may simply be tried again later.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Self::Problem(p) if p.kind() == Some(ProblemType::InsufficientStorage))
+    }
+
     /// The problem shown to the client.
     pub fn to_problem(&self) -> Problem {
         match self {
@@ -38,14 +44,42 @@ impl From<Problem> for Error {
     }
 }
 
+/// Whether an I/O error says the disk (or the quota) is full: the one
+/// storage failure that is the server's state rather than a fault, so it
+/// gets its own answer instead of a 500.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+}
+
+/// The answer to a write that found no room. Every write path ends up here
+/// (through the `From` conversions below), so no call site has to know.
+pub fn no_space(what: impl std::fmt::Display) -> Error {
+    tracing::warn!(error = %what, "no room to write");
+    Error::problem(
+        ProblemType::InsufficientStorage,
+        "the server's disk is full; nothing of this request was half-kept and everything \
+         acknowledged before stays; retry later",
+    )
+}
+
 impl From<crate::store::meta::MetaError> for Error {
     fn from(e: crate::store::meta::MetaError) -> Self {
+        if e.is_no_space() {
+            return no_space(&e);
+        }
         Self::Internal(e.to_string())
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if is_no_space(&e) {
+            return no_space(&e);
+        }
         Self::Internal(format!("i/o: {e}"))
     }
 }
