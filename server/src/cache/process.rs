@@ -15,6 +15,10 @@ use crate::ops::pool::Priority;
 use crate::ops::{self, Produced};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 
+/// First and longest pause before running an operation again whose result
+/// found no room on disk.
+const NO_SPACE_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
 impl Core {
     /// Runs the operation of `key` unless it is already running (single flight).
     pub fn schedule(self: &Arc<Self>, key: Key, priority: Priority) {
@@ -23,8 +27,23 @@ impl Core {
             let Some(_guard) = enter(&core.running, &key) else {
                 return;
             };
-            if let Err(e) = core.process(key, priority).await {
-                tracing::error!(key = %key, error = %e, "processing failed");
+            let mut pause = NO_SPACE_RETRY.0;
+            loop {
+                match core.process(key, priority).await {
+                    Ok(()) => break,
+                    // A full disk is not the input's fault: no failure is
+                    // recorded, the entry stays processing and runs again
+                    // once there may be room.
+                    Err(e) if e.is_no_space() => {
+                        tracing::warn!(key = %key, retry_in = ?pause, "no room for the result");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(NO_SPACE_RETRY.1);
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %key, error = %e, "processing failed");
+                        break;
+                    }
+                }
             }
         });
     }
@@ -47,8 +66,13 @@ impl Core {
         let job = self
             .pool
             .run(priority, move || -> Result<ResultRecord, Problem> {
-                let internal =
-                    |err: std::io::Error| Problem::new(ProblemType::Internal, err.to_string());
+                let internal = |err: std::io::Error| {
+                    let kind = match crate::error::is_no_space(&err) {
+                        true => ProblemType::InsufficientStorage,
+                        false => ProblemType::Internal,
+                    };
+                    Problem::new(kind, err.to_string())
+                };
                 Ok(match ops::run(&op, &input_path, &limits)? {
                     Produced::Input => ResultRecord {
                         blake3: e.input,
@@ -86,6 +110,11 @@ impl Core {
             )),
             Ok(Ok(Ok(result))) => result,
         };
+        if let Err(p) = outcome.as_ref() {
+            if p.kind() == Some(ProblemType::InsufficientStorage) {
+                return Err(p.clone().into()); // not a failure of the operation: see `schedule`
+            }
+        }
         let core = self.clone();
         let ok = outcome.is_ok();
         tokio::task::spawn_blocking(move || core.record_outcome(&key, outcome)).await??;
