@@ -1,0 +1,296 @@
+//! A full disk is a clear answer, not corruption: on a small tmpfs the test
+//! fills up, every kind of upload answers `507 insufficient-storage`, what
+//! was acknowledged before stays (and is served), and once the filler is
+//! deleted the same uploads complete — no restart in between.
+//!
+//! Mounting needs root (CI runs as root); elsewhere each test prints
+//! `skipped: …` and passes.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use upcache_e2e::tus::op_metadata;
+use upcache_e2e::*;
+use upcache_protocol::{ProblemType, State};
+
+/// Room for sled to start (it writes a snapshot and its reserve) and for
+/// the inputs uploaded before the disk is filled.
+const DISK: &str = "size=24m";
+const BS: u64 = 64 * 1024;
+
+/// A tmpfs mounted on a fresh directory, unmounted when dropped (also when
+/// the test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts one, or says why it cannot (not root, no permission).
+    fn mount(options: &str) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("upcache-disk-full-")
+            .tempdir()
+            .map_err(|e| format!("creating a mount point: {e}"))?;
+        let c = |s: &[u8]| CString::new(s).expect("no NUL");
+        let (source, target, fstype, data) = (
+            c(b"tmpfs"),
+            c(dir.path().as_os_str().as_bytes()),
+            c(b"tmpfs"),
+            c(options.as_bytes()),
+        );
+        // SAFETY: valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "mount -t tmpfs -o {options} failed: {} (mounting needs root)",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Self { dir })
+    }
+
+    /// Mounts one, or prints why the test is skipped.
+    fn mount_or_skip(test: &str) -> Option<Self> {
+        match Self::mount(DISK) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                println!("skipped: {test}: cannot mount a size-limited tmpfs: {why}");
+                eprintln!("skipped: {test}: cannot mount a size-limited tmpfs: {why}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = CString::new(self.dir.path().as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: a valid path; detaching lazily cannot fail on a busy mount.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Fills the filesystem of `path` with the file `path` until a write finds
+/// no room; deleting the file frees the room again.
+fn fill(path: &Path) -> PathBuf {
+    let mut f = File::create(path).expect("create the filler");
+    for chunk in [1 << 20, 4096] {
+        let bytes = vec![0xa5u8; chunk];
+        loop {
+            match f.write(&bytes) {
+                Ok(n) if n == chunk => continue,
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+    }
+    path.to_path_buf()
+}
+
+/// A starved body: nothing of it is written, the problem says why.
+async fn assert_full(resp: reqwest::Response, what: &str) {
+    let (_, problem) = assert_problem(resp, ProblemType::InsufficientStorage).await;
+    assert!(problem.detail.is_some(), "{what}: {problem:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_answer_507_on_a_full_disk_and_go_on_once_there_is_room() {
+    let Some(disk) = Tmpfs::mount_or_skip("uploads_answer_507_on_a_full_disk") else {
+        return;
+    };
+    let server = Server::start_on(&disk.path().join("data"), &[]).await;
+
+    // Before the disk is full: a finished upload, and three halfway done.
+    let done = Job::identity(pseudo_random(300_000, 1));
+    assert_eq!(server.oneshot(&done).await, done.input);
+    let blocks = Job::identity(pseudo_random(8 * BS as usize, 2));
+    let layout = blocks.layout(BS);
+    server.create(&blocks, Some(BS)).await;
+    for n in 0..5 {
+        server.put_block(&blocks, &layout, n).await;
+    }
+    let patched = Job::identity(pseudo_random(300_000, 3));
+    server.create(&patched, Some(BS)).await;
+    let half = 100 * 1024;
+    let resp = server
+        .patch_request(&patched.key, 0, patched.input[..half].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let tus_input = pseudo_random(300_000, 4);
+    let location = server
+        .tus_create(
+            tus_input.len() as u64,
+            &op_metadata(&json!({"op": "identity"})),
+        )
+        .await;
+    server
+        .tus_patched(
+            server.tus_patch(&location, 0, tus_input[..half].to_vec()),
+            half as u64,
+        )
+        .await;
+    let oneshot = Job::identity(pseudo_random(200_000, 5));
+
+    let filler = fill(&disk.path().join("filler"));
+
+    // Every way of sending bytes is refused with the problem type…
+    let resp = server
+        .block_request(&blocks, &layout, 5)
+        .send()
+        .await
+        .unwrap();
+    assert_full(resp, "block PUT").await;
+    let resp = server
+        .patch_request(&patched.key, half as u64, patched.input[half..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_full(resp, "PATCH").await;
+    let resp = server.oneshot_request(&oneshot).send().await.unwrap();
+    assert_full(resp, "one-shot PUT").await;
+    let resp = server
+        .tus_patch(&location, half as u64, tus_input[half..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_full(resp, "tus PATCH").await;
+
+    // Metadata keeps room of its own (sled would stop taking writes for
+    // good after its own ENOSPC): creates are answered, and so is a DELETE,
+    // which flushes them.
+    for seed in 0..40 {
+        server
+            .create(&Job::identity(pseudo_random(1000, 100 + seed)), None)
+            .await;
+    }
+    let created = Job::identity(pseudo_random(1000, 100));
+    assert_eq!(
+        server.delete(&created.key).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // …what was acknowledged stays, and is served, while the disk is full.
+    let head = server.head_info(&blocks.key).await;
+    assert_eq!(
+        (head.state, head.missing.as_str()),
+        (State::Uploading, "5-7"),
+        "the refused block stays missing, the acknowledged ones stay"
+    );
+    assert_eq!(head.digest, blocks.digest_of(&layout, 0..5));
+    assert_eq!(server.head_info(&patched.key).await.offset, half as u64);
+    assert_eq!(server.tus_head(&location).await.offset, half as u64);
+    assert_eq!(server.status(&done.key).await.state, State::Complete);
+    assert_eq!(server.wait_result(&done.key).await, done.input);
+
+    // Room again: the same uploads go on, no restart, byte-exact results.
+    std::fs::remove_file(filler).expect("delete the filler");
+    for n in 5..8 {
+        server.put_block(&blocks, &layout, n).await;
+    }
+    assert_eq!(server.wait_result(&blocks.key).await, blocks.input);
+    let resp = server
+        .patch_request(&patched.key, half as u64, patched.input[half..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.wait_result(&patched.key).await, patched.input);
+    assert_eq!(server.oneshot(&oneshot).await, oneshot.input);
+    server
+        .tus_patched(
+            server.tus_patch(&location, half as u64, tus_input[half..].to_vec()),
+            tus_input.len() as u64,
+        )
+        .await;
+    assert_eq!(server.tus_result(&location).await.1, tus_input);
+    assert_eq!(server.wait_result(&done.key).await, done.input);
+}
+
+/// A block cut off by the full disk part-way is not half-recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_disk_fills_up_under_stays_missing() {
+    let Some(disk) = Tmpfs::mount_or_skip("a_block_the_disk_fills_up_under_stays_missing") else {
+        return;
+    };
+    let server = Server::start_on(&disk.path().join("data"), &[]).await;
+    let job = Job::identity(pseudo_random(4 * BS as usize, 6));
+    let layout = job.layout(BS);
+    server.create(&job, Some(BS)).await;
+    server.put_block(&job, &layout, 0).await;
+
+    // Room for a quarter of a block: the write starts, then finds none.
+    let spacer = disk.path().join("spacer");
+    std::fs::write(&spacer, vec![1u8; BS as usize / 4]).unwrap();
+    let filler = fill(&disk.path().join("filler"));
+    std::fs::remove_file(&spacer).unwrap();
+    let resp = server.block_request(&job, &layout, 1).send().await.unwrap();
+    assert_full(resp, "block PUT").await;
+    assert_eq!(server.head_info(&job.key).await.missing, "1-3");
+
+    std::fs::remove_file(filler).unwrap();
+    for n in 1..4 {
+        server.put_block(&job, &layout, n).await;
+    }
+    assert_eq!(server.wait_result(&job.key).await, job.input);
+}
+
+/// An operation whose result finds no room is not a cached failure: the
+/// entry stays `processing` and its result comes once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_without_room_for_its_result_runs_again_later() {
+    let Some(disk) =
+        Tmpfs::mount_or_skip("an_operation_without_room_for_its_result_runs_again_later")
+    else {
+        return;
+    };
+    let server = Server::start_on(&disk.path().join("data"), &[]).await;
+    let input = Job::identity(png(64, 48));
+    assert_eq!(server.oneshot(&input).await, input.input);
+    let gray = input.with_op(json!({"op": "image.grayscale", "format": "png"}));
+
+    let filler = fill(&disk.path().join("filler"));
+    let (_, status) = server.create(&gray, None).await;
+    assert_eq!(status.state, State::Processing, "the input is stored");
+    let resp = server
+        .result_request(&gray.key, Some(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::ACCEPTED,
+        "no result yet, and no failure either: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    assert_eq!(server.status(&gray.key).await.state, State::Processing);
+    assert_eq!(server.metric(metrics::OPERATIONS_FAILED).await, 0.0);
+
+    std::fs::remove_file(filler).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(90), server.wait_result(&gray.key))
+        .await
+        .expect("the operation ran again once there was room");
+    let img = image::load_from_memory(&out).expect("the result is an image");
+    assert_eq!((img.width(), img.height()), (64, 48));
+    assert_eq!(server.metric(metrics::OPERATIONS_FAILED).await, 0.0);
+}
