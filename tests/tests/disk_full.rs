@@ -13,9 +13,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
-use upcache_e2e::tus::op_metadata;
+use upcache_e2e::tus::{op_metadata, th, FILES};
 use upcache_e2e::*;
 use upcache_protocol::{ProblemType, State};
 
@@ -104,6 +104,15 @@ fn fill(path: &Path) -> PathBuf {
         }
     }
     path.to_path_buf()
+}
+
+/// Bytes free on the filesystem of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: a valid path and a zeroed struct for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+    st.f_bavail as u64 * st.f_frsize as u64
 }
 
 /// A starved body: nothing of it is written, the problem says why.
@@ -293,4 +302,58 @@ async fn an_operation_without_room_for_its_result_runs_again_later() {
     let img = image::load_from_memory(&out).expect("the result is an image");
     assert_eq!((img.width(), img.height()), (64, 48));
     assert_eq!(server.metric(metrics::OPERATIONS_FAILED).await, 0.0);
+}
+
+/// tus concatenation on a full disk: the final upload is refused, the room
+/// its assembly took is given back, and a retry once there is room works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_upload_without_room_is_refused_and_leaves_nothing_behind() {
+    let Some(disk) = Tmpfs::mount_or_skip("a_final_upload_without_room_is_refused") else {
+        return;
+    };
+    let server = Server::start_on(&disk.path().join("data"), &[]).await;
+    let (a, b) = (pseudo_random(300_000, 7), pseudo_random(300_001, 8));
+    let mut parts = Vec::new();
+    for bytes in [&a, &b] {
+        let (location, _) = server
+            .tus_created(
+                server
+                    .tus_create_request(bytes.len() as u64, "")
+                    .header(th::UPLOAD_CONCAT, "partial"),
+            )
+            .await;
+        server
+            .tus_patched(
+                server.tus_patch(&location, 0, bytes.to_vec()),
+                bytes.len() as u64,
+            )
+            .await;
+        parts.push(location);
+    }
+    let final_request = || {
+        server
+            .tus(Method::POST, FILES)
+            .header(th::UPLOAD_CONCAT, format!("final;{}", parts.join(" ")))
+    };
+
+    // Room for a part of the assembly only.
+    let spacer = disk.path().join("spacer");
+    std::fs::write(&spacer, vec![1u8; 128 * 1024]).unwrap();
+    let filler = fill(&disk.path().join("filler"));
+    std::fs::remove_file(&spacer).unwrap();
+    let free = free_bytes(disk.path());
+    assert_full(final_request().send().await.unwrap(), "final upload").await;
+    assert!(
+        free_bytes(disk.path()) + 16 * 1024 >= free,
+        "the refused assembly gave its room back ({free} bytes free before, {} after)",
+        free_bytes(disk.path())
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let (location, _) = server.tus_created(final_request()).await;
+    let ab = [a.as_slice(), b.as_slice()].concat();
+    assert!(
+        server.tus_result(&location).await.1 == ab,
+        "the result is a‖b"
+    );
 }
