@@ -66,7 +66,8 @@ impl Core {
         let job = self
             .pool
             .run(priority, move || -> Result<ResultRecord, Problem> {
-                let internal = |err: std::io::Error| {
+                // A full disk stays recognizable: see `schedule`.
+                let unwritten = |err: std::io::Error| {
                     let kind = match crate::error::is_no_space(&err) {
                         true => ProblemType::InsufficientStorage,
                         false => ProblemType::Internal,
@@ -84,7 +85,7 @@ impl Core {
                         bytes,
                         content_type,
                     } => {
-                        blobs.write_result(&key, &bytes).map_err(internal)?;
+                        blobs.write_result(&key, &bytes).map_err(unwritten)?;
                         ResultRecord {
                             blake3: InputHash::of(&bytes),
                             length: bytes.len() as u64,
