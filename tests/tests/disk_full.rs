@@ -68,7 +68,6 @@ impl Tmpfs {
         match Self::mount(DISK) {
             Ok(t) => Some(t),
             Err(why) => {
-                println!("skipped: {test}: cannot mount a size-limited tmpfs: {why}");
                 eprintln!("skipped: {test}: cannot mount a size-limited tmpfs: {why}");
                 None
             }
@@ -123,7 +122,9 @@ async fn assert_full(resp: reqwest::Response, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_answer_507_on_a_full_disk_and_go_on_once_there_is_room() {
-    let Some(disk) = Tmpfs::mount_or_skip("uploads_answer_507_on_a_full_disk") else {
+    let Some(disk) =
+        Tmpfs::mount_or_skip("uploads_answer_507_on_a_full_disk_and_go_on_once_there_is_room")
+    else {
         return;
     };
     let server = Server::start_on(&disk.path().join("data"), &[]).await;
@@ -308,7 +309,9 @@ async fn an_operation_without_room_for_its_result_runs_again_later() {
 /// its assembly took is given back, and a retry once there is room works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_upload_without_room_is_refused_and_leaves_nothing_behind() {
-    let Some(disk) = Tmpfs::mount_or_skip("a_final_upload_without_room_is_refused") else {
+    let Some(disk) =
+        Tmpfs::mount_or_skip("a_final_upload_without_room_is_refused_and_leaves_nothing_behind")
+    else {
         return;
     };
     let server = Server::start_on(&disk.path().join("data"), &[]).await;
