@@ -44,16 +44,9 @@ impl From<Problem> for Error {
     }
 }
 
-/// Whether an I/O error says the disk (or the quota) is full: the one
-/// storage failure that is the server's state rather than a fault, so it
-/// gets its own answer instead of a 500.
-pub fn is_no_space(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-        || matches!(
-            e.kind(),
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-        )
-}
+/// A full disk is the one storage failure that is the server's state
+/// rather than a fault, so it gets its own answer instead of a 500.
+pub use crate::store::space::is_no_space;
 
 /// The answer to a write that found no room. Every write path ends up here
 /// (through the `From` conversions below), so no call site has to know.
@@ -69,6 +62,16 @@ pub fn no_space(what: impl std::fmt::Display) -> Error {
 impl From<crate::store::meta::MetaError> for Error {
     fn from(e: crate::store::meta::MetaError) -> Self {
         if e.is_no_space() {
+            // Not refused by `Room`: sled met the full disk itself (a
+            // filesystem without fallocate, or a value sled keeps in a file
+            // of its own), and takes no more writes until reopened. Said once:
+            // it lasts until the restart.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if matches!(e, crate::store::meta::MetaError::Sled(_))
+                && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(error = %e, "the metadata database ran out of room; its writes fail until the server restarts");
+            }
             return no_space(&e);
         }
         Self::Internal(e.to_string())

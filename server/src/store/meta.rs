@@ -36,6 +36,7 @@ pub enum MetaError {
     Sled(#[from] sled::Error),
     #[error("corrupt metadata record: {0}")]
     Corrupt(String),
+    /// Refused before sled saw it: see [`Room`].
     #[error("metadata database: no room for the write: {0}")]
     NoSpace(std::io::Error),
 }
@@ -46,7 +47,7 @@ impl MetaError {
     pub fn is_no_space(&self) -> bool {
         match self {
             Self::NoSpace(_) => true,
-            Self::Sled(sled::Error::Io(e)) => crate::error::is_no_space(e),
+            Self::Sled(sled::Error::Io(e)) => super::space::is_no_space(e),
             _ => false,
         }
     }

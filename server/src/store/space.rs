@@ -33,6 +33,15 @@ pub const RESERVE: u64 = 4 << 20;
 /// slack.
 pub const LOW_WATER: u64 = 1 << 20;
 
+/// Whether an I/O error says the disk (or the quota) is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+}
+
 /// The space reserved for sled's log file.
 pub struct Room {
     file: Option<File>,
@@ -63,7 +72,8 @@ impl Room {
     }
 
     /// Makes sure there is room for a metadata write: `Err` (`ENOSPC`) if
-    /// the reserve is low and the disk has no room to refill it. Blocking
+    /// the reserve is low and the disk has no room to refill it — and only
+    /// then: a reserve that cannot be checked never stops a write. Blocking
     /// (an `fstat`, and now and then an `fallocate`).
     pub fn check(&self) -> io::Result<()> {
         let Some(file) = self.file.as_ref() else {
@@ -72,7 +82,9 @@ impl Room {
         if !self.supported.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let meta = file.metadata()?;
+        let Ok(meta) = file.metadata() else {
+            return Ok(());
+        };
         // Allocated bytes past the length: the reserve. A hole inside the
         // file makes this an underestimate, so at worst it tops up early.
         let reserved = (meta.blocks() * 512).saturating_sub(meta.len());
@@ -81,12 +93,13 @@ impl Room {
         }
         match preallocate(file, meta.len(), RESERVE) {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
-                tracing::warn!(error = %e, "the filesystem cannot reserve room for the metadata log; a full disk will need a restart");
+            Err(e) if is_no_space(&e) => Err(e),
+            // EOPNOTSUPP, mostly: a filesystem without fallocate.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reserve room for the metadata log; a full disk will need a restart");
                 self.supported.store(false, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => Err(e),
         }
     }
 }
