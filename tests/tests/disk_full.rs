@@ -1,12 +1,14 @@
-//! A full disk is a clear answer, not corruption: on a small tmpfs the test
-//! fills up, every kind of upload answers `507 insufficient-storage`, what
-//! was acknowledged before stays (and is served), and once the filler is
-//! deleted the same uploads complete — no restart in between.
+//! A full disk is a clear answer, not corruption: on a small filesystem the
+//! test mounts and fills up (a tmpfs; for the main scenario also an ext4
+//! image on a loop device, where staging writes use `O_DIRECT`), every kind
+//! of upload answers `507 insufficient-storage`, what was acknowledged
+//! before stays (and is served), and once the filler is deleted the same
+//! uploads complete — no restart in between.
 //!
-//! Mounting needs root (CI runs as root); elsewhere each test prints
-//! `skipped: …` and passes.
+//! Mounting needs root (CI runs as root; the ext4 test also `mkfs.ext4` and
+//! loop devices); elsewhere each test prints `skipped: …` and passes.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -21,28 +23,29 @@ use upcache_protocol::{ProblemType, State};
 
 /// Room for sled to start (it writes a snapshot and its reserve) and for
 /// the inputs uploaded before the disk is filled.
-const DISK: &str = "size=24m";
+const TMPFS: &str = "size=24m";
+/// The ext4 image: its journal takes a few MiB of it.
+const EXT4_IMAGE: u64 = 40 << 20;
 const BS: u64 = 64 * 1024;
 
-/// A tmpfs mounted on a fresh directory, unmounted when dropped (also when
-/// the test fails).
-struct Tmpfs {
+/// A small filesystem mounted on a fresh directory, unmounted when dropped
+/// (also when the test fails).
+struct Disk {
     dir: tempfile::TempDir,
+    /// Holds the image of a loop-mounted filesystem.
+    _image: Option<tempfile::NamedTempFile>,
 }
 
-impl Tmpfs {
-    /// Mounts one, or says why it cannot (not root, no permission).
-    fn mount(options: &str) -> Result<Self, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("upcache-disk-full-")
-            .tempdir()
-            .map_err(|e| format!("creating a mount point: {e}"))?;
+impl Disk {
+    /// A tmpfs: no `O_DIRECT`, and `fdatasync` costs nothing.
+    fn tmpfs() -> Result<Self, String> {
+        let dir = mount_point()?;
         let c = |s: &[u8]| CString::new(s).expect("no NUL");
         let (source, target, fstype, data) = (
             c(b"tmpfs"),
             c(dir.path().as_os_str().as_bytes()),
             c(b"tmpfs"),
-            c(options.as_bytes()),
+            c(TMPFS.as_bytes()),
         );
         // SAFETY: valid NUL-terminated strings that outlive the call.
         let rc = unsafe {
@@ -56,19 +59,47 @@ impl Tmpfs {
         };
         if rc != 0 {
             return Err(format!(
-                "mount -t tmpfs -o {options} failed: {} (mounting needs root)",
+                "mount -t tmpfs -o {TMPFS} failed: {} (mounting needs root)",
                 std::io::Error::last_os_error()
             ));
         }
-        Ok(Self { dir })
+        Ok(Self { dir, _image: None })
     }
 
-    /// Mounts one, or prints why the test is skipped.
-    fn mount_or_skip(test: &str) -> Option<Self> {
-        match Self::mount(DISK) {
-            Ok(t) => Some(t),
+    /// An ext4 image on a loop device: the filesystem the server runs on in
+    /// production, with `O_DIRECT` staging writes and real syncs.
+    fn ext4() -> Result<Self, String> {
+        let image = tempfile::NamedTempFile::new().map_err(|e| format!("an image file: {e}"))?;
+        image
+            .as_file()
+            .set_len(EXT4_IMAGE)
+            .map_err(|e| format!("sizing the image: {e}"))?;
+        run(
+            "mkfs.ext4",
+            &["-q".as_ref(), "-F".as_ref(), image.path().as_os_str()],
+        )?;
+        let dir = mount_point()?;
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.path().as_os_str(),
+                dir.path().as_os_str(),
+            ],
+        )?;
+        Ok(Self {
+            dir,
+            _image: Some(image),
+        })
+    }
+
+    /// Mounts one with `mount`, or prints why the test is skipped.
+    fn or_skip(test: &str, mount: fn() -> Result<Self, String>) -> Option<Self> {
+        match mount() {
+            Ok(disk) => Some(disk),
             Err(why) => {
-                eprintln!("skipped: {test}: cannot mount a size-limited tmpfs: {why}");
+                eprintln!("skipped: {test}: cannot mount a small filesystem: {why}");
                 None
             }
         }
@@ -79,11 +110,36 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Disk {
     fn drop(&mut self) {
         let target = CString::new(self.dir.path().as_os_str().as_bytes()).expect("no NUL");
-        // SAFETY: a valid path; detaching lazily cannot fail on a busy mount.
+        // SAFETY: a valid path. Detached lazily, so a busy mount cannot stay;
+        // a loop device mounted by `mount -o loop` is freed with it.
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn mount_point() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("upcache-disk-full-")
+        .tempdir()
+        .map_err(|e| format!("creating a mount point: {e}"))
+}
+
+/// Runs a command; its failure (or absence) as a reason to skip.
+fn run(program: &str, args: &[&OsStr]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -121,12 +177,23 @@ async fn assert_full(resp: reqwest::Response, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uploads_answer_507_on_a_full_disk_and_go_on_once_there_is_room() {
-    let Some(disk) =
-        Tmpfs::mount_or_skip("uploads_answer_507_on_a_full_disk_and_go_on_once_there_is_room")
-    else {
-        return;
-    };
+async fn uploads_answer_507_on_a_full_tmpfs_and_go_on_once_there_is_room() {
+    let test = "uploads_answer_507_on_a_full_tmpfs_and_go_on_once_there_is_room";
+    if let Some(disk) = Disk::or_skip(test, Disk::tmpfs) {
+        uploads_on_a_full_disk(&disk).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_answer_507_on_a_full_ext4_and_go_on_once_there_is_room() {
+    let test = "uploads_answer_507_on_a_full_ext4_and_go_on_once_there_is_room";
+    if let Some(disk) = Disk::or_skip(test, Disk::ext4) {
+        uploads_on_a_full_disk(&disk).await;
+    }
+}
+
+/// Every way of sending bytes, before, while and after `disk` is full.
+async fn uploads_on_a_full_disk(disk: &Disk) {
     let server = Server::start_on(&disk.path().join("data"), &[]).await;
 
     // Before the disk is full: a finished upload, and three halfway done.
@@ -240,7 +307,8 @@ async fn uploads_answer_507_on_a_full_disk_and_go_on_once_there_is_room() {
 /// A block cut off by the full disk part-way is not half-recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_the_disk_fills_up_under_stays_missing() {
-    let Some(disk) = Tmpfs::mount_or_skip("a_block_the_disk_fills_up_under_stays_missing") else {
+    let Some(disk) = Disk::or_skip("a_block_the_disk_fills_up_under_stays_missing", Disk::tmpfs)
+    else {
         return;
     };
     let server = Server::start_on(&disk.path().join("data"), &[]).await;
@@ -269,9 +337,10 @@ async fn a_block_the_disk_fills_up_under_stays_missing() {
 /// entry stays `processing` and its result comes once there is room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_without_room_for_its_result_runs_again_later() {
-    let Some(disk) =
-        Tmpfs::mount_or_skip("an_operation_without_room_for_its_result_runs_again_later")
-    else {
+    let Some(disk) = Disk::or_skip(
+        "an_operation_without_room_for_its_result_runs_again_later",
+        Disk::tmpfs,
+    ) else {
         return;
     };
     let server = Server::start_on(&disk.path().join("data"), &[]).await;
@@ -309,9 +378,10 @@ async fn an_operation_without_room_for_its_result_runs_again_later() {
 /// its assembly took is given back, and a retry once there is room works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_upload_without_room_is_refused_and_leaves_nothing_behind() {
-    let Some(disk) =
-        Tmpfs::mount_or_skip("a_final_upload_without_room_is_refused_and_leaves_nothing_behind")
-    else {
+    let Some(disk) = Disk::or_skip(
+        "a_final_upload_without_room_is_refused_and_leaves_nothing_behind",
+        Disk::tmpfs,
+    ) else {
         return;
     };
     let server = Server::start_on(&disk.path().join("data"), &[]).await;
