@@ -6,6 +6,8 @@
 # server binary the end-to-end tests start), then runs every unit, property and
 # end-to-end test with cargo-nextest when it is installed, or cargo test
 # otherwise. Needs the Rust toolchain, Node.js 20+ with npm, and Python 3 with venv.
+# The full-disk tests (tests/tests/disk_full.rs) mount small filesystems, so
+# they run as root (as CI does) and skip, saying so, otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

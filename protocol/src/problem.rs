@@ -67,6 +67,7 @@ catalogue! {
     RangeNotSatisfiable => ("range-not-satisfiable", 416, "The range is outside the result"),
     Unauthorized => ("unauthorized", 401, "A valid API key is required"),
     Internal => ("internal", 500, "Internal server error"),
+    InsufficientStorage => ("insufficient-storage", 507, "The server has no room to store the request"),
 }
 
 impl ProblemType {

@@ -5,18 +5,60 @@
 //! committer thread takes every pending request at once, syncs each file
 //! once, records all blocks in one transaction and flushes once: under
 //! parallel uploads one fsync pair covers many blocks.
+//!
+//! A failed sync or record (a full disk, say) fails every request of the
+//! group — none of those blocks is acknowledged, and none is recorded unless
+//! its bytes were synced — and the thread goes on with the next group: it
+//! outlives any failure, a panic included, so that uploads resume once the
+//! cause is gone.
 
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use upcache_protocol::Key;
 
-use crate::store::meta::{BlockCommit, Meta};
+use crate::error::{self, Error};
+use crate::store::meta::{BlockCommit, Meta, MetaError};
 
 /// Whether a commit became durable (or why not).
-pub type Committed = Result<(), String>;
+pub type Committed = Result<(), NotCommitted>;
+
+/// Why a commit did not become durable; shared by every request of a group.
+#[derive(Debug, Clone)]
+pub struct NotCommitted {
+    why: String,
+    /// The disk was full: the client is told so (`507`), not "internal".
+    no_space: bool,
+}
+
+impl NotCommitted {
+    fn io(what: &str, e: &std::io::Error) -> Self {
+        Self {
+            why: format!("{what}: {e}"),
+            no_space: error::is_no_space(e),
+        }
+    }
+
+    fn meta(e: &MetaError) -> Self {
+        Self {
+            why: e.to_string(),
+            no_space: e.is_no_space(),
+        }
+    }
+}
+
+impl From<NotCommitted> for Error {
+    fn from(e: NotCommitted) -> Self {
+        if e.no_space {
+            error::no_space(e.why)
+        } else {
+            Error::Internal(e.why)
+        }
+    }
+}
 
 enum Request {
     Blocks {
@@ -94,7 +136,11 @@ fn run(meta: Meta, rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit_group(&meta, group);
+        // A panic fails this group's requests (their senders are dropped,
+        // which their receivers see), not every later one.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&meta, group))).is_err() {
+            tracing::error!("a group commit panicked; its blocks were not acknowledged");
+        }
     }
 }
 
@@ -114,15 +160,15 @@ fn drop_cached(file: &File) {
 
 fn commit_group(meta: &Meta, group: Vec<Request>) {
     // 1. The bytes: fdatasync each distinct file once.
-    let mut synced: Vec<(*const File, Result<(), String>)> = Vec::new();
-    let mut file_ok = |file: &Arc<File>| -> Result<(), String> {
+    let mut synced: Vec<(*const File, Committed)> = Vec::new();
+    let mut file_ok = |file: &Arc<File>| -> Committed {
         let ptr = Arc::as_ptr(file);
         if let Some((_, r)) = synced.iter().find(|(p, _)| *p == ptr) {
             return r.clone();
         }
         let r = file
             .sync_data()
-            .map_err(|e| format!("syncing staged bytes: {e}"));
+            .map_err(|e| NotCommitted::io("syncing staged bytes", &e));
         if r.is_ok() {
             drop_cached(file);
         }
@@ -161,19 +207,19 @@ fn commit_group(meta: &Meta, group: Vec<Request>) {
     let committed = meta
         .commit_blocks(&blocks)
         .map(drop)
-        .map_err(|e| e.to_string());
+        .map_err(|e| NotCommitted::meta(&e));
     let tails: Vec<_> = tails
         .into_iter()
         .map(|(upload, epoch, tail, done)| {
             (
                 meta.set_tail(&upload, epoch, Some(tail))
                     .map(drop)
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| NotCommitted::meta(&e)),
                 done,
             )
         })
         .collect();
-    let flushed = meta.flush().map_err(|e| e.to_string());
+    let flushed = meta.flush().map_err(|e| NotCommitted::meta(&e));
     for done in waiting {
         let _ = done.send(committed.clone().and(flushed.clone()));
     }

@@ -20,6 +20,12 @@ impl Error {
         Self::Problem(Box::new(Problem::new(kind, detail)))
     }
 
+    /// Whether this is the answer to a full disk: the server's state, not
+    /// the request's fault, so what failed may simply be tried again later.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Self::Problem(p) if p.kind() == Some(ProblemType::InsufficientStorage))
+    }
+
     /// The problem shown to the client.
     pub fn to_problem(&self) -> Problem {
         match self {
@@ -38,14 +44,45 @@ impl From<Problem> for Error {
     }
 }
 
+/// A full disk is the one storage failure that is the server's state
+/// rather than a fault, so it gets its own answer instead of a 500.
+pub use crate::store::space::is_no_space;
+
+/// The answer to a write that found no room. Every write path ends up here
+/// (through the `From` conversions below), so no call site has to know.
+pub fn no_space(what: impl std::fmt::Display) -> Error {
+    tracing::warn!(error = %what, "no room to write");
+    Error::problem(
+        ProblemType::InsufficientStorage,
+        "the server's disk is full; nothing of this request was half-kept and everything \
+         acknowledged before stays; retry later",
+    )
+}
+
 impl From<crate::store::meta::MetaError> for Error {
     fn from(e: crate::store::meta::MetaError) -> Self {
+        if e.is_no_space() {
+            // Not refused by `Room`: sled met the full disk itself (a
+            // filesystem without fallocate, or a value sled keeps in a file
+            // of its own), and takes no more writes until reopened. Said once:
+            // it lasts until the restart.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if matches!(e, crate::store::meta::MetaError::Sled(_))
+                && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(error = %e, "the metadata database ran out of room; its writes fail until the server restarts");
+            }
+            return no_space(&e);
+        }
         Self::Internal(e.to_string())
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if is_no_space(&e) {
+            return no_space(&e);
+        }
         Self::Internal(format!("i/o: {e}"))
     }
 }

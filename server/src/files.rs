@@ -158,7 +158,13 @@ impl Core {
         })
         .await??;
         if matches!(concat, Concat::Final(_)) {
-            self.assemble(id).await?;
+            if let Err(e) = self.assemble(id).await {
+                // The client never learns this id, so nobody would resume
+                // it: its bytes go now — on a full disk they hold the room
+                // the client's retry needs.
+                let _ = self.delete_file(id).await;
+                return Err(e);
+            }
         } else if length == Some(0) {
             self.finalize_file(id).await?;
         }

@@ -16,7 +16,8 @@
 //! * [`notify`] — per-key wake-ups for waiting clients.
 //! * [`ops`] — what operations do, and the worker pool they run on.
 //! * [`store`] — sled metadata schema ([`store::meta`]), its records
-//!   ([`store::records`]) and blob files ([`store::blob`]).
+//!   ([`store::records`]), blob files ([`store::blob`]) and the room sled
+//!   keeps for itself on a full disk ([`store::space`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //!

@@ -4,8 +4,8 @@
 //! directory (`data/`), its stderr (`stderr.log`, appended to across
 //! restarts) and, if the test gives one, its `config.toml`. The server is
 //! started as `upcache serve --listen 127.0.0.1:0 --data <dir>/data [extra
-//! args]`, and its address is read from the one stdout line it prints,
-//! `listening on http://ADDR`.
+//! args]` (or another data directory: [`Server::start_on`]), and its address
+//! is read from the one stdout line it prints, `listening on http://ADDR`.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -25,6 +25,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running `upcache serve` process; killed when dropped.
 pub struct Server {
     dir: TempDir,
+    data: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
@@ -50,12 +51,23 @@ impl Server {
         Self::start_configured(Some(config), args).await
     }
 
+    /// Starts a server whose data directory is `data` (created if missing;
+    /// e.g. on a filesystem the test mounted) instead of one of its own.
+    pub async fn start_on(data: &std::path::Path, args: &[&str]) -> Self {
+        Self::start_in(Some(data.to_path_buf()), None, args).await
+    }
+
     async fn start_configured(config: Option<&str>, args: &[&str]) -> Self {
+        Self::start_in(None, config, args).await
+    }
+
+    async fn start_in(data: Option<PathBuf>, config: Option<&str>, args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("upcache-e2e-")
             .tempdir()
             .expect("create a temp dir");
-        std::fs::create_dir(dir.path().join("data")).expect("create the data dir");
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
+        std::fs::create_dir_all(&data).expect("create the data dir");
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if let Some(config) = config {
             let path = dir.path().join("config.toml");
@@ -73,6 +85,7 @@ impl Server {
             .expect("build the HTTP client");
         let mut server = Self {
             dir,
+            data,
             args,
             child: None,
             addr: ([127, 0, 0, 1], 0).into(),
@@ -205,7 +218,7 @@ impl Server {
 
     /// The server's data directory (kept across restarts).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     fn stderr_path(&self) -> PathBuf {

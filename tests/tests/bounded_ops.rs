@@ -96,7 +96,11 @@ async fn runaway_operations_are_stopped_and_do_not_starve_a_small_one() {
         started.elapsed()
     );
     for job in &hostile {
-        let resp = server.result_request(&job.key, Some(30)).send().await.unwrap();
+        let resp = server
+            .result_request(&job.key, Some(30))
+            .send()
+            .await
+            .unwrap();
         assert_problem(resp, ProblemType::OperationTimeout).await;
         assert_eq!(server.status(&job.key).await.state, State::Failed);
     }

@@ -28,8 +28,9 @@ use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 /// Address space a worker process needs beyond its image buffers: the
 /// executable, its libraries, stacks and allocator arenas.
 const WORKER_BASE_MEMORY: u64 = 256 << 20;
-/// How long an operation the server could not run waits before another try.
-const RETRY_AFTER_SHORTAGE: Duration = Duration::from_secs(2);
+/// First and longest pause before trying again an operation the server
+/// could not run (or whose result found no room).
+const SHORTAGE_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 /// An operation that did not run for want of server resources.
 struct Shortage(String);
@@ -46,22 +47,26 @@ impl Core {
     pub fn schedule(self: &Arc<Self>, key: Key, priority: Priority) {
         let core = self.clone();
         tokio::spawn(async move {
+            let mut pause = SHORTAGE_RETRY.0;
             loop {
                 let Some(guard) = enter(&core.running, &key) else {
                     return;
                 };
-                match core.process(key, priority).await {
+                let why = match core.process(key, priority).await {
                     Ok(None) => return,
-                    Ok(Some(Shortage(why))) => {
-                        tracing::warn!(key = %key, why, "operation postponed");
-                        drop(guard);
-                        tokio::time::sleep(RETRY_AFTER_SHORTAGE).await;
-                    }
+                    Ok(Some(Shortage(why))) => why,
+                    // A full disk is not the input's fault: no failure is
+                    // recorded, the entry stays processing.
+                    Err(e) if e.is_no_space() => e.to_string(),
                     Err(e) => {
                         tracing::error!(key = %key, error = %e, "processing failed");
                         return;
                     }
-                }
+                };
+                tracing::warn!(key = %key, why, retry_in = ?pause, "operation postponed");
+                drop(guard);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SHORTAGE_RETRY.1);
             }
         });
     }
@@ -155,6 +160,12 @@ impl Core {
                 ProblemType::OperationTimeout,
                 format!("the operation ran longer than {timeout:?} and was stopped"),
             )),
+            Ok(Outcome::Failed(problem))
+                if problem.kind() == Some(ProblemType::InsufficientStorage) =>
+            {
+                let _ = std::fs::remove_file(&output);
+                return Ok(Err(Shortage(problem.to_string())));
+            }
             Ok(Outcome::Failed(problem)) => Err(problem),
             Ok(Outcome::Done { content_type }) => Ok(content_type),
         };

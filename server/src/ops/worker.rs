@@ -165,7 +165,15 @@ pub fn main() -> ExitCode {
 }
 
 fn execute(job: &Job) -> Reply {
-    let internal = |e: std::io::Error| Problem::new(ProblemType::Internal, e.to_string());
+    let internal = |e: std::io::Error| {
+        // A full disk is the server's state, not the input's fault: the
+        // server tries the operation again later (see `cache::process`).
+        let kind = match crate::error::is_no_space(&e) {
+            true => ProblemType::InsufficientStorage,
+            false => ProblemType::Internal,
+        };
+        Problem::new(kind, e.to_string())
+    };
     let run = || -> Result<String, Problem> {
         let op = Operation::from_json(&job.operation)
             .map_err(|e| Problem::new(ProblemType::Internal, format!("stored operation: {e}")))?;

@@ -16,11 +16,18 @@
 //! sled transaction. sled point reads are in-memory lookups for the hot set
 //! (the page cache is bounded by `db_cache`), so callers may make them on the
 //! async runtime; `flush` (an fsync) must run on a blocking thread.
+//!
+//! Every write first makes sure sled has room ([`Room`]): on a full disk it
+//! fails with [`MetaError::NoSpace`] before sled sees it, since sled itself
+//! would stop taking writes until a restart.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use upcache_protocol::{InputHash, Key};
+
+use super::space::Room;
 
 /// Storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,21 @@ pub enum MetaError {
     Sled(#[from] sled::Error),
     #[error("corrupt metadata record: {0}")]
     Corrupt(String),
+    /// Refused before sled saw it: see [`Room`].
+    #[error("metadata database: no room for the write: {0}")]
+    NoSpace(std::io::Error),
+}
+
+impl MetaError {
+    /// Whether the write failed for lack of room (refused by [`Room`], or
+    /// sled's own write).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::NoSpace(_) => true,
+            Self::Sled(sled::Error::Io(e)) => super::space::is_no_space(e),
+            _ => false,
+        }
+    }
 }
 
 type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -117,6 +139,7 @@ pub struct Meta {
     cvs: sled::Tree,
     inputs: sled::Tree,
     files: sled::Tree,
+    room: Arc<Room>,
 }
 
 impl Meta {
@@ -127,6 +150,7 @@ impl Meta {
             .cache_capacity(cache_bytes)
             .open()?;
         Ok(Self {
+            room: Arc::new(Room::open(&dir.join("db"))),
             entries: db.open_tree("entries")?,
             uploads: db.open_tree("uploads")?,
             cvs: db.open_tree("cvs")?,
@@ -134,6 +158,12 @@ impl Meta {
             files: db.open_tree("files")?,
             db,
         })
+    }
+
+    /// Refuses a write when sled would find the disk full. Blocking (see
+    /// [`Room::check`]); writes are made off the runtime anyway.
+    fn room(&self) -> Result<()> {
+        self.room.check().map_err(MetaError::NoSpace)
     }
 
     /// Makes every change so far durable (fsync). Blocking.
@@ -165,6 +195,7 @@ impl Meta {
 
     /// Inserts a new file upload with a fresh upload record, atomically.
     pub fn create_file(&self, id: &Key, file: &FileRecord) -> Result<()> {
+        self.room()?;
         self.clear_cvs(id)?;
         let fresh = UploadRecord::fresh().encode();
         tx_result(
@@ -212,12 +243,14 @@ impl Meta {
     }
 
     pub fn put_input(&self, hash: &InputHash, input: &InputRecord) -> Result<()> {
+        self.room()?;
         self.inputs
             .insert(hash.as_bytes(), input.encode().as_slice())?;
         Ok(())
     }
 
     pub fn remove_input(&self, hash: &InputHash) -> Result<()> {
+        self.room()?;
         self.inputs.remove(hash.as_bytes())?;
         Ok(())
     }
@@ -231,6 +264,7 @@ impl Meta {
         entry: &EntryRecord,
         upload: bool,
     ) -> Result<(EntryRecord, bool)> {
+        self.room()?;
         if upload {
             self.clear_cvs(key)?;
         }
@@ -276,6 +310,7 @@ impl Meta {
         upload: UploadChange,
         change: impl Fn(&R) -> Option<R>,
     ) -> Result<Option<(R, bool)>> {
+        self.room()?;
         if upload == UploadChange::Start {
             self.clear_cvs(id)?;
         }
@@ -303,6 +338,7 @@ impl Meta {
 
     /// Removes a record of `tree`, its upload record and chaining values.
     fn remove_owner<R: Owner>(&self, tree: &sled::Tree, id: &Key) -> Result<Option<R>> {
+        self.room()?;
         let removed = tx_result((tree, &self.uploads).transaction(|(records, uploads)| {
             uploads.remove(id.as_bytes())?;
             records
@@ -319,6 +355,7 @@ impl Meta {
     /// one transaction. Blocks of uploads that no longer exist, or already
     /// received, are skipped. Returns each touched upload's new record.
     pub fn commit_blocks(&self, blocks: &[BlockCommit]) -> Result<Vec<(Key, UploadRecord)>> {
+        self.room()?;
         let now = super::now();
         tx_result((&self.uploads, &self.cvs).transaction(|(uploads, cvs)| {
             let mut records: Vec<(Key, UploadRecord)> = Vec::new();
@@ -361,6 +398,7 @@ impl Meta {
         epoch: u64,
         tail: Option<(u64, u64)>,
     ) -> Result<Option<UploadRecord>> {
+        self.room()?;
         let now = super::now();
         let out = self.uploads.fetch_and_update(id.as_bytes(), |old| {
             let mut rec = UploadRecord::decode(old?).ok()?;
@@ -418,6 +456,7 @@ impl Meta {
     /// Stores chaining values computed outside the upload path (blocks
     /// hashed again from staging), replacing any stored for those blocks.
     pub fn put_cvs(&self, id: &Key, cvs: &[(u64, [u8; 32])]) -> Result<()> {
+        self.room()?;
         let mut batch = sled::Batch::default();
         for (block, cv) in cvs {
             batch.insert(&cv_key(id, *block)[..], &cv[..]);
@@ -428,6 +467,7 @@ impl Meta {
 
     /// Deletes every chaining value of an upload.
     pub fn clear_cvs(&self, id: &Key) -> Result<()> {
+        self.room()?;
         let mut batch = sled::Batch::default();
         for item in self.cvs.scan_prefix(id.as_bytes()).keys() {
             batch.remove(item?);

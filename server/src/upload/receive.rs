@@ -395,7 +395,7 @@ pub(super) async fn receive(
         let committed = receipt
             .await
             .map_err(|_| Error::Internal("the committer stopped".into()))?;
-        committed.map_err(Error::Internal)?;
+        committed?;
     }
     drop(writer.claims);
     written?;
