@@ -137,3 +137,33 @@ async fn a_crashing_or_garbage_input_fails_only_itself() {
     let img = image::load_from_memory(&server.oneshot(&good).await).unwrap();
     assert_eq!((img.width(), img.height()), (8, 8));
 }
+
+#[tokio::test]
+async fn a_worker_killed_from_outside_is_not_a_failure_and_runs_again() {
+    // What the kernel's out-of-memory killer does to a worker says nothing
+    // about the input: the operation is postponed, not failed.
+    let server = Server::start_with_config(
+        "op_timeout = 120\nop_memory_limit = \"3GiB\"\npool_memory = \"3GiB\"\n",
+        &[],
+    )
+    .await;
+    let input = png(64, 64);
+    server.oneshot(&Job::identity(input.clone())).await;
+    let job = Job::new(input, runaway(45.0));
+    server.create(&job, None).await;
+    let first = eventually("a worker to start", Duration::from_secs(20), || async {
+        server.children().first().copied()
+    })
+    .await;
+    // SAFETY: kill(2) on a process of the server's that the test found alive.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    let second = eventually(
+        "the operation to run again",
+        Duration::from_secs(20),
+        || async { server.children().into_iter().find(|&p| p != first) },
+    )
+    .await;
+    assert_ne!(second, first);
+    assert_eq!(server.status(&job.key).await.state, State::Processing);
+    assert_eq!(server.metric("upcache_operations_failed_total").await, 0.0);
+}

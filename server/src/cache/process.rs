@@ -167,6 +167,10 @@ impl Core {
                 return Ok(Err(Shortage(problem.to_string())));
             }
             Ok(Outcome::Failed(problem)) => Err(problem),
+            Ok(Outcome::Killed) => {
+                let _ = std::fs::remove_file(&output);
+                return Ok(Err(Shortage("the worker was killed from outside".into())));
+            }
             Ok(Outcome::Done { content_type }) => Ok(content_type),
         };
         let content_type = match outcome {

@@ -62,6 +62,9 @@ pub enum Outcome {
     Failed(Problem),
     /// It ran past its time and was killed.
     TimedOut,
+    /// Something else killed it (the kernel's out-of-memory killer, an
+    /// operator): the machine, not the input, is the likely cause.
+    Killed,
 }
 
 /// The server could not start a child (out of processes, memory, files):
@@ -83,6 +86,9 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        // Its own process group: a Ctrl-C meant for the server (which stops
+        // it gracefully) must not crash the operation as if it had failed.
+        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: between fork and exec only async-signal-safe calls are made
     // (setrlimit, prctl), touching no memory of the parent's.
@@ -122,9 +128,11 @@ pub async fn run(
         }
         Ok(Ok(ended)) => ended,
     };
+    use std::os::unix::process::ExitStatusExt;
     Ok(match serde_json::from_slice::<Reply>(&reply) {
         Ok(Reply::Done { content_type }) if status.success() => Outcome::Done { content_type },
         Ok(Reply::Failed(problem)) => Outcome::Failed(problem),
+        _ if status.signal() == Some(libc::SIGKILL) => Outcome::Killed,
         _ => Outcome::Failed(crashed(status, memory)),
     })
 }
