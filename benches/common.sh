@@ -10,7 +10,7 @@ run_bench() {
     local name=$1
     shift
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
-    cargo build --release -p upcache-server -p upcache-benches
+    cargo build --release -p upcache -p upcache-benches
 
     if ! command -v curl >/dev/null 2>&1; then
         if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

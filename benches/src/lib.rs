@@ -77,7 +77,7 @@ pub async fn prepare(
         .map_err(|e| format!("--block-size: {e}"))?;
     if !upcache_bin.is_file() {
         return Err(format!(
-            "no upcache binary at {} (cargo build --release -p upcache-server)",
+            "no upcache binary at {} (cargo build --release -p upcache)",
             upcache_bin.display()
         )
         .into());

@@ -5,7 +5,7 @@
 //! else `$CARGO_TARGET_DIR` (or the workspace's `target/`) `/{debug|release}/upcache`,
 //! the profile following this test binary's (`UPCACHE_PROFILE=release` forces it).
 //! When the binary is missing or older than the sources it is built from, it is
-//! built with `cargo build -p upcache-server --bin upcache` — once per test
+//! built with `cargo build -p upcache --bin upcache` — once per test
 //! process (`OnceLock`) and once across the processes cargo-nextest runs in
 //! parallel (an exclusive `flock` on a file in the target directory).
 
@@ -83,14 +83,8 @@ fn locate_or_build() -> PathBuf {
 fn build() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace()).args([
-        "build",
-        "--quiet",
-        "-p",
-        "upcache-server",
-        "--bin",
-        "upcache",
-    ]);
+    cmd.current_dir(workspace())
+        .args(["build", "--quiet", "-p", "upcache", "--bin", "upcache"]);
     if release() {
         cmd.arg("--release");
     }

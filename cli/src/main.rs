@@ -1,7 +1,7 @@
 //! The `upcache` binary: parses flags, loads the configuration, sets up
 //! logging and calls the library.
 
-mod cli;
+mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,15 +25,15 @@ enum Command {
     /// Run the server.
     Serve(ServeArgs),
     /// Get the result of an operation on a file, uploading only what the server lacks.
-    Put(cli::PutArgs),
+    Put(commands::PutArgs),
     /// Print the key of an operation on a file.
-    Key(cli::KeyArgs),
+    Key(commands::KeyArgs),
     /// Print an entry's status.
-    Status(cli::KeyOnly),
+    Status(commands::KeyOnly),
     /// Download an entry's result.
-    Get(cli::GetArgs),
+    Get(commands::GetArgs),
     /// Cancel an upload or invalidate a result.
-    Rm(cli::KeyOnly),
+    Rm(commands::KeyOnly),
     /// Run one image operation for the server (internal: the server starts
     /// it, with the job on stdin).
     #[command(name = upcache_server::ops::worker::SUBCOMMAND, hide = true)]
@@ -108,7 +108,7 @@ impl ServeArgs {
 }
 
 /// Exit codes of `serve`: 0 success, 1 runtime failure, 2 usage or configuration
-/// error (the client subcommands add theirs, see `cli`).
+/// error (the client subcommands add theirs, see `commands`).
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
@@ -116,11 +116,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Put(args) => cli::put(args),
-        Command::Key(args) => cli::key_cmd(args),
-        Command::Status(args) => cli::status(args),
-        Command::Get(args) => cli::get(args),
-        Command::Rm(args) => cli::rm(args),
+        Command::Put(args) => commands::put(args),
+        Command::Key(args) => commands::key_cmd(args),
+        Command::Status(args) => commands::status(args),
+        Command::Get(args) => commands::get(args),
+        Command::Rm(args) => commands::rm(args),
         Command::OpWorker => upcache_server::ops::worker::main(),
     }
 }
