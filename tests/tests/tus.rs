@@ -637,6 +637,16 @@ async fn expired_uploads_are_gone() {
     server
         .tus_patched(server.tus_patch(&location, 0, HELLO.to_vec()), 5)
         .await;
+    // The bytes received so far are staged on disk under the upload's id.
+    let staged = server
+        .data_dir()
+        .join("staging")
+        .join(location.rsplit('/').next().expect("an id"));
+    assert_eq!(
+        std::fs::metadata(&staged).map(|m| m.len()).ok(),
+        Some(100),
+        "the upload's staging file, sized to the upload"
+    );
 
     // Leave it untouched past its expiry (a HEAD is a read, but do not rely
     // on that: look only every 1.5 s).
@@ -667,6 +677,13 @@ async fn expired_uploads_are_gone() {
         server.tus_head_response(&location).await.status(),
         StatusCode::GONE
     );
+    // Gone means gone: the sweep freed the staged bytes, not just the name.
+    eventually(
+        "the expiry sweep to delete the staged bytes",
+        Duration::from_secs(10),
+        || async { (!staged.exists()).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
