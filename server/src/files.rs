@@ -434,7 +434,7 @@ impl Core {
                     block_size: layout.block_size,
                     digest: *blake3::hash(&digest.to_bytes()).as_bytes(),
                 };
-                self.meta.put_input(&input, &rec)?;
+                self.blobs.put_input_record(&input, &rec)?;
                 crate::metrics::INPUTS_VERIFIED.inc();
             }
         }

@@ -78,6 +78,7 @@ impl Core {
         std::fs::create_dir_all(&config.data)?;
         let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
         let blobs = Blobs::open(&config.data)?;
+        migrate_input_records(&meta, &blobs)?;
         Ok(Arc::new(Self {
             committer: Committer::start(meta.clone()),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
@@ -211,16 +212,9 @@ impl Core {
         })
     }
 
-    /// A stored input, if its file is really there.
+    /// A stored input, if its file and its record are really there.
     pub(crate) fn stored_input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
-        match self.meta.input(hash)? {
-            Some(rec) if self.blobs.input_path(hash).exists() => Ok(Some(rec)),
-            Some(_) => {
-                self.meta.remove_input(hash)?;
-                Ok(None)
-            }
-            None => Ok(None),
-        }
+        Ok(self.blobs.input_record(hash)?)
     }
 
     /// Looks up or creates the entry of `(input, operation)`. Returns the key,
@@ -472,7 +466,7 @@ impl Core {
                 block_size: layout.block_size,
                 digest,
             };
-            self.meta.put_input(&entry.input, &rec)?;
+            self.blobs.put_input_record(&entry.input, &rec)?;
             metrics::INPUTS_VERIFIED.inc();
         } else {
             self.blobs.remove_staging(key)?;
@@ -572,6 +566,28 @@ impl Core {
     }
 }
 
+/// Moves the input records of a data directory written by an earlier
+/// release out of the metadata database, beside the inputs. Each record is
+/// durable beside its input before the old tree is dropped, so a crash
+/// half-way is finished by the next start.
+fn migrate_input_records(meta: &Meta, blobs: &Blobs) -> Result<()> {
+    let legacy = meta.legacy_inputs()?;
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    for (hash, rec) in &legacy {
+        if blobs.input_path(hash).exists() {
+            blobs.put_input_record(hash, rec)?;
+        }
+    }
+    meta.forget_legacy_inputs()?;
+    tracing::info!(
+        inputs = legacy.len(),
+        "moved input records beside the inputs"
+    );
+    Ok(())
+}
+
 /// The problem a failed entry answers with.
 pub fn failure(entry: &EntryRecord) -> Problem {
     entry
@@ -587,4 +603,41 @@ fn length_mismatch(given: u64, known: u64) -> Error {
     )
     .with("length", known)
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_records_of_an_earlier_release_move_beside_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let (kept, lost) = (InputHash::of(b"kept"), InputHash::of(b"lost"));
+        let rec = InputRecord {
+            length: 4,
+            block_size: 1 << 23,
+            digest: [7; 32],
+        };
+        {
+            // A data directory as earlier releases left it: records in sled.
+            let meta = Meta::open(&data.join("db"), 1 << 20).unwrap();
+            let blobs = Blobs::open(&data).unwrap();
+            std::fs::write(blobs.input_path(&kept), b"kept").unwrap();
+            meta.put_legacy_input(&kept, &rec).unwrap();
+            meta.put_legacy_input(&lost, &rec).unwrap(); // its file is gone
+            meta.flush().unwrap();
+        }
+        let config = Config {
+            data: data.clone(),
+            ..Config::default()
+        };
+        let core = Core::open(config).unwrap();
+        assert_eq!(core.stored_input(&kept).unwrap(), Some(rec));
+        assert_eq!(core.stored_input(&lost).unwrap(), None);
+        assert!(core.meta.legacy_inputs().unwrap().is_empty());
+        // A record without its input is no stored input either.
+        std::fs::remove_file(core.blobs.input_path(&kept)).unwrap();
+        assert_eq!(core.stored_input(&kept).unwrap(), None);
+    }
 }

@@ -5,6 +5,8 @@
 //! ```text
 //! <data>/staging/<upload id>   sparse file of an upload in progress, one per upload
 //! <data>/inputs/<blake3>       verified inputs, content-addressed
+//! <data>/inputs/<blake3>.rec   what is known of it: length, block size, digest
+//!                              (an `InputRecord`, format byte first)
 //! <data>/results/<key>         results of operations (identity results are the input file)
 //! <data>/tmp/                  results being written; swept at start-up
 //! ```
@@ -18,6 +20,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use upcache_protocol::{InputHash, Key};
+
+use super::records::InputRecord;
 
 /// The blob directories under the data directory.
 #[derive(Debug, Clone)]
@@ -119,6 +123,54 @@ impl Blobs {
         fs::rename(&from, &to)?;
         sync_dir(&self.inputs)?;
         sync_dir(&self.staging)
+    }
+
+    fn input_record_path(&self, hash: &InputHash) -> PathBuf {
+        self.inputs.join(format!("{}.rec", hash.to_hex()))
+    }
+
+    /// The record of a stored input: `None` unless both the input and its
+    /// record are there. Blocking.
+    ///
+    /// Input records live beside the inputs rather than in the metadata
+    /// database: they only ever accumulate, and sled 0.34 reclaims none of
+    /// the space of a tree that keeps growing among trees that churn (a few
+    /// KiB of database per new input, measured by `benches/soak.sh`).
+    pub fn input_record(&self, hash: &InputHash) -> io::Result<Option<InputRecord>> {
+        let bytes = match fs::read(self.input_record_path(hash)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !self.input_path(hash).exists() {
+            return Ok(None);
+        }
+        InputRecord::decode_file(&bytes)
+            .map(Some)
+            .ok_or_else(|| io::Error::other(format!("corrupt input record of {hash}")))
+    }
+
+    /// Records what is known of a stored input (temp file, fsync, rename,
+    /// directory fsync). Blocking.
+    pub fn put_input_record(&self, hash: &InputHash, rec: &InputRecord) -> io::Result<()> {
+        let tmp = self
+            .tmp
+            .join(format!("{}.rec.{}", hash.to_hex(), std::process::id()));
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&rec.encode_file())?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.input_record_path(hash))?;
+        guard.0 = None;
+        sync_dir(&self.inputs)
+    }
+
+    /// Forgets an input's record (its bytes are gone or unusable). Blocking.
+    pub fn remove_input_record(&self, hash: &InputHash) -> io::Result<()> {
+        match fs::remove_file(self.input_record_path(hash)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Removes an upload's staging file, if any. Blocking.

@@ -7,8 +7,11 @@
 //! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON with format `fv`  |
 //! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
-//! | `inputs`  | input BLAKE3 (32 bytes)     | [`InputRecord`] (48 bytes)              |
 //! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
+//!
+//! Records of stored inputs are kept beside the inputs ([`super::blob`]).
+//! Releases before that kept them here, in an `inputs` tree (input BLAKE3 →
+//! [`InputRecord`], 48 bytes); [`Meta::legacy_inputs`] hands them over once.
 //!
 //! An entry in state `uploading` has an upload record under the same id (the
 //! `/v1` API uses the key as upload id). A file upload (tus) in state
@@ -234,24 +237,39 @@ impl Meta {
         })
     }
 
-    /// A stored input, if it is stored.
-    pub fn input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
+    /// Input records written by earlier releases, to be moved beside the
+    /// inputs; then [`Meta::forget_legacy_inputs`].
+    pub fn legacy_inputs(&self) -> Result<Vec<(InputHash, InputRecord)>> {
         self.inputs
-            .get(hash.as_bytes())?
-            .map(|v| InputRecord::decode(&v))
-            .transpose()
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let hash: [u8; 32] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| MetaError::Corrupt("input key".into()))?;
+                Ok((InputHash(hash), InputRecord::decode(&v)?))
+            })
+            .collect()
     }
 
-    pub fn put_input(&self, hash: &InputHash, input: &InputRecord) -> Result<()> {
+    /// Drops the `inputs` tree of earlier releases, once its records moved.
+    pub fn forget_legacy_inputs(&self) -> Result<()> {
+        if self.inputs.is_empty() {
+            return Ok(());
+        }
         self.room()?;
-        self.inputs
-            .insert(hash.as_bytes(), input.encode().as_slice())?;
+        self.inputs.clear()?;
+        self.db.flush()?;
         Ok(())
     }
 
-    pub fn remove_input(&self, hash: &InputHash) -> Result<()> {
-        self.room()?;
-        self.inputs.remove(hash.as_bytes())?;
+    /// Writes an input record the way releases before 0.2 did (for tests of
+    /// the migration).
+    #[cfg(test)]
+    pub fn put_legacy_input(&self, hash: &InputHash, input: &InputRecord) -> Result<()> {
+        self.inputs
+            .insert(hash.as_bytes(), input.encode().as_slice())?;
         Ok(())
     }
 

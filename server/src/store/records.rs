@@ -178,6 +178,8 @@ pub struct InputRecord {
     pub digest: [u8; 32],
 }
 
+const INPUT_FILE_FORMAT: u8 = 1;
+
 impl InputRecord {
     pub(super) fn encode(&self) -> [u8; 48] {
         let mut out = [0u8; 48];
@@ -185,6 +187,20 @@ impl InputRecord {
         out[8..16].copy_from_slice(&self.block_size.to_be_bytes());
         out[16..].copy_from_slice(&self.digest);
         out
+    }
+
+    /// The record as kept beside its input: a format byte, then [`Self::encode`].
+    pub(super) fn encode_file(&self) -> Vec<u8> {
+        let mut out = vec![INPUT_FILE_FORMAT];
+        out.extend_from_slice(&self.encode());
+        out
+    }
+
+    pub(super) fn decode_file(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&INPUT_FILE_FORMAT, rest)) => Self::decode(rest).ok(),
+            _ => None,
+        }
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
