@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use upcache_benches::cli::{parse_duration, parse_size, run_to_exit};
-use upcache_benches::soak::{self, Options};
+use upcache_benches::soak::{self, Mix, Options};
 
 /// Soak test of upcache: a long mixed load; errors must be 0 and the server flat.
 #[derive(Debug, Parser)]
@@ -40,6 +40,11 @@ struct Args {
     /// Largest new input (they range from 1 KiB up, log-uniform).
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     max_input: u64,
+    /// The scenarios and their weights, `name=weight,…` (scenarios not
+    /// named do not run): hit, get, wait, miss, blocks, patch, tus, recreate
+    /// [default: hit=26,get=14,wait=10,miss=8,blocks=12,patch=10,tus=12,recreate=8].
+    #[arg(long, value_parser = Mix::parse)]
+    mix: Option<Mix>,
     /// The upcache binary [default: <target dir>/release/upcache].
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         new_rate: args.new_rate,
         keep: args.keep,
         max_input: args.max_input,
+        mix: args.mix.unwrap_or_default(),
         server_bin: args
             .server_bin
             .unwrap_or_else(|| target.join("release").join("upcache")),

@@ -1,4 +1,5 @@
-//! The clients and the `/v1` scenarios they loop over (tus is in
+//! The clients, the scenarios they loop over, and the scenarios on live
+//! inputs (uploads of new ones are in [`super::upload`] and
 //! [`super::tus`]). Each client draws a scenario by weight; a scenario that
 //! cannot run now (no live input yet, the new-input budget spent, the input
 //! locked by a delete) is skipped and another is drawn.
@@ -23,27 +24,19 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, IF_NONE_MATCH, RANGE};
 use reqwest::StatusCode;
-use tokio::task::JoinSet;
-use upcache_protocol::headers::{self as h, BlockHash};
-use upcache_protocol::status::{block_path, entry_path, result_path, OPS_PATH};
-use upcache_protocol::tree::BlockHasher;
-use upcache_protocol::{CreateRequest, InputHash, InputRef, Layout, State, Status};
+use upcache_protocol::headers as h;
+use upcache_protocol::status::{entry_path, result_path, OPS_PATH};
+use upcache_protocol::{CreateRequest, InputRef, State, Status};
 
 use super::http::{fail, Ctx, Step};
-use super::state::{InputSpec, Live, Pending, Variant};
+use super::state::{InputSpec, Live, Variant};
 use super::stats::Kind;
 use crate::input::Xorshift;
 
-/// Concurrent connections of one block upload.
-const LANES: usize = 3;
-/// Block sizes of block and `PATCH` uploads: small, so inputs have several.
-const BLOCK_SIZES: [u64; 3] = [64 << 10, 128 << 10, 256 << 10];
-/// Smallest new blob.
-const MIN_INPUT: u64 = 1 << 10;
 /// Pause after a failed scenario, so one fault does not become a flood.
 const AFTER_FAILURE: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Hit,
     Get,
@@ -55,18 +48,18 @@ enum Scenario {
     Recreate,
 }
 
-const MIX: [(Scenario, u64); 8] = [
-    (Scenario::Hit, 26),
-    (Scenario::Get, 14),
-    (Scenario::Wait, 10),
-    (Scenario::Miss, 8),
-    (Scenario::Blocks, 12),
-    (Scenario::Patch, 10),
-    (Scenario::Tus, 12),
-    (Scenario::Recreate, 8),
-];
-
 impl Scenario {
+    const ALL: [Scenario; 8] = [
+        Scenario::Hit,
+        Scenario::Get,
+        Scenario::Wait,
+        Scenario::Miss,
+        Scenario::Blocks,
+        Scenario::Patch,
+        Scenario::Tus,
+        Scenario::Recreate,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Scenario::Hit => "hit",
@@ -80,12 +73,62 @@ impl Scenario {
         }
     }
 
-    fn draw(rng: &mut Xorshift) -> Self {
-        let total: u64 = MIX.iter().map(|(_, w)| w).sum();
+    /// The weight in the default mix (the table above).
+    fn weight(self) -> u64 {
+        match self {
+            Scenario::Hit => 26,
+            Scenario::Get => 14,
+            Scenario::Wait => 10,
+            Scenario::Miss => 8,
+            Scenario::Blocks => 12,
+            Scenario::Patch => 10,
+            Scenario::Tus => 12,
+            Scenario::Recreate => 8,
+        }
+    }
+}
+
+/// The scenarios and their weights: `hit=26,get=14,…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mix(Vec<(Scenario, u64)>);
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self(Scenario::ALL.iter().map(|s| (*s, s.weight())).collect())
+    }
+}
+
+impl Mix {
+    /// Parses `name=weight,…`; scenarios not named are not run.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut mix = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+            let scenario = Scenario::ALL
+                .into_iter()
+                .find(|s| s.name() == name.trim())
+                .ok_or_else(|| {
+                    let names: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                    format!("no scenario {name:?} (there are {})", names.join(", "))
+                })?;
+            let weight = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: the weight is a whole number"))?;
+            mix.push((scenario, weight));
+        }
+        match mix.iter().map(|(_, w)| w).sum::<u64>() {
+            0 => Err("the mix needs a scenario with a weight above 0".into()),
+            _ => Ok(Self(mix)),
+        }
+    }
+
+    fn draw(&self, rng: &mut Xorshift) -> Scenario {
+        let total: u64 = self.0.iter().map(|(_, w)| w).sum();
         let mut n = rng.below(total);
-        for (s, w) in MIX {
-            if n < w {
-                return s;
+        for (s, w) in &self.0 {
+            if n < *w {
+                return *s;
             }
             n -= w;
         }
@@ -93,20 +136,31 @@ impl Scenario {
     }
 }
 
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(s, w)| format!("{}={w}", s.name()))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// One client: scenarios until `stop`, then it ends (the scenario under
 /// way is finished first; each of its requests is bounded).
-pub async fn client(ctx: Arc<Ctx>, n: u64, stop: Instant) {
+pub async fn client(ctx: Arc<Ctx>, mix: Mix, n: u64, stop: Instant) {
     let mut rng = Xorshift::new(0xc1_1e47 ^ n);
     let mut skipped = 0u32;
     while Instant::now() < stop {
-        let s = Scenario::draw(&mut rng);
+        let s = mix.draw(&mut rng);
         let outcome = match s {
             Scenario::Hit => hit(&ctx, &mut rng).await,
             Scenario::Get => get(&ctx, &mut rng).await,
             Scenario::Wait => wait(&ctx, &mut rng).await,
-            Scenario::Miss => miss(&ctx, &mut rng).await,
-            Scenario::Blocks => blocks(&ctx, &mut rng).await,
-            Scenario::Patch => patch(&ctx, &mut rng).await,
+            Scenario::Miss => super::upload::miss(&ctx, &mut rng).await,
+            Scenario::Blocks => super::upload::blocks(&ctx, &mut rng).await,
+            Scenario::Patch => super::upload::patch(&ctx, &mut rng).await,
             Scenario::Tus => super::tus::upload(&ctx, &mut rng).await,
             Scenario::Recreate => recreate(&ctx, &mut rng).await,
         };
@@ -147,7 +201,7 @@ pub fn new_input(ctx: &Ctx, rng: &mut Xorshift, min: u64, image_in: u64) -> Opti
     ctx.pool.spend(input.length).then_some(input)
 }
 
-fn pick_variant(rng: &mut Xorshift, options: &[Variant]) -> Option<Variant> {
+pub(super) fn pick_variant(rng: &mut Xorshift, options: &[Variant]) -> Option<Variant> {
     (!options.is_empty()).then(|| options[rng.below(options.len() as u64) as usize])
 }
 
@@ -272,173 +326,6 @@ async fn wait(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
     Ok(true)
 }
 
-async fn miss(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
-    let Some(input) = new_input(ctx, rng, MIN_INPUT, 4) else {
-        return Ok(false);
-    };
-    let v = pick_variant(rng, input.variants()).expect("identity at least");
-    let live = Live::new(input);
-    let resp = ctx.one_shot(Kind::PutMiss, &live, v).await?;
-    ctx.one_shot_result(Kind::PutMiss, &live, v, resp).await?;
-    adopt(ctx, live, v).await?;
-    Ok(true)
-}
-
-/// `POST /v1/ops` for a new input: `201`, uploading, with the block size asked for.
-async fn create(ctx: &Ctx, live: &Live, v: Variant, block_size: u64) -> Step<Status> {
-    let k = Kind::Create;
-    let request = CreateRequest {
-        input: InputRef {
-            blake3: live.input.hash,
-            length: live.input.length,
-        },
-        operation: v.json(),
-        block_size: Some(block_size),
-    };
-    let req = ctx
-        .http
-        .post(ctx.url(OPS_PATH))
-        .header(CONTENT_TYPE, h::JSON)
-        .body(serde_json::to_vec(&request).expect("a CreateRequest serializes"));
-    let a = ctx.send(k, req).await?;
-    a.expect(k, StatusCode::CREATED)?;
-    let status: Status = serde_json::from_slice(&a.body)
-        .or_else(|e| fail(k, format!("bad status document: {e}")))?;
-    if status.state != State::Uploading || status.block_size != block_size || status.offset != 0 {
-        return fail(k, format!("expected a new upload, got {}", a.brief()));
-    }
-    Ok(status)
-}
-
-async fn blocks(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
-    let bs = BLOCK_SIZES[rng.below(BLOCK_SIZES.len() as u64) as usize];
-    let Some(input) = new_input(ctx, rng, 2 * bs + 1, 4) else {
-        return Ok(false);
-    };
-    // A PNG is small: smaller blocks, so that it has several too.
-    let bs = if input.is_image() { 16 << 10 } else { bs };
-    let v = pick_variant(rng, input.variants()).expect("identity at least");
-    let live = Live::new(input);
-    create(ctx, &live, v, bs).await?;
-    let _published = ctx.pool.publish(Arc::new(Pending {
-        live: live.clone(),
-        variant: v,
-    }));
-
-    let layout = Layout::new(live.input.length, bs, u64::MAX).expect("valid block size");
-    let mut order: Vec<u64> = (0..layout.blocks()).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let bytes = live.input.bytes();
-    let key = live.input.key(v);
-    let mut lanes = JoinSet::new();
-    for lane in 0..LANES {
-        let mine: Vec<u64> = order.iter().copied().skip(lane).step_by(LANES).collect();
-        let bytes = bytes.clone();
-        let (http, url) = (ctx.http.clone(), ctx.url(""));
-        let stats = ctx.stats.clone();
-        lanes.spawn(async move {
-            for n in mine {
-                let range = layout.range(n);
-                let block = bytes.slice(range.start as usize..range.end as usize);
-                let hash = if n % 2 == 0 {
-                    BlockHash::Alone(InputHash::of(&block))
-                } else {
-                    let mut hasher = BlockHasher::new(&layout, n);
-                    hasher.update(&block);
-                    BlockHash::Chaining(hasher.finish())
-                };
-                let req = http
-                    .put(format!("{url}{}", block_path(&key, n)))
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(h::UPLOAD_BLOCK_HASH, hash.to_header())
-                    .body(block);
-                let started = Instant::now();
-                let a = send_plain(req).await.or_else(|e| fail(Kind::Block, e))?;
-                stats.request(Kind::Block, started.elapsed());
-                a.expect(Kind::Block, StatusCode::NO_CONTENT)?;
-            }
-            Ok(())
-        });
-    }
-    while let Some(joined) = lanes.join_next().await {
-        joined.or_else(|e| fail(Kind::Block, format!("lane panicked: {e}")))??;
-    }
-    ctx.wait_result(Kind::ResultWait, &live, v).await?;
-    adopt(ctx, live, v).await?;
-    Ok(true)
-}
-
-/// A request sent outside [`Ctx::send`] (from a spawned lane).
-async fn send_plain(req: reqwest::RequestBuilder) -> Result<super::http::Answer, String> {
-    let resp = req.send().await.map_err(|e| format!("no answer: {e}"))?;
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let body = resp.bytes().await.map_err(|e| format!("no answer: {e}"))?;
-    Ok(super::http::Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-async fn patch(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
-    let bs = BLOCK_SIZES[rng.below(BLOCK_SIZES.len() as u64) as usize];
-    let Some(input) = new_input(ctx, rng, MIN_INPUT, 4) else {
-        return Ok(false);
-    };
-    let v = pick_variant(rng, input.variants()).expect("identity at least");
-    let live = Live::new(input);
-    create(ctx, &live, v, bs).await?;
-    let _published = ctx.pool.publish(Arc::new(Pending {
-        live: live.clone(),
-        variant: v,
-    }));
-    let url = ctx.url(&entry_path(&live.input.key(v)));
-    let bytes = live.input.bytes();
-    let length = live.input.length;
-    let mut pieces = 2 + rng.below(3);
-    loop {
-        // Resume as a client that lost its connection would: ask first.
-        let a = ctx.send(Kind::Head, ctx.http.head(&url)).await?;
-        a.expect(Kind::Head, StatusCode::OK)?;
-        let offset = a.offset(Kind::Head)?;
-        if offset == length {
-            break;
-        }
-        let len = if pieces <= 1 {
-            length - offset
-        } else {
-            ((length - offset) / pieces).max(1)
-        };
-        pieces = pieces.saturating_sub(1);
-        let body = bytes.slice(offset as usize..(offset + len) as usize);
-        let req = ctx
-            .http
-            .patch(&url)
-            .header(CONTENT_TYPE, h::OFFSET_OCTET_STREAM)
-            .header(h::UPLOAD_OFFSET, offset)
-            .body(body);
-        let a = ctx.send(Kind::Patch, req).await?;
-        a.expect(Kind::Patch, StatusCode::NO_CONTENT)?;
-        if a.offset(Kind::Patch)? != offset + len {
-            return fail(
-                Kind::Patch,
-                format!(
-                    "Upload-Offset {:?} after {offset}+{len}",
-                    a.offset(Kind::Patch)
-                ),
-            );
-        }
-        if offset + len == length {
-            break;
-        }
-    }
-    ctx.wait_result(Kind::ResultWait, &live, v).await?;
-    adopt(ctx, live, v).await?;
-    Ok(true)
-}
-
 async fn recreate(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
     let Some(live) = ctx.pool.pick(rng) else {
         return Ok(false);
@@ -482,4 +369,21 @@ async fn recreate(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
     }
     live.set_created(v, true);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_parse_and_print() {
+        let mix = Mix::parse("blocks=3, tus").unwrap();
+        assert_eq!(mix.to_string(), "blocks=3,tus=1");
+        assert_eq!(Mix::parse(&Mix::default().to_string()), Ok(Mix::default()));
+        assert!(Mix::parse("hit=0").is_err());
+        assert!(Mix::parse("nap=1").unwrap_err().contains("recreate"));
+        assert!(Mix::parse("hit=x").is_err());
+        let mut rng = Xorshift::new(1);
+        assert!((0..100).all(|_| mix.draw(&mut rng) != Scenario::Hit));
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //! # Layout
 //!
-//! * [`mix`] — the clients and the `/v1` scenarios, with their weights;
-//!   [`tus`] — the tus scenario.
+//! * [`mix`] — the clients, the scenarios and their weights; the ones on
+//!   live inputs (hits, gets, waits, deletes). [`upload`] — the `/v1`
+//!   uploads of new inputs; [`tus`] — the tus uploads.
 //! * [`state`] — what the clients share: inputs made from seeds, the
 //!   budget of new input bytes, the window of live inputs and its leases.
 //! * [`http`] — sending, timing and checking a request, and a result's bytes.
@@ -29,12 +30,15 @@ mod sample;
 mod state;
 mod stats;
 mod tus;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
+
+pub use self::mix::Mix;
 
 use self::http::Ctx;
 use self::sample::Sample;
@@ -66,6 +70,8 @@ pub struct Options {
     pub keep: usize,
     /// Largest new input.
     pub max_input: u64,
+    /// The scenarios and their weights.
+    pub mix: Mix,
     pub server_bin: PathBuf,
     pub work_dir: PathBuf,
 }
@@ -127,7 +133,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let stop = started + opts.duration;
     let mut clients = JoinSet::new();
     for n in 0..opts.clients {
-        clients.spawn(mix::client(ctx.clone(), n as u64, stop));
+        clients.spawn(mix::client(ctx.clone(), opts.mix.clone(), n as u64, stop));
     }
 
     // Progress lines, the warm sample and the end sample (both under load).
@@ -229,6 +235,7 @@ fn print_header(opts: &Options, machine: &Machine, work: &std::path::Path) {
         size(opts.new_rate),
         opts.keep
     );
+    println!("  mix       {}", opts.mix);
     println!(
         "  binary    {} (defaults, fresh data dir)",
         opts.server_bin.display()
