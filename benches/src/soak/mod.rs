@@ -201,6 +201,8 @@ pub async fn run(opts: Options) -> Result<()> {
         idle.line(stats.requests(), stats.errors(), 0.0)
     );
     let usage = server.usage()?;
+    let log = work.path().join("server").join("stderr.log");
+    let log = tokio::task::spawn_blocking(move || sample::LogCounts::read(&log)).await?;
     server.stop()?;
 
     let checks = sample::checks(&before, &warm, &end, &idle);
@@ -211,6 +213,7 @@ pub async fn run(opts: Options) -> Result<()> {
         [&before, &warm, &end, &idle],
         &checks,
         usage.peak_rss,
+        &log,
     );
     let grew: Vec<_> = checks.iter().filter(|c| !c.ok()).map(|c| c.what).collect();
     match (stats.errors(), grew.is_empty()) {
@@ -249,6 +252,7 @@ fn report(
     [before, warm, end, idle]: [&Sample; 4],
     checks: &[sample::Check],
     peak_rss: u64,
+    log: &sample::LogCounts,
 ) {
     let seconds = opts.duration.as_secs_f64();
     println!();
@@ -306,6 +310,14 @@ fn report(
     println!("flat once warm (end vs warm, under load; idle figures after the clients finished)");
     for c in checks {
         println!("{}", c.line());
+    }
+    println!();
+    println!(
+        "server log: {} ERROR and {} WARN lines",
+        log.errors, log.warnings
+    );
+    for line in &log.first {
+        println!("  {line}");
     }
     let samples = stats.error_samples();
     if !samples.is_empty() {

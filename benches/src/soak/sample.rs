@@ -83,6 +83,42 @@ pub fn du(path: &Path) -> u64 {
         .sum::<u64>()
 }
 
+/// What the server logged at levels `WARN` and `ERROR` (tracing's format:
+/// `TIMESTAMP LEVEL target: message`).
+#[derive(Debug, Default)]
+pub struct LogCounts {
+    pub errors: u64,
+    pub warnings: u64,
+    /// The first few such lines.
+    pub first: Vec<String>,
+}
+
+impl LogCounts {
+    /// Lines kept in [`LogCounts::first`].
+    const KEEP: usize = 10;
+
+    /// Reads the server's stderr log; a missing log counts nothing. Blocking.
+    pub fn read(path: &Path) -> Self {
+        use std::io::BufRead;
+        let mut counts = Self::default();
+        let Ok(file) = std::fs::File::open(path) else {
+            return counts;
+        };
+        for line in std::io::BufReader::new(file).lines().map_while(|l| l.ok()) {
+            let level = line.split_whitespace().nth(1).unwrap_or_default();
+            match level {
+                "ERROR" => counts.errors += 1,
+                "WARN" => counts.warnings += 1,
+                _ => continue,
+            }
+            if counts.first.len() < Self::KEEP {
+                counts.first.push(line);
+            }
+        }
+        counts
+    }
+}
+
 /// One line of the verdict: a figure at two moments and the most the
 /// second may be.
 #[derive(Debug, Clone)]
@@ -194,6 +230,23 @@ mod tests {
             "a sparse file counts what it holds: {total}"
         );
         assert_eq!(du(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn warnings_and_errors_of_the_log_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        std::fs::write(
+            &log,
+            "2026-01-01T00:00:00Z  INFO upcache: listening\n\
+             2026-01-01T00:00:01Z  WARN upcache::http: slow\n\
+             2026-01-01T00:00:02Z ERROR upcache::cache: broken\n\
+             a line that says ERROR later\n",
+        )
+        .unwrap();
+        let c = LogCounts::read(&log);
+        assert_eq!((c.errors, c.warnings, c.first.len()), (1, 1, 2));
+        assert_eq!(LogCounts::read(&dir.path().join("none")).errors, 0);
     }
 
     #[test]
