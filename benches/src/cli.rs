@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytesize::ByteSize;
 
@@ -12,6 +13,26 @@ use crate::process::{self, TRAMPOLINE_ARG};
 /// Parses a human size (`1GiB`, `256MiB`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     s.parse::<ByteSize>().map(|b| b.as_u64())
+}
+
+/// Parses a duration: a number of seconds, or a number with a unit `s`,
+/// `m` or `h` (`90s`, `10m`, `1.5h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(format!("{s:?} is not a duration (90s, 10m, 1h)")),
+    }
 }
 
 /// Flags every benchmark takes.
@@ -93,5 +114,21 @@ pub fn run_to_exit(name: &str, run: impl Future<Output = crate::Result<()>>) -> 
             eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

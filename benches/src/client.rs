@@ -19,10 +19,16 @@ const RESULT_WAIT: u64 = 300;
 /// An HTTP/1.1 client (the crate is built without HTTP/2) that ignores
 /// proxy settings and keeps up to `connections` idle connections.
 pub fn http_client(connections: usize) -> Result<Client> {
+    http_client_with_timeout(connections, Duration::from_secs(900))
+}
+
+/// [`http_client`] with another bound on each request, from its start to
+/// the end of its response body.
+pub fn http_client_with_timeout(connections: usize, timeout: Duration) -> Result<Client> {
     Ok(Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(connections)
-        .timeout(Duration::from_secs(900))
+        .timeout(timeout)
         .build()?)
 }
 

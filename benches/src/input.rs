@@ -27,21 +27,28 @@ impl Xorshift {
         Self((z ^ (z >> 31)) | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    /// The next 64 bits of the stream.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
+    /// A number in `0..n` (`n` above zero; the slight modulo bias does not
+    /// matter for picking scenarios and sizes).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
     /// Overwrites `buf` with the next bytes of the stream.
     pub fn fill(&mut self, buf: &mut [u8]) {
         let mut words = buf.chunks_exact_mut(8);
         for word in &mut words {
-            word.copy_from_slice(&self.next().to_le_bytes());
+            word.copy_from_slice(&self.next_u64().to_le_bytes());
         }
         let rest = words.into_remainder();
-        let last = self.next().to_le_bytes();
+        let last = self.next_u64().to_le_bytes();
         rest.copy_from_slice(&last[..rest.len()]);
     }
 }

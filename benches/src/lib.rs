@@ -10,6 +10,9 @@
 //!   CPU time and peak RSS.
 //! * [`tus`] — the tus benchmark: upcache's tus endpoint (`/files/`) next to
 //!   `@tus/server` with `@tus/file-store` (Node), with tus-js-client and curl.
+//! * [`soak`] — the soak test: many clients mixing every kind of request
+//!   for a long time; errors must be 0 and the server's RSS, fds and sled
+//!   database flat once warm.
 //! * [`server`] — a fresh `upcache serve` process per scenario (own data
 //!   directory, port 0), and its peak RSS and CPU time read from `/proc`.
 //! * [`input`] — pseudo-random input files and their BLAKE3, made before any timing.
@@ -34,6 +37,7 @@ pub mod process;
 pub mod report;
 pub mod sdk;
 pub mod server;
+pub mod soak;
 pub mod tus;
 
 use std::path::PathBuf;

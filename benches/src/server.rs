@@ -111,6 +111,16 @@ impl BenchServer {
         format!("http://{}", self.addr)
     }
 
+    /// The server's process id, for reading `/proc/<pid>`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The data directory of a server started with [`BenchServer::start`].
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// Peak RSS and CPU time so far.
     pub fn usage(&self) -> Result<Usage> {
         let pid = self.child.id();
@@ -160,7 +170,17 @@ pub(crate) fn clock_ticks() -> f64 {
 
 /// `VmHWM:  12345 kB` → bytes.
 pub(crate) fn vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    status_kb(status, "VmHWM:")
+}
+
+/// `VmRSS:  12345 kB` → bytes: the resident set size now.
+pub(crate) fn vm_rss(status: &str) -> Option<u64> {
+    status_kb(status, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_kb(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix(field))?;
     let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kb * 1024)
 }
@@ -185,6 +205,7 @@ mod tests {
             Some(40 << 20)
         );
         assert_eq!(vm_hwm("VmRSS:\t1 kB\n"), None);
+        assert_eq!(vm_rss("VmHWM:\t9 kB\nVmRSS:\t1 kB\n"), Some(1024));
         let stat = "4242 (up cache) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0";
         assert_eq!(cpu_ticks(stat), Some(175));
     }

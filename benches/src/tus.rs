@@ -618,7 +618,7 @@ fn metadata(input: &Input) -> String {
 }
 
 /// Standard base64 with padding (tus `Upload-Metadata` values).
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -674,7 +674,7 @@ fn created_location(headers: &str) -> Result<String, String> {
 }
 
 /// A `Location` (absolute, or a path) as a URL on `base`.
-fn resolve(base: &str, location: &str) -> String {
+pub(crate) fn resolve(base: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_owned()
     } else {
