@@ -97,7 +97,7 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     if !opts.server_bin.is_file() {
         return Err(format!(
-            "no upcache binary at {} (cargo build --release -p upcache-server)",
+            "no upcache binary at {} (cargo build --release -p upcache)",
             opts.server_bin.display()
         )
         .into());
