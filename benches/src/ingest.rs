@@ -132,6 +132,15 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let mut rows = Vec::new();
     for run in 1..=opts.runs {
+        // The disk's own durable rate for the same bytes, in the same run.
+        let busy = settle().await?;
+        let mut row = dd_direct(&inputs[0].1, work.path()).await?;
+        row.busy_before = busy;
+        if opts.runs > 1 {
+            row.scenario = format!("{} #{run}", row.scenario);
+        }
+        announce(&row.scenario, row.bytes, row.took, name_width(&opts) + 3);
+        rows.push(row);
         for (scenario, input) in &inputs {
             let busy = settle().await?;
             let dir = work.path().join(format!("server-{run}-{scenario:?}"));
@@ -220,6 +229,37 @@ async fn reference_rates(opts: &Options, work: &Path) -> Result<()> {
     line("BLAKE3 on one core, 64 KiB updates".into(), took, busy);
     println!();
     Ok(())
+}
+
+/// The label of the reference row.
+const DD: &str = "dd oflag=direct conv=fdatasync";
+
+/// Copies the input with `dd` to a file on the same filesystem, with
+/// O_DIRECT writes of 1 MiB and one fdatasync: what the disk gives a program
+/// that neither hashes nor keeps the bytes in the page cache.
+async fn dd_direct(input: &Input, work: &Path) -> Result<Row> {
+    let out = work.join("dd.out");
+    let started = std::time::Instant::now();
+    let status = tokio::process::Command::new("dd")
+        .arg(format!("if={}", input.path.display()))
+        .arg(format!("of={}", out.display()))
+        .args(["bs=1M", "oflag=direct", "conv=fdatasync", "status=none"])
+        .status()
+        .await?;
+    let took = started.elapsed();
+    let _ = std::fs::remove_file(&out);
+    if !status.success() {
+        return Err(format!("dd failed: {status}").into());
+    }
+    Ok(Row {
+        scenario: DD.into(),
+        bytes: input.length,
+        took,
+        peak_rss: 0,
+        server_cpu: 0.0,
+        busy_before: 0.0,
+        note: "reference: the disk, no server; reads the input from the page cache".into(),
+    })
 }
 
 /// One scenario on a fresh server.
@@ -383,8 +423,8 @@ async fn upload_blocks(
 /// The lines under the table: medians over several runs, and how to read it.
 fn summarize(opts: &Options, machine: &Machine, rows: &[Row]) {
     let mut medians = Vec::new();
-    for scenario in Scenario::ALL {
-        let name = scenario.name(opts);
+    let names = std::iter::once(DD.to_owned()).chain(Scenario::ALL.iter().map(|s| s.name(opts)));
+    for name in names {
         let mine: Vec<&Row> = rows
             .iter()
             .filter(|r| r.scenario.starts_with(&name))
@@ -403,9 +443,10 @@ fn summarize(opts: &Options, machine: &Machine, rows: &[Row]) {
         medians.push(median);
     }
     println!(
-        "  (b) / (a): {:.2}   (b+) / (a): {:.2}",
+        "  (a) / dd: {:.2}   (b) / (a): {:.2}   (b+) / (a): {:.2}",
         medians[1] / medians[0],
-        medians[2] / medians[0]
+        medians[2] / medians[1],
+        medians[3] / medians[1]
     );
     println!("  load avg after the run: {}", machine::load_average());
     println!();
