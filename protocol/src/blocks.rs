@@ -72,6 +72,13 @@ impl Layout {
 
 /// Encodes sorted, distinct block indices as ranges (`0-3,7`); empty for none.
 pub fn encode_ranges(sorted: impl IntoIterator<Item = u64>) -> String {
+    encode_range_pairs(sorted.into_iter().map(|n| (n, n)))
+}
+
+/// Encodes ascending, non-overlapping inclusive ranges, merging adjacent
+/// ones so that each maximal run is written once (the canonical form of
+/// §5.2): `(0, 1), (2, 3), (7, 7)` is `0-3,7`.
+pub fn encode_range_pairs(sorted: impl IntoIterator<Item = (u64, u64)>) -> String {
     let mut out = String::new();
     let mut run: Option<(u64, u64)> = None;
     let flush = |out: &mut String, (a, b): (u64, u64)| {
@@ -84,14 +91,14 @@ pub fn encode_ranges(sorted: impl IntoIterator<Item = u64>) -> String {
             out.push_str(&format!("{a}-{b}"));
         }
     };
-    for n in sorted {
+    for (a, b) in sorted {
         run = match run {
-            Some((a, b)) if n == b + 1 => Some((a, n)),
+            Some((start, end)) if end.checked_add(1) == Some(a) => Some((start, b)),
             Some(r) => {
                 flush(&mut out, r);
-                Some((n, n))
+                Some((a, b))
             }
-            None => Some((n, n)),
+            None => Some((a, b)),
         };
     }
     if let Some(r) = run {

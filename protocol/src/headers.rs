@@ -174,6 +174,21 @@ impl Prefer {
         }
         p
     }
+
+    /// The header value, preferences in a fixed order; empty when none is set.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        if self.respond_async {
+            out.push("respond-async".to_owned());
+        }
+        if self.return_minimal {
+            out.push("return=minimal".to_owned());
+        }
+        if let Some(wait) = self.wait {
+            out.push(format!("wait={wait}"));
+        }
+        out.join(", ")
+    }
 }
 
 #[cfg(test)]

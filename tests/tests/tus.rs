@@ -18,6 +18,7 @@ use upcache_e2e::tus::{self, th, FILES};
 use upcache_e2e::*;
 use upcache_protocol::headers::OFFSET_OCTET_STREAM;
 use upcache_protocol::status::{entry_path, result_path};
+use upcache_protocol::tus::{Checksum, ChecksumAlgorithm};
 use upcache_protocol::State;
 
 const MIB: u64 = 1024 * 1024;
@@ -32,8 +33,11 @@ const HELLO_MD5: &str = "5d41402abc4b2a76b9719d911017c592";
 
 /// `Upload-Checksum` for `algorithm` and a hex digest.
 fn checksum(algorithm: &str, hex_digest: &str) -> String {
-    let digest = hex::decode(hex_digest).expect("a hex digest");
-    format!("{algorithm} {}", STANDARD.encode(digest))
+    Checksum {
+        algorithm: ChecksumAlgorithm::named(algorithm).expect("a tus algorithm"),
+        digest: hex::decode(hex_digest).expect("a hex digest"),
+    }
+    .encode()
 }
 
 /// The comma-separated tokens of a header, trimmed and lower-cased.
