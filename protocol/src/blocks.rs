@@ -55,7 +55,9 @@ impl Layout {
     /// The bytes block `n` covers. `n` must be below [`Layout::blocks`].
     pub fn range(&self, n: u64) -> Range<u64> {
         let start = n * self.block_size;
-        start..(start + self.block_size).min(self.length)
+        // Not `(start + block_size).min(length)`: that overflows for the last
+        // block of an input within one block of u64::MAX bytes.
+        start..start + self.length.saturating_sub(start).min(self.block_size)
     }
 
     /// Length of block `n`.
