@@ -64,7 +64,7 @@ impl Client {
             headers.insert(name, value);
         }
         if let Some(token) = &options.bearer_token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            let value = HeaderValue::from_str(&h::bearer(token)).map_err(|_| {
                 Error::Protocol("the bearer token has characters a header cannot carry".into())
             })?;
             headers.insert(AUTHORIZATION, value);

@@ -144,6 +144,19 @@ pub fn decode_operation(value: &str) -> Result<Operation, OperationHeaderError> 
     Ok(Operation::parse(&json)?)
 }
 
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750). The
+/// scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// An `Authorization` value carrying `token`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 /// Preferences of a request (RFC 7240 `Prefer`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Prefer {
@@ -229,6 +242,17 @@ mod tests {
             decode_operation(&encode_operation(&json!({"op": "x"}))),
             Err(OperationHeaderError::Operation(_))
         ));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer k", "bearer k", "BEARER  k ", "bEaReR\tk"] {
+            assert_eq!(bearer_token(v), Some("k"), "{v:?}");
+        }
+        for v in ["Basic k", "Bearer", "Bearer  ", "Bearerk", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+        assert_eq!(bearer_token(&bearer("tok")), Some("tok"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! re-encodes canonically (`encode(parse(encode(v))) == encode(v)`).
 
 use crate::blocks::{encode_range_pairs, parse_ranges, Layout};
-use crate::headers::{decode_operation, encode_operation, BlockHash, Prefer};
+use crate::headers::{bearer, bearer_token, decode_operation, encode_operation, BlockHash, Prefer};
 use crate::range::ByteRange;
 use crate::tus::{self, Checksum, Concat, Metadata};
 use crate::{CreateRequest, InputHash, Key, Operation, Problem, Status};
@@ -33,7 +33,7 @@ fn text(data: &[u8]) -> String {
 }
 
 /// `Upload-Block-Hash`, hex keys and input hashes, `Prefer`,
-/// `Upload-Operation`.
+/// `Authorization: Bearer`, `Upload-Operation`.
 pub fn headers(data: &[u8]) {
     let s = text(data);
     if let Ok(h) = BlockHash::parse(&s) {
@@ -51,6 +51,9 @@ pub fn headers(data: &[u8]) {
     let prefer = Prefer::parse(s.split('\n'));
     let encoded = prefer.encode();
     assert_eq!(Prefer::parse([encoded.as_str()]), prefer, "{s:?}");
+    if let Some(token) = bearer_token(&s) {
+        assert_eq!(bearer_token(&bearer(token)), Some(token), "{s:?}");
+    }
     if let Ok(op) = decode_operation(&s) {
         let again = decode_operation(&encode_operation(op.normalized()));
         assert_eq!(again.as_ref(), Ok(&op), "{s:?}");

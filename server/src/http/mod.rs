@@ -228,8 +228,7 @@ fn authorized(core: &Core, req: &Req) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(upcache_protocol::headers::bearer_token);
     token.is_some_and(|t| {
         core.config
             .api_keys
