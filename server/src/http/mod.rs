@@ -23,7 +23,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::Instrument;
-use upcache_protocol::headers::{PROBLEM_JSON, UPLOAD_OFFSET};
+use upcache_protocol::headers::{PROBLEM_JSON, UPLOAD_OFFSET, X_HTTP_METHOD_OVERRIDE};
 use upcache_protocol::{Problem, ProblemType};
 
 use crate::cache::Core;
@@ -242,21 +242,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Error> {
-    let mut method = req.parts.method.clone();
-    if method == http::Method::POST {
-        // tus clients behind proxies that drop PATCH and DELETE.
-        if let Some(m) = req
-            .headers()
-            .get(upcache_protocol::headers::X_HTTP_METHOD_OVERRIDE)
-        {
-            method = http::Method::from_bytes(m.as_bytes()).map_err(|_| {
-                Error::problem(
-                    ProblemType::InvalidHeader,
-                    "X-HTTP-Method-Override: not a method",
-                )
-            })?;
-        }
-    }
+    let method = method(req)?;
     let endpoint = match route(&method, req.parts.uri.path()) {
         Ok(e) => e,
         Err(RouteError::NotFound) => {
@@ -321,6 +307,32 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             .expect("valid response")),
         Endpoint::Health => Ok(Response::new(body::full("ok\n"))),
     }
+}
+
+/// The method a request is handled as. `X-HTTP-Method-Override` on a `POST`
+/// is honoured at `/files/` only, for tus clients behind proxies that drop
+/// `PATCH` and `DELETE` (spec/tus.md); elsewhere it is refused, so that a
+/// `POST` can never delete or append by a header the API does not define.
+fn method(req: &Req) -> Result<http::Method, Error> {
+    let Some(m) = req.headers().get(X_HTTP_METHOD_OVERRIDE) else {
+        return Ok(req.parts.method.clone());
+    };
+    let path = req.parts.uri.path();
+    if path != tus::BASE.trim_end_matches('/') && !path.starts_with(tus::BASE) {
+        return Err(Error::problem(
+            ProblemType::InvalidHeader,
+            "X-HTTP-Method-Override is honoured only at /files/ (tus); send the method itself",
+        ));
+    }
+    if req.parts.method != http::Method::POST {
+        return Ok(req.parts.method.clone());
+    }
+    http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+        Error::problem(
+            ProblemType::InvalidHeader,
+            "X-HTTP-Method-Override: not a method",
+        )
+    })
 }
 
 /// Renders a problem document. A problem carrying an `offset` member also

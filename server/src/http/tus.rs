@@ -7,8 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use upcache_protocol::headers::{self as h, TUS_PROTOCOL_VERSION};
+pub use upcache_protocol::tus::BASE;
 use upcache_protocol::tus::{self as codec, Checksum, Concat as ConcatHeader, Metadata};
-use upcache_protocol::tus::{TusHeaderError, UploadUrlError, BASE};
+use upcache_protocol::tus::{TusHeaderError, UploadUrlError};
 use upcache_protocol::{Key, Operation, ProblemType};
 
 use super::body::{self, Body};
