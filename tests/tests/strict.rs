@@ -1,11 +1,13 @@
 //! The protocol is strict where the spec says so (issue 8, part 4): what a
 //! client sees when it sends what the API does not define — a method
-//! override outside tus, unknown JSON members, concatenation of another
-//! server's uploads, uploads to an entry that is past uploading. Every refusal is a typed problem, and
+//! override outside tus, unknown JSON members, heads hyper cannot parse or
+//! that are too large, concatenation of another server's uploads, uploads to
+//! an entry that is past uploading. Every refusal is a typed problem, and
 //! none changes anything.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use upcache_e2e::raw::RawConn;
 use upcache_e2e::tus::{self, th, FILES};
 use upcache_e2e::*;
 use upcache_protocol::headers::{self as h, OFFSET_OCTET_STREAM, X_HTTP_METHOD_OVERRIDE};
@@ -101,6 +103,105 @@ async fn unknown_members_are_refused_at_every_level() {
         server.post_create(&good).await.status(),
         StatusCode::CREATED
     );
+}
+
+/// Sends `head` on a new connection and reads the answer.
+async fn answer(server: &Server, head: &[u8]) -> upcache_e2e::raw::RawResponse {
+    let mut conn = RawConn::connect(server.addr()).await;
+    conn.send(head).await;
+    conn.read_response().await
+}
+
+#[tokio::test]
+async fn heads_hyper_cannot_parse_are_answered_with_problems() {
+    let server = Server::start().await;
+    let bad_lengths = [
+        "content-length: abc\r\n",
+        "content-length: -1\r\n",
+        "content-length: 1\r\ncontent-length: 2\r\n",
+        "content-length: 99999999999999999999999\r\n",
+    ];
+    for length in bad_lengths {
+        let head = format!("PUT /v1/ops HTTP/1.1\r\nhost: x\r\n{length}\r\nab");
+        let resp = answer(&server, head.as_bytes()).await;
+        resp.assert_problem(ProblemType::MalformedRequest);
+        assert_eq!(resp.header("connection"), Some("close"), "{length:?}");
+    }
+    let garbage = answer(&server, b"GET /healthz HTTP/1.1\r\nhost x\r\n\r\n").await;
+    garbage.assert_problem(ProblemType::MalformedRequest);
+    // After a good request on the same connection, too.
+    let mut conn = RawConn::connect(server.addr()).await;
+    conn.send(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\ncontent-length: x\r\n\r\n")
+        .await;
+    assert_eq!(conn.read_response().await.status, 200);
+    conn.read_response()
+        .await
+        .assert_problem(ProblemType::MalformedRequest);
+}
+
+#[tokio::test]
+async fn long_targets_and_large_heads_are_problems_at_every_size() {
+    let server = Server::start().await;
+    // Over our limit (8 KiB), and over hyper's own (64 KiB).
+    for len in [9_000, 70_000] {
+        let head = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(len));
+        let problem = answer(&server, head.as_bytes())
+            .await
+            .assert_problem(ProblemType::UriTooLong);
+        assert_eq!(problem.status, 414, "{len}");
+    }
+    let fields = |n: usize| (0..n).map(|i| format!("x-{i}: y\r\n")).collect::<String>();
+    let heads = [
+        ("150 fields", fields(150)),
+        ("1200 fields", fields(1200)),
+        (
+            "a 100 KiB field",
+            format!("x: {}\r\n", "y".repeat(100 << 10)),
+        ),
+        ("a 2 MiB field", format!("x: {}\r\n", "y".repeat(2 << 20))),
+    ];
+    for (what, extra) in heads {
+        let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{extra}\r\n");
+        let resp = answer(&server, head.as_bytes()).await;
+        assert_eq!(resp.status, 431, "{what}: {}", resp.status_line);
+        resp.assert_problem(ProblemType::HeadersTooLarge);
+    }
+    // Within the limits, a large head is served.
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n", fields(90));
+    assert_eq!(answer(&server, head.as_bytes()).await.status, 200);
+}
+
+#[tokio::test]
+async fn http2_heads_over_our_limits_are_problems_too() {
+    let server = Server::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // Between our limit (64 KiB) and the list size announced to h2 (256 KiB).
+    let resp = h2
+        .get(server.url("/healthz"))
+        .header("x-big", "y".repeat(100 << 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_problem(resp, ProblemType::HeadersTooLarge).await;
+    let resp = h2
+        .get(server.url(&format!("/{}", "a".repeat(9_000))))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, ProblemType::UriTooLong).await;
+    // Beyond it the h2 library answers alone: a bare 431 (spec §12.1).
+    let resp = h2
+        .get(server.url("/healthz"))
+        .header("x-big", "y".repeat(300 << 10))
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
 }
 
 /// A complete partial tus upload of `bytes`; its location.

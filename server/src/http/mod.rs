@@ -5,6 +5,7 @@
 pub mod body;
 mod cors;
 pub mod handlers;
+pub mod limits;
 pub mod result;
 pub mod router;
 pub mod tus;
@@ -45,8 +46,13 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_concurrent_streams(256);
+        .header_read_timeout(Duration::from_secs(30))
+        .max_headers(limits::HYPER_MAX_HEADERS)
+        .max_buf_size(limits::HYPER_MAX_BUF);
+    builder
+        .http2()
+        .max_concurrent_streams(256)
+        .max_header_list_size(limits::HYPER_MAX_HEADER_LIST);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -67,7 +73,8 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let task = async move {
                     let svc = service_fn(move |req| handle(core.clone(), req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let io = TokioIo::new(limits::ProblemIo::new(stream));
+                    let conn = builder.serve_connection(io, svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -242,6 +249,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Error> {
+    limits::check_head(&req.parts)?;
     let method = method(req)?;
     let endpoint = match route(&method, req.parts.uri.path()) {
         Ok(e) => e,
