@@ -20,16 +20,18 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 nice -n 19 cargo fuzz build -s none -a
 targets=${TARGETS:-$(cargo fuzz list)}
-mkdir -p logs
+logs=${FUZZ_LOGS:-logs}
+mkdir -p "$logs"
 run_one() {
     local target=$1 seconds=$2
     mkdir -p "corpus/$target"
-    echo "fuzzing $target for ${seconds}s (log: fuzz/logs/$target.log)"
+    echo "fuzzing $target for ${seconds}s (log: fuzz/$logs/$target.log)"
     nice -n 19 cargo fuzz run -s none -a "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 >"logs/$target.log" 2>&1 \
-        && echo "$target: done, $(grep -ao 'Done [0-9]* runs in [0-9]* second(s)' "logs/$target.log" | tail -1)" \
-        || { echo "$target: FAILED, see fuzz/logs/$target.log and fuzz/artifacts/$target/"; return 1; }
+        -print_final_stats=1 >"$logs/$target.log" 2>&1 \
+        && echo "$target: done, $(grep -ao 'Done [0-9]* runs in [0-9]* second(s)' "$logs/$target.log" | tail -1)" \
+        || { echo "$target: FAILED, see fuzz/$logs/$target.log and fuzz/artifacts/$target/"; return 1; }
 }
+export logs
 export -f run_one
 printf '%s\n' $targets | xargs -P "$parallel" -I{} bash -c "run_one {} $seconds"

@@ -12,7 +12,7 @@ use crate::blocks::{encode_range_pairs, parse_ranges, Layout};
 use crate::headers::{bearer, bearer_token, decode_operation, encode_operation, BlockHash, Prefer};
 use crate::range::ByteRange;
 use crate::tus::{self, Checksum, Concat, Metadata};
-use crate::{CreateRequest, InputHash, Key, Operation, Problem, Status};
+use crate::{CreateRequest, Digest, InputHash, Key, Operation, Problem, Status};
 
 /// A property check: panics when `data` breaks a property.
 pub type Check = fn(&[u8]);
@@ -135,8 +135,11 @@ pub fn operation(data: &[u8]) {
 }
 
 /// Request and response bodies: the create request, status documents and
-/// problem documents.
+/// problem documents; and the stored digest state (2048 bytes).
 pub fn bodies(data: &[u8]) {
+    if let Some(digest) = Digest::from_bytes(data) {
+        assert_eq!(digest.to_bytes(), data, "a digest state restores exactly");
+    }
     if let Ok(req) = serde_json::from_slice::<CreateRequest>(data) {
         let encoded = serde_json::to_vec(&req).expect("a create request serializes");
         let back: CreateRequest = serde_json::from_slice(&encoded).expect("it parses back");
