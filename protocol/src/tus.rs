@@ -65,19 +65,27 @@ impl Metadata {
         pairs: impl IntoIterator<Item = (K, Vec<u8>)>,
     ) -> Result<Self, TusHeaderError> {
         let mut m = Metadata::default();
+        let mut seen = std::collections::HashSet::new();
         for (key, value) in pairs {
-            m.insert(key.into(), value)?;
+            m.insert(&mut seen, key.into(), value)?;
         }
         Ok(m)
     }
 
-    fn insert(&mut self, key: String, value: Vec<u8>) -> Result<(), TusHeaderError> {
+    /// Adds a pair. `seen` holds the keys so far: a header of thousands of
+    /// pairs must not cost a quadratic search.
+    fn insert(
+        &mut self,
+        seen: &mut std::collections::HashSet<String>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), TusHeaderError> {
         if !is_token(&key) {
             return Err(TusHeaderError::Metadata(format!(
                 "{key:?} is not a key (visible ASCII, no comma)"
             )));
         }
-        if self.get(&key).is_some() {
+        if !seen.insert(key.clone()) {
             return Err(TusHeaderError::Metadata(format!("{key:?} is repeated")));
         }
         self.pairs.push((key, value));
@@ -87,6 +95,7 @@ impl Metadata {
     /// Parses a header value. Values are base64, padded or not.
     pub fn parse(raw: &str) -> Result<Self, TusHeaderError> {
         let mut m = Metadata::default();
+        let mut seen = std::collections::HashSet::new();
         for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let mut parts = pair.split(' ').filter(|p| !p.is_empty());
             let key = parts.next().unwrap_or_default();
@@ -102,7 +111,7 @@ impl Metadata {
                 .map_err(|_| {
                     TusHeaderError::Metadata(format!("the value of {key:?} is not base64"))
                 })?;
-            m.insert(key.to_owned(), decoded)?;
+            m.insert(&mut seen, key.to_owned(), decoded)?;
         }
         Ok(m)
     }
