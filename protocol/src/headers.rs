@@ -62,6 +62,9 @@ pub const UPLOAD_CONCAT: &str = "upload-concat";
 pub const UPLOAD_EXPIRES: &str = "upload-expires";
 /// tus: `algorithm base64digest` of a request's body.
 pub const UPLOAD_CHECKSUM: &str = "upload-checksum";
+/// The `Host` a client used, as a reverse proxy that rewrites `Host` passes
+/// it on (tus `Upload-Concat` URLs name this server by it).
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// Asks a `POST` to be handled as another method (tus clients behind
 /// proxies that drop `PATCH`/`DELETE`).
 pub const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";

@@ -191,18 +191,17 @@ pub enum UploadUrlError {
 }
 
 /// The upload id a URL of `Upload-Concat` names: a path `/files/{id}`, or an
-/// absolute URL whose authority is `authority` (the request's `Host`; any
-/// authority when it is unknown). Default ports are equivalent to none.
-pub fn upload_id(url: &str, authority: Option<&str>) -> Result<Key, UploadUrlError> {
+/// absolute URL whose authority is one of `ours` (the request's `Host`, and
+/// the `X-Forwarded-Host` a reverse proxy adds; any authority when `ours` is
+/// empty). Default ports are equivalent to none.
+pub fn upload_id(url: &str, ours: &[&str]) -> Result<Key, UploadUrlError> {
     let not_upload = || UploadUrlError::NotAnUpload(url.to_owned());
     let path = match url.split_once("://") {
         Some((scheme, rest)) => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let (host, path) = rest.split_at(end);
-            if let Some(ours) = authority {
-                if !same_authority(scheme, host, ours) {
-                    return Err(UploadUrlError::Foreign(url.to_owned()));
-                }
+            if !ours.is_empty() && !ours.iter().any(|a| same_authority(scheme, host, a)) {
+                return Err(UploadUrlError::Foreign(url.to_owned()));
             }
             path
         }

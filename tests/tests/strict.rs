@@ -252,6 +252,13 @@ async fn concatenation_refuses_another_hosts_uploads() {
     let (location, _) = server.tus_created(final_of(vec![part.clone(), own])).await;
     let head = server.tus_head_response(&location).await;
     assert_eq!(header(head.headers(), th::UPLOAD_LENGTH), "12");
+    // Behind a reverse proxy that rewrites Host, the public name comes as
+    // X-Forwarded-Host.
+    let public = format!("https://files.example{part}");
+    let proxied = final_of(vec![public]).header(h::X_FORWARDED_HOST, "files.example");
+    let (location, _) = server.tus_created(proxied).await;
+    let head = server.tus_head_response(&location).await;
+    assert_eq!(header(head.headers(), th::UPLOAD_LENGTH), "6");
 }
 
 #[tokio::test]

@@ -36,17 +36,19 @@ fn concat_examples() {
 #[test]
 fn upload_ids_from_paths_and_urls() {
     let k: Key = K.parse().unwrap();
-    let here = Some("h:1");
+    let here: &[&str] = &["h:1"];
     assert_eq!(upload_id(&format!("/files/{K}"), here), Ok(k));
     assert_eq!(upload_id(&format!("http://h:1/files/{K}/"), here), Ok(k));
     assert_eq!(upload_id(&format!("http://H:1/files/{K}?x=1"), here), Ok(k));
-    assert_eq!(upload_id(&format!("https://h/files/{K}"), None), Ok(k));
+    assert_eq!(upload_id(&format!("https://h/files/{K}"), &[]), Ok(k));
+    assert_eq!(upload_id(&format!("http://h:80/files/{K}"), &["h"]), Ok(k));
     assert_eq!(
-        upload_id(&format!("http://h:80/files/{K}"), Some("h")),
+        upload_id(&format!("https://h/files/{K}"), &["h:443"]),
         Ok(k)
     );
+    let proxied: &[&str] = &["backend:8080", "files.example"];
     assert_eq!(
-        upload_id(&format!("https://h/files/{K}"), Some("h:443")),
+        upload_id(&format!("https://files.example/files/{K}"), proxied),
         Ok(k)
     );
     for foreign in [

@@ -154,8 +154,8 @@ fn identity() -> Operation {
 }
 
 /// `Upload-Concat` at creation. Its URLs must name uploads of this server:
-/// paths, or absolute URLs whose authority is the request's.
-fn concat(headers: &HeaderMap, authority: Option<&str>) -> Result<NewConcat> {
+/// paths, or absolute URLs of an authority the request was sent to.
+fn concat(headers: &HeaderMap, ours: &[&str]) -> Result<NewConcat> {
     let Some(v) = header_str(headers, h::UPLOAD_CONCAT) else {
         return Ok(NewConcat::None);
     };
@@ -163,7 +163,7 @@ fn concat(headers: &HeaderMap, authority: Option<&str>) -> Result<NewConcat> {
         ConcatHeader::Partial => Ok(NewConcat::Partial),
         ConcatHeader::Final(urls) => urls
             .iter()
-            .map(|u| codec::upload_id(u, authority).map_err(concat_problem))
+            .map(|u| codec::upload_id(u, ours).map_err(concat_problem))
             .collect::<Result<Vec<_>>>()
             .map(NewConcat::Final),
     }
@@ -177,14 +177,25 @@ fn concat_problem(e: UploadUrlError) -> Error {
     Error::problem(kind, format!("Upload-Concat: {e}"))
 }
 
-/// The authority a request was sent to: its URI's (HTTP/2, absolute form)
-/// or its `Host`.
-fn authority(req: &Req) -> Option<String> {
-    req.parts
+/// The authorities a request was sent to: its URI's (HTTP/2, absolute
+/// form) or its `Host`, and the `X-Forwarded-Host` of a reverse proxy that
+/// rewrites `Host` — so that the URLs a client built from our `Location`
+/// behind that proxy are recognised as ours.
+fn authorities(req: &Req) -> Vec<String> {
+    let direct = req
+        .parts
         .uri
         .authority()
         .map(|a| a.as_str().to_owned())
-        .or_else(|| header_str(req.headers(), header::HOST.as_str()).map(str::to_owned))
+        .or_else(|| header_str(req.headers(), header::HOST.as_str()).map(str::to_owned));
+    let forwarded = req
+        .headers()
+        .get_all(h::X_FORWARDED_HOST)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_owned());
+    direct.into_iter().chain(forwarded).collect()
 }
 
 fn checksum(headers: &HeaderMap) -> Result<Option<BodyCheck>> {
@@ -249,7 +260,11 @@ fn location(id: &Key) -> String {
 /// `POST /files/`: creation, with upload if a body comes along.
 async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
     let headers = req.headers().clone();
-    let concat = concat(&headers, authority(req).as_deref())?;
+    let ours = authorities(req);
+    let concat = concat(
+        &headers,
+        &ours.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
     let length = number(&headers, h::UPLOAD_LENGTH)?;
     let deferred = match header_str(&headers, h::UPLOAD_DEFER_LENGTH).map(str::trim) {
         None => false,
