@@ -14,7 +14,8 @@
 //!    any service runs, then closes the connection. The connection's writer
 //!    recognises exactly that answer and sends a problem document instead.
 //!
-//! What is left to hyper (HTTP/2 only) is written down in §12.1.
+//! What is still left to hyper and h2 (HTTP/2 limits and malformed streams,
+//! heads that never complete) is written down in spec/protocol.md §12.1.
 
 use std::io;
 use std::pin::Pin;
