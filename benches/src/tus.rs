@@ -49,6 +49,7 @@ use std::time::Duration;
 use reqwest::{header, Client, StatusCode};
 use serde_json::{json, Value};
 use upcache_protocol::headers as h;
+use upcache_protocol::tus::Metadata;
 use upcache_protocol::{InputHash, Key, Operation};
 
 use crate::client::{check_stored, http_client};
@@ -614,29 +615,9 @@ fn metadata(input: &Input) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    format!("filename {}", base64(name.as_bytes()))
-}
-
-/// Standard base64 with padding (tus `Upload-Metadata` values).
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Metadata::new([("filename", name.into_bytes())])
+        .expect("filename is a metadata key")
+        .encode()
 }
 
 /// curl's creation: `POST /files/` without a body; the answer's headers go
@@ -886,15 +867,6 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_pads_like_the_standard() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"input-0.bin"), "aW5wdXQtMC5iaW4=");
-    }
 
     #[test]
     fn curl_headers_give_the_location() {

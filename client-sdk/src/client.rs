@@ -11,6 +11,7 @@ use reqwest::header::{
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use upcache_protocol::headers::{self as h};
+use upcache_protocol::range::ByteRange;
 use upcache_protocol::status::{block_path, entry_path, result_path, OPS_PATH};
 use upcache_protocol::{
     CreateRequest, InputRef, Key, Operation, Problem, ProblemType, State, Status,
@@ -63,7 +64,7 @@ impl Client {
             headers.insert(name, value);
         }
         if let Some(token) = &options.bearer_token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            let value = HeaderValue::from_str(&h::bearer(token)).map_err(|_| {
                 Error::Protocol("the bearer token has characters a header cannot carry".into())
             })?;
             headers.insert(AUTHORIZATION, value);
@@ -263,7 +264,7 @@ impl Client {
         let wait = self.options.wait_per_request;
         let req = self
             .request(Method::HEAD, &result_path(key))
-            .header(h::PREFER, format!("wait={}", wait.as_secs().max(1)));
+            .header(h::PREFER, prefer_wait(wait.as_secs().max(1)));
         let resp = self.send(req, wait + self.options.response_timeout).await?;
         match resp.status() {
             StatusCode::ACCEPTED => Ok(None),
@@ -286,9 +287,13 @@ impl Client {
     pub async fn fetch_result(&self, key: &Key, from: u64) -> Result<Option<Response>> {
         let mut req = self
             .request(Method::GET, &result_path(key))
-            .header(h::PREFER, "wait=0");
+            .header(h::PREFER, prefer_wait(0));
         if from > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
+            let rest = ByteRange::From {
+                first: from,
+                last: None,
+            };
+            req = req.header(reqwest::header::RANGE, rest.encode());
         }
         let resp = self.send(req, self.options.response_timeout).await?;
         if resp.status() == StatusCode::ACCEPTED {
@@ -336,4 +341,13 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Result<u64> {
         .get(name)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .ok_or_else(|| Error::Protocol(format!("the answer lacks a numeric {name}")))
+}
+
+/// `Prefer: wait=N`.
+fn prefer_wait(seconds: u64) -> String {
+    h::Prefer {
+        wait: Some(seconds),
+        ..h::Prefer::default()
+    }
+    .encode()
 }

@@ -55,7 +55,9 @@ impl Layout {
     /// The bytes block `n` covers. `n` must be below [`Layout::blocks`].
     pub fn range(&self, n: u64) -> Range<u64> {
         let start = n * self.block_size;
-        start..(start + self.block_size).min(self.length)
+        // Not `(start + block_size).min(length)`: that overflows for the last
+        // block of an input within one block of u64::MAX bytes.
+        start..start + self.length.saturating_sub(start).min(self.block_size)
     }
 
     /// Length of block `n`.
@@ -72,6 +74,13 @@ impl Layout {
 
 /// Encodes sorted, distinct block indices as ranges (`0-3,7`); empty for none.
 pub fn encode_ranges(sorted: impl IntoIterator<Item = u64>) -> String {
+    encode_range_pairs(sorted.into_iter().map(|n| (n, n)))
+}
+
+/// Encodes ascending, non-overlapping inclusive ranges, merging adjacent
+/// ones so that each maximal run is written once (the canonical form of
+/// §5.2): `(0, 1), (2, 3), (7, 7)` is `0-3,7`.
+pub fn encode_range_pairs(sorted: impl IntoIterator<Item = (u64, u64)>) -> String {
     let mut out = String::new();
     let mut run: Option<(u64, u64)> = None;
     let flush = |out: &mut String, (a, b): (u64, u64)| {
@@ -84,14 +93,14 @@ pub fn encode_ranges(sorted: impl IntoIterator<Item = u64>) -> String {
             out.push_str(&format!("{a}-{b}"));
         }
     };
-    for n in sorted {
+    for (a, b) in sorted {
         run = match run {
-            Some((a, b)) if n == b + 1 => Some((a, n)),
+            Some((start, end)) if end.checked_add(1) == Some(a) => Some((start, b)),
             Some(r) => {
                 flush(&mut out, r);
-                Some((n, n))
+                Some((a, b))
             }
-            None => Some((n, n)),
+            None => Some((a, b)),
         };
     }
     if let Some(r) = run {

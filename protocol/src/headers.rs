@@ -62,6 +62,9 @@ pub const UPLOAD_CONCAT: &str = "upload-concat";
 pub const UPLOAD_EXPIRES: &str = "upload-expires";
 /// tus: `algorithm base64digest` of a request's body.
 pub const UPLOAD_CHECKSUM: &str = "upload-checksum";
+/// The `Host` a client used, as a reverse proxy that rewrites `Host` passes
+/// it on (tus `Upload-Concat` URLs name this server by it).
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// Asks a `POST` to be handled as another method (tus clients behind
 /// proxies that drop `PATCH`/`DELETE`).
 pub const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
@@ -144,6 +147,19 @@ pub fn decode_operation(value: &str) -> Result<Operation, OperationHeaderError> 
     Ok(Operation::parse(&json)?)
 }
 
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750). The
+/// scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// An `Authorization` value carrying `token`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 /// Preferences of a request (RFC 7240 `Prefer`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Prefer {
@@ -173,6 +189,21 @@ impl Prefer {
             }
         }
         p
+    }
+
+    /// The header value, preferences in a fixed order; empty when none is set.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        if self.respond_async {
+            out.push("respond-async".to_owned());
+        }
+        if self.return_minimal {
+            out.push("return=minimal".to_owned());
+        }
+        if let Some(wait) = self.wait {
+            out.push(format!("wait={wait}"));
+        }
+        out.join(", ")
     }
 }
 
@@ -214,6 +245,17 @@ mod tests {
             decode_operation(&encode_operation(&json!({"op": "x"}))),
             Err(OperationHeaderError::Operation(_))
         ));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer k", "bearer k", "BEARER  k ", "bEaReR\tk"] {
+            assert_eq!(bearer_token(v), Some("k"), "{v:?}");
+        }
+        for v in ["Basic k", "Bearer", "Bearer  ", "Bearerk", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+        assert_eq!(bearer_token(&bearer("tok")), Some("tok"));
     }
 
     #[test]

@@ -10,8 +10,14 @@
 //!   the whole-input hash.
 //! * [`digest`] — the commutative (order-independent) digest of a set of blocks.
 //! * [`headers`] — every header name, media type and header value codec.
+//! * [`range`] — the single byte ranges of `Range` and `Content-Range`.
+//! * [`tus`] — the tus 1.0 header codecs (`Upload-Metadata`, `Upload-Concat`,
+//!   `Upload-Checksum`, `Tus-Extension`).
 //! * [`problem`] — the catalogue of RFC 9457 problem types.
 //! * [`status`] — request and response bodies of the `/v1` API.
+//! * [`props`] — the properties every parser keeps (no panic, round trips,
+//!   canonical re-encoding), checked by the fuzz targets in `fuzz/`, the
+//!   property tests and the corpus replay in `tests/`.
 //!
 //! Nothing here does I/O; every wire string is spelled once, in this crate.
 
@@ -22,8 +28,11 @@ pub mod key;
 pub mod lifecycle;
 pub mod operation;
 pub mod problem;
+pub mod props;
+pub mod range;
 pub mod status;
 pub mod tree;
+pub mod tus;
 
 pub use blocks::{Layout, LayoutError};
 pub use digest::Digest;

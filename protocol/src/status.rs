@@ -34,14 +34,29 @@ pub struct InputRef {
     pub length: u64,
 }
 
-/// `POST /v1/ops` body.
+/// `POST /v1/ops` body. Unknown members are refused at every level, the
+/// `input` object included (§7.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    #[serde(deserialize_with = "strict_input")]
     pub input: InputRef,
     pub operation: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u64>,
+}
+
+/// `input` of a create request: an [`InputRef`] with no other member. (The
+/// `input` of a status document stays open to members a later server adds.)
+fn strict_input<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InputRef, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        blake3: InputHash,
+        length: u64,
+    }
+    let Strict { blake3, length } = Strict::deserialize(d)?;
+    Ok(InputRef { blake3, length })
 }
 
 /// Where a complete result is and what it is.

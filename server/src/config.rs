@@ -57,9 +57,12 @@ pub struct Config {
     pub image_max_input: ByteSize,
     /// Memory the metadata database may use as cache.
     pub db_cache: ByteSize,
-    /// Bearer tokens accepted; empty means no authentication.
+    /// Bearer tokens accepted; empty means no authentication. An empty or
+    /// whitespace-only key is a configuration error.
+    #[serde(deserialize_with = "one_or_many")]
     pub api_keys: Vec<String>,
-    /// A file with one bearer token per line, added to `api_keys`.
+    /// A file with one bearer token per line, added to `api_keys`; blank
+    /// lines and lines starting with `#` are not keys.
     pub api_keys_file: Option<PathBuf>,
     /// Allow a non-loopback listen address without API keys.
     pub allow_unauthenticated: bool,
@@ -211,9 +214,16 @@ impl Config {
             self.api_keys.extend(
                 text.lines()
                     .map(str::trim)
-                    .filter(|l| !l.is_empty())
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(String::from),
             );
+        }
+        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+            // An empty key would let through any request that says
+            // `Authorization: Bearer` with no token at all.
+            return Err(ConfigError::Invalid(
+                "api_keys: a key is empty or whitespace; remove it or give it a value".into(),
+            ));
         }
         if !self.listen.ip().is_loopback()
             && self.api_keys.is_empty()
@@ -290,5 +300,30 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ok.api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn api_keys_are_never_empty() {
+        let none = toml::Table::new;
+        let env = |v: &str| vec![("UPCACHE_API_KEYS".to_string(), v.to_string())];
+        for bad in ["k1,,k2", " ", "k1, "] {
+            let refused = Config::load(None, env(bad), none()).unwrap_err();
+            assert!(
+                refused.to_string().contains("api_keys"),
+                "{bad:?}: {refused}"
+            );
+        }
+        let one = Config::load(None, env("solo"), none()).unwrap();
+        assert_eq!(one.api_keys, vec!["solo"], "a single key needs no comma");
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, "# staging\nk1\n\n   \n  # old: k0\nk2 \n").unwrap();
+        let mut t = none();
+        t.insert("api_keys_file".into(), keys.display().to_string().into());
+        let from_file = Config::load(None, Vec::new(), t.clone()).unwrap();
+        assert_eq!(from_file.api_keys, vec!["k1", "k2"]);
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(&file, "api_keys = [\"k\", \"\"]\n").unwrap();
+        assert!(Config::load(Some(&file), Vec::new(), none()).is_err());
     }
 }

@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use upcache_protocol::headers::{self as h, OFFSET_OCTET_STREAM, PREFER, PROBLEM_JSON};
+use upcache_protocol::tus::Metadata;
 use upcache_protocol::Problem;
 
 use crate::api::header;
@@ -33,19 +32,12 @@ pub mod th {
     };
 }
 
-/// `Upload-Metadata` of `pairs`: `key base64(value)`, comma-separated.
+/// `Upload-Metadata` of `pairs`, encoded by the protocol crate: `key
+/// base64(value)`, comma-separated; an empty value sends the key alone.
 pub fn metadata(pairs: &[(&str, &[u8])]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            if v.is_empty() {
-                (*k).to_owned()
-            } else {
-                format!("{k} {}", STANDARD.encode(v))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    Metadata::new(pairs.iter().map(|(k, v)| (*k, v.to_vec())))
+        .expect("valid metadata keys")
+        .encode()
 }
 
 /// `Upload-Metadata` carrying only `operation` (the JSON, base64), the way
@@ -56,22 +48,10 @@ pub fn op_metadata(op: &Value) -> String {
 
 /// Decodes an `Upload-Metadata` value into key → value bytes.
 pub fn parse_metadata(value: &str) -> BTreeMap<String, Vec<u8>> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let mut parts = pair.split_whitespace();
-            let key = parts.next().expect("a key").to_owned();
-            let value = match parts.next() {
-                Some(b64) => STANDARD
-                    .decode(b64)
-                    .unwrap_or_else(|e| panic!("metadata {key}: {b64:?} is not base64: {e}")),
-                None => Vec::new(),
-            };
-            assert!(parts.next().is_none(), "metadata pair {pair:?}");
-            (key, value)
-        })
+    let parsed = Metadata::parse(value).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+    parsed
+        .pairs()
+        .map(|(k, v)| (k.to_owned(), v.to_vec()))
         .collect()
 }
 

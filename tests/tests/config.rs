@@ -64,6 +64,86 @@ async fn api_keys_are_required_when_configured() {
     assert_eq!(health.status(), StatusCode::OK);
 }
 
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_key_files_have_comments() {
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keys.path(), "# staging keys\n\n   \nk-one\n  # k-old\n").unwrap();
+    let config = config_file(&format!(
+        "api_keys_file = {:?}\n",
+        keys.path().display().to_string()
+    ));
+    let server = Server::start_with(&["--config", config.path().to_str().unwrap()]).await;
+    let job = Job::identity(pseudo_random(2048, 2));
+    let create = |authorization: &str| {
+        server
+            .client()
+            .post(server.url("/v1/ops"))
+            .header("authorization", authorization)
+            .body(job.create_request(None).to_string())
+            .send()
+    };
+    for accepted in [
+        "Bearer k-one",
+        "bearer k-one",
+        "BEARER k-one",
+        "bEaReR   k-one ",
+    ] {
+        let resp = create(accepted).await.unwrap();
+        assert!(
+            resp.status().is_success(),
+            "{accepted:?}: {}",
+            resp.status()
+        );
+    }
+    // Comment and blank lines of the file are not keys.
+    for refused in [
+        "Bearer # staging keys",
+        "Bearer # k-old",
+        "Bearer k-old",
+        "Bearer",
+        "Bearer  ",
+    ] {
+        let resp = create(refused).await.unwrap();
+        assert_problem(resp, ProblemType::Unauthorized).await;
+    }
+}
+
+/// `serve` on loopback with `env` set: its exit code and stderr.
+fn serve_with_env(env: &[(&str, &str)], config: Option<&std::path::Path>) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(upcache_e2e::binary::path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env_remove("UPCACHE_API_KEYS");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.stdout.is_empty(), "nothing listened");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_empty_api_key_is_a_configuration_error() {
+    for keys in ["k1,,k2", " ", "k1, "] {
+        let (code, stderr) = serve_with_env(&[("UPCACHE_API_KEYS", keys)], None);
+        assert_eq!(code, Some(2), "UPCACHE_API_KEYS={keys:?}: {stderr}");
+        assert!(
+            stderr.contains("api_keys") && stderr.contains("empty"),
+            "{stderr}"
+        );
+    }
+    let config = config_file("api_keys = [\"k1\", \"   \"]\n");
+    let (code, stderr) = serve_with_env(&[], Some(config.path()));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("api_keys"), "{stderr}");
+}
+
 #[test]
 fn an_open_address_without_keys_is_refused_before_binding() {
     let out = std::process::Command::new(upcache_e2e::binary::path())

@@ -150,7 +150,6 @@ impl Setup {
         assert!(server.wait_result(&done.key).await == done.input);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("input"), &done.input).unwrap();
-        std::fs::write(dir.path().join("block0"), done.block(&layout, 0)).unwrap();
         Self { server, dir, done }
     }
 
@@ -162,8 +161,15 @@ impl Setup {
 #[tokio::test]
 async fn a_block_already_stored_is_answered_to_every_client() {
     let s = Setup::new().await;
-    let url = s.server.url(&block_path(&s.done.key, 0));
-    every_client_reads(204, "PUT", &url, &s.file("block0"), &[]).await;
+    // An upload still under way, whose block 0 is stored.
+    let pending = Job::identity(pseudo_random(BIG, 33));
+    let layout = pending.layout(BS);
+    s.server.create(&pending, Some(BS)).await;
+    s.server.put_block(&pending, &layout, 0).await;
+    std::fs::write(s.file("pending0"), pending.block(&layout, 0)).unwrap();
+    let url = s.server.url(&block_path(&pending.key, 0));
+    every_client_reads(204, "PUT", &url, &s.file("pending0"), &[]).await;
+    assert_eq!(s.server.head_info(&pending.key).await.missing, "1-2");
 }
 
 #[tokio::test]

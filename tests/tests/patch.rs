@@ -203,16 +203,16 @@ async fn patches_in_pieces_report_progress() {
     );
     assert!(server.wait_result(&job.key).await == job.input);
 
-    // A client whose answer to the last PATCH was lost retries it: the bytes
-    // are all there, so the retry succeeds and reports the end offset.
+    // §7.5: once the upload is over, every PATCH is refused — an empty one
+    // at the end offset too; HEAD is how a client whose answer was lost
+    // learns that all its bytes are in.
     let retry = server
         .patch_request(&job.key, job.len(), Vec::new())
         .send()
         .await
         .unwrap();
-    assert_eq!(retry.status(), StatusCode::NO_CONTENT);
-    assert_eq!(header_u64(retry.headers(), h::UPLOAD_OFFSET), job.len());
-    // Any other PATCH after the upload is over is refused.
+    assert_problem(retry, ProblemType::NotUploading).await;
+    assert_eq!(server.head_info(&job.key).await.offset, job.len());
     let late = server
         .patch_request(&job.key, 0, job.input[..1024].to_vec())
         .send()

@@ -18,6 +18,7 @@ use upcache_e2e::tus::{self, th, FILES};
 use upcache_e2e::*;
 use upcache_protocol::headers::OFFSET_OCTET_STREAM;
 use upcache_protocol::status::{entry_path, result_path};
+use upcache_protocol::tus::{Checksum, ChecksumAlgorithm, Concat};
 use upcache_protocol::State;
 
 const MIB: u64 = 1024 * 1024;
@@ -32,8 +33,11 @@ const HELLO_MD5: &str = "5d41402abc4b2a76b9719d911017c592";
 
 /// `Upload-Checksum` for `algorithm` and a hex digest.
 fn checksum(algorithm: &str, hex_digest: &str) -> String {
-    let digest = hex::decode(hex_digest).expect("a hex digest");
-    format!("{algorithm} {}", STANDARD.encode(digest))
+    Checksum {
+        algorithm: ChecksumAlgorithm::named(algorithm).expect("a tus algorithm"),
+        digest: hex::decode(hex_digest).expect("a hex digest"),
+    }
+    .encode()
 }
 
 /// The comma-separated tokens of a header, trimmed and lower-cased.
@@ -938,7 +942,7 @@ async fn partial(server: &Server, bytes: &[u8]) -> String {
         .tus_created(
             server
                 .tus_create_request(bytes.len() as u64, "")
-                .header(th::UPLOAD_CONCAT, "partial"),
+                .header(th::UPLOAD_CONCAT, Concat::Partial.encode()),
         )
         .await;
     server
@@ -954,7 +958,7 @@ async fn partial(server: &Server, bytes: &[u8]) -> String {
 async fn final_upload(server: &Server, parts: &[String], metadata: &str) -> String {
     let mut req = server
         .tus(Method::POST, FILES)
-        .header(th::UPLOAD_CONCAT, format!("final;{}", parts.join(" ")));
+        .header(th::UPLOAD_CONCAT, Concat::Final(parts.to_vec()).encode());
     if !metadata.is_empty() {
         req = req.header(th::UPLOAD_METADATA, metadata);
     }
@@ -1001,7 +1005,10 @@ async fn a_final_upload_concatenates_its_partials() {
     let b = pseudo_random(70_001, 7);
     let (pa, pb) = (partial(&server, &a).await, partial(&server, &b).await);
     let head = server.tus_head(&pa).await;
-    assert_eq!(header(&head.headers, th::UPLOAD_CONCAT), "partial");
+    assert_eq!(
+        Concat::parse(header(&head.headers, th::UPLOAD_CONCAT)),
+        Ok(Concat::Partial)
+    );
     assert_eq!(head.offset, a.len() as u64);
     assert_eq!(head.key, None, "a partial upload is not an input");
 
@@ -1009,7 +1016,10 @@ async fn a_final_upload_concatenates_its_partials() {
     let ab = [a.as_slice(), b.as_slice()].concat();
     let head = assembled(&server, &fin, ab.len() as u64).await;
     assert!(
-        header(&head.headers, th::UPLOAD_CONCAT).starts_with("final;"),
+        matches!(
+            Concat::parse(header(&head.headers, th::UPLOAD_CONCAT)),
+            Ok(Concat::Final(_))
+        ),
         "Upload-Concat of the final upload: {:?}",
         head.headers.get(th::UPLOAD_CONCAT)
     );
@@ -1067,7 +1077,7 @@ async fn a_final_upload_of_unknown_partials_is_refused() {
         .tus(Method::POST, FILES)
         .header(
             th::UPLOAD_CONCAT,
-            format!("final;{known} {}", unknown_location()),
+            Concat::Final(vec![known, unknown_location()]).encode(),
         )
         .send()
         .await

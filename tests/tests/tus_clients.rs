@@ -24,6 +24,7 @@ use upcache_e2e::sdk::input_file;
 use upcache_e2e::tus::{assert_upload_location, parse_metadata, th, TusHead, FILES};
 use upcache_e2e::*;
 use upcache_protocol::headers::PREFER;
+use upcache_protocol::tus::Concat;
 
 const MIB: u64 = 1 << 20;
 /// Server arguments for tests that want many blocks from inputs of a few MiB.
@@ -684,29 +685,29 @@ async fn tus_js_parallel_uploads_are_concatenated() {
 
     let requests = run.array("/requests");
     let posts = requests_of(requests, "POST");
-    let partials: Vec<_> = posts.iter().filter(|r| r["concat"] == "partial").collect();
+    let concat_of = |r: &&Value| r["concat"].as_str().and_then(|c| Concat::parse(c).ok());
+    let partials: Vec<_> = posts
+        .iter()
+        .filter(|r| concat_of(r) == Some(Concat::Partial))
+        .collect();
     assert_eq!(partials.len(), 4, "{requests:?}");
     let finals: Vec<_> = posts
         .iter()
-        .filter(|r| {
-            r["concat"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("final;"))
-        })
+        .filter(|r| matches!(concat_of(r), Some(Concat::Final(_))))
         .collect();
     assert_eq!(finals.len(), 1, "{requests:?}");
     assert_eq!(finals[0]["status"], 201, "{requests:?}");
-    let parts: Vec<&str> = finals[0]["concat"].as_str().unwrap()["final;".len()..]
-        .split(' ')
-        .collect();
+    let Some(Concat::Final(parts)) = concat_of(finals[0]) else {
+        unreachable!("filtered as final")
+    };
     assert_eq!(parts.len(), 4, "{requests:?}");
     // Every part is complete, keyless, and the parts add up to the input.
     let mut part_lengths = 0;
     for part in &parts {
         let head = server.tus_head(&upload_path(part)).await;
         assert_eq!(
-            header(&head.headers, th::UPLOAD_CONCAT),
-            "partial",
+            Concat::parse(header(&head.headers, th::UPLOAD_CONCAT)),
+            Ok(Concat::Partial),
             "{part}"
         );
         assert_eq!(head.key, None, "a partial upload has no key: {part}");
@@ -719,12 +720,10 @@ async fn tus_js_parallel_uploads_are_concatenated() {
     let url = run.str("/uploadUrl");
     let head = input.assert_finished(&server, url, &input.bytes).await;
     let concat = header(&head.headers, th::UPLOAD_CONCAT);
-    let listed: Vec<String> = concat
-        .strip_prefix("final;")
-        .unwrap_or_else(|| panic!("Upload-Concat of the final upload: {concat:?}"))
-        .split(' ')
-        .map(upload_path)
-        .collect();
+    let Ok(Concat::Final(listed)) = Concat::parse(concat) else {
+        panic!("Upload-Concat of the final upload: {concat:?}")
+    };
+    let listed: Vec<String> = listed.iter().map(|p| upload_path(p)).collect();
     let sent: Vec<String> = parts.iter().map(|p| upload_path(p)).collect();
     assert_eq!(listed, sent, "the final upload's parts, in order");
 }

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use upcache_protocol::headers as h;
+use upcache_protocol::tus::Metadata;
 
 use super::http::{fail, Ctx, Step};
 use super::mix::{adopt, new_input};
 use super::state::{Live, Variant};
 use super::stats::Kind;
 use crate::input::Xorshift;
-use crate::tus::{base64, resolve};
+use crate::tus::resolve;
 
 /// Path of the tus endpoint.
 const FILES: &str = "/files/";
@@ -55,11 +56,15 @@ pub async fn upload(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
 async fn transfer(ctx: &Ctx, rng: &mut Xorshift, live: &Arc<Live>, v: Variant) -> Step {
     let tus = |req: reqwest::RequestBuilder| req.header(h::TUS_RESUMABLE, h::TUS_PROTOCOL_VERSION);
     let length = live.input.length;
-    let metadata = format!(
-        "filename {},operation {}",
-        base64(format!("soak-{}.bin", live.input.id).as_bytes()),
-        base64(v.json().to_string().as_bytes())
-    );
+    let metadata = Metadata::new([
+        (
+            "filename",
+            format!("soak-{}.bin", live.input.id).into_bytes(),
+        ),
+        ("operation", v.json().to_string().into_bytes()),
+    ])
+    .expect("valid metadata keys")
+    .encode();
     let req = tus(ctx.http.post(ctx.url(FILES)))
         .header(h::UPLOAD_LENGTH, length)
         .header(h::UPLOAD_METADATA, metadata);

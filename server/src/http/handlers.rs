@@ -221,6 +221,9 @@ pub async fn append(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respons
         .parse()
         .map_err(|_| invalid_header("Upload-Offset", "not a number"))?;
     let now = core.status(&key)?;
+    // §7.5: once the entry is past uploading, every PATCH is refused, an
+    // empty one at the end offset too: HEAD, not PATCH, tells the state.
+    not_uploading(&now)?;
     if let Some(len) = content_length(headers)? {
         if offset.saturating_add(len) > now.input.length {
             return Err(Error::problem(
@@ -242,6 +245,22 @@ pub async fn append(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respons
     Ok(no_content(&core.status(&key)?))
 }
 
+/// `409 not-uploading` unless the entry is uploading. Checked before the
+/// body is read; a request that began while the entry was uploading and
+/// whose bytes turned out to be in already is still acknowledged.
+fn not_uploading(now: &Status) -> Result<()> {
+    if now.state == State::Uploading {
+        return Ok(());
+    }
+    Err(Error::problem(
+        ProblemType::NotUploading,
+        format!(
+            "the entry is {}, not accepting uploads; GET its status or result",
+            now.state.as_str()
+        ),
+    ))
+}
+
 /// `PUT /v1/ops/{key}/blocks/{n}`
 pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: &mut Req) -> Result<Response<Body>> {
     let verify = header_str(req.headers(), h::UPLOAD_BLOCK_HASH)
@@ -255,6 +274,9 @@ pub async fn block(core: &Arc<Core>, key: Key, n: u64, req: &mut Req) -> Result<
         })
         .transpose()?;
     let length = content_length(req.headers())?;
+    // §7.6: a block for an entry past uploading is refused, even one that
+    // was received (its answer lost): the status says what comes next.
+    not_uploading(&core.status(&key)?)?;
     core.put_block(key, n, verify, length, req.take_stream())
         .await?;
     Ok(no_content(&core.status(&key)?))

@@ -5,6 +5,7 @@
 pub mod body;
 mod cors;
 pub mod handlers;
+pub mod limits;
 mod linger;
 pub mod result;
 pub mod router;
@@ -23,7 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::Instrument;
-use upcache_protocol::headers::{PROBLEM_JSON, UPLOAD_OFFSET};
+use upcache_protocol::headers::{PROBLEM_JSON, UPLOAD_OFFSET, X_HTTP_METHOD_OVERRIDE};
 use upcache_protocol::{Problem, ProblemType};
 
 use crate::cache::Core;
@@ -45,8 +46,13 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_concurrent_streams(256);
+        .header_read_timeout(Duration::from_secs(30))
+        .max_headers(limits::HYPER_MAX_HEADERS)
+        .max_buf_size(limits::HYPER_MAX_BUF);
+    builder
+        .http2()
+        .max_concurrent_streams(256)
+        .max_header_list_size(limits::HYPER_MAX_HEADER_LIST);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -67,7 +73,10 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let task = async move {
                     let svc = service_fn(move |req| handle(core.clone(), req));
-                    let io = TokioIo::new(linger::Lingering::new(stream));
+                    // hyper's own bare errors become problem documents; a
+                    // closed connection lingers for a client still sending.
+                    let io = limits::ProblemIo::new(linger::Lingering::new(stream));
+                    let io = TokioIo::new(io);
                     let conn = builder.serve_connection(io, svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -246,8 +255,7 @@ fn authorized(core: &Core, req: &Req) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(upcache_protocol::headers::bearer_token);
     token.is_some_and(|t| {
         core.config
             .api_keys
@@ -261,21 +269,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Error> {
-    let mut method = req.parts.method.clone();
-    if method == http::Method::POST {
-        // tus clients behind proxies that drop PATCH and DELETE.
-        if let Some(m) = req
-            .headers()
-            .get(upcache_protocol::headers::X_HTTP_METHOD_OVERRIDE)
-        {
-            method = http::Method::from_bytes(m.as_bytes()).map_err(|_| {
-                Error::problem(
-                    ProblemType::InvalidHeader,
-                    "X-HTTP-Method-Override: not a method",
-                )
-            })?;
-        }
-    }
+    limits::check_head(&req.parts)?;
+    let method = method(req)?;
     let endpoint = match route(&method, req.parts.uri.path()) {
         Ok(e) => e,
         Err(RouteError::NotFound) => {
@@ -340,6 +335,32 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             .expect("valid response")),
         Endpoint::Health => Ok(Response::new(body::full("ok\n"))),
     }
+}
+
+/// The method a request is handled as. `X-HTTP-Method-Override` on a `POST`
+/// is honoured at `/files/` only, for tus clients behind proxies that drop
+/// `PATCH` and `DELETE` (spec/tus.md); elsewhere it is refused, so that a
+/// `POST` can never delete or append by a header the API does not define.
+fn method(req: &Req) -> Result<http::Method, Error> {
+    let Some(m) = req.headers().get(X_HTTP_METHOD_OVERRIDE) else {
+        return Ok(req.parts.method.clone());
+    };
+    let path = req.parts.uri.path();
+    if path != tus::BASE.trim_end_matches('/') && !path.starts_with(tus::BASE) {
+        return Err(Error::problem(
+            ProblemType::InvalidHeader,
+            "X-HTTP-Method-Override is honoured only at /files/ (tus); send the method itself",
+        ));
+    }
+    if req.parts.method != http::Method::POST {
+        return Ok(req.parts.method.clone());
+    }
+    http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+        Error::problem(
+            ProblemType::InvalidHeader,
+            "X-HTTP-Method-Override: not a method",
+        )
+    })
 }
 
 /// Renders a problem document. A problem carrying an `offset` member also

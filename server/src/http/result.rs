@@ -9,6 +9,7 @@ use http::{header, HeaderMap, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 use upcache_protocol::headers::{self as h, IMMUTABLE};
+use upcache_protocol::range::{self, Unsatisfiable};
 use upcache_protocol::{Key, Problem, ProblemType, State};
 
 use super::body::{self, Body};
@@ -40,51 +41,6 @@ pub async fn get(core: &Arc<Core>, key: &Key, headers: &HeaderMap) -> Result<Res
             Ok(accepted(&core.status_of(key, &entry, upload.as_ref())))
         }
     }
-}
-
-/// A `Range` that lies outside the result.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Unsatisfiable;
-
-/// A single `bytes=` range, resolved against `len`: `Ok(None)` means "serve
-/// everything" (no header, or a form we do not serve partially, such as
-/// several ranges); `Err` means unsatisfiable.
-pub fn parse_range(
-    value: Option<&str>,
-    len: u64,
-) -> std::result::Result<Option<(u64, u64)>, Unsatisfiable> {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
-        if n == 0 {
-            return Err(Unsatisfiable);
-        }
-        (
-            len.saturating_sub(n),
-            len.checked_sub(1).ok_or(Unsatisfiable)?,
-        )
-    } else {
-        let start: u64 = a.parse().map_err(|_| Unsatisfiable)?;
-        let end = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            b.parse::<u64>()
-                .map_err(|_| Unsatisfiable)?
-                .min(len.saturating_sub(1))
-        };
-        (start, end)
-    };
-    if range.0 >= len || range.0 > range.1 {
-        return Err(Unsatisfiable);
-    }
-    Ok(Some(range))
 }
 
 /// Serves a complete entry's result.
@@ -119,7 +75,7 @@ pub async fn serve(
             .expect("valid response"));
     }
     let len = result.length;
-    let range = parse_range(
+    let range = range::resolve(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         len,
     );
@@ -131,7 +87,7 @@ pub async fn serve(
             ));
             r.headers_mut().insert(
                 header::CONTENT_RANGE,
-                format!("bytes */{len}").parse().expect("ascii"),
+                range::unsatisfied_range(len).parse().expect("ascii"),
             );
             return Ok(r);
         }
@@ -148,27 +104,8 @@ pub async fn serve(
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(
             header::CONTENT_RANGE,
-            format!("bytes {}-{}/{len}", start, start + count - 1),
+            range::content_range(start, start + count - 1, len),
         );
     }
     Ok(b.body(body::streaming(stream)).expect("valid response"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_range, Unsatisfiable};
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(None, 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
-        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
-        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(Unsatisfiable));
-        assert_eq!(parse_range(Some("bytes=4-2"), 10), Err(Unsatisfiable));
-        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Ok(None));
-        assert_eq!(parse_range(Some("items=0-1"), 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=-0"), 10), Err(Unsatisfiable));
-    }
 }

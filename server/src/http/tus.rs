@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use base64::Engine as _;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use upcache_protocol::headers::{self as h, TUS_PROTOCOL_VERSION};
+pub use upcache_protocol::tus::BASE;
+use upcache_protocol::tus::{self as codec, Checksum, Concat as ConcatHeader, Metadata};
+use upcache_protocol::tus::{TusHeaderError, UploadUrlError};
 use upcache_protocol::{Key, Operation, ProblemType};
 
 use super::body::{self, Body};
@@ -19,12 +21,6 @@ use crate::error::{Error, Result};
 use crate::files::{FileView, NewConcat, NewFile};
 use crate::store::meta::Concat;
 use crate::upload::{BodyCheck, ChecksumAlgorithm};
-
-/// The extensions served, as `Tus-Extension` lists them.
-pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation";
-
-/// Where tus uploads live.
-pub const BASE: &str = "/files/";
 
 /// Handles a tus endpoint. Every answer, errors included, carries
 /// `Tus-Resumable`; a request speaking another tus version gets `412`.
@@ -79,6 +75,16 @@ fn invalid(name: &str, what: impl std::fmt::Display) -> Error {
     Error::problem(ProblemType::InvalidHeader, format!("{name}: {what}"))
 }
 
+/// A malformed tus header is `400 invalid-header`; an algorithm we do not
+/// compute is `400 unsupported-checksum`.
+fn header_problem(e: TusHeaderError) -> Error {
+    let kind = match e {
+        TusHeaderError::UnsupportedChecksum(_) => ProblemType::UnsupportedChecksum,
+        _ => ProblemType::InvalidHeader,
+    };
+    Error::problem(kind, e.to_string())
+}
+
 fn empty(status: StatusCode) -> Response<Body> {
     Response::builder()
         .status(status)
@@ -107,50 +113,22 @@ fn options(core: &Core) -> Response<Body> {
     let mut r = empty(StatusCode::NO_CONTENT);
     let headers = r.headers_mut();
     set(headers, h::TUS_VERSION, TUS_PROTOCOL_VERSION);
-    set(headers, h::TUS_EXTENSION, EXTENSIONS);
+    set(
+        headers,
+        h::TUS_EXTENSION,
+        codec::encode_extensions(&codec::EXTENSIONS),
+    );
     set(
         headers,
         h::TUS_MAX_SIZE,
         core.config.max_input_size.as_u64(),
     );
-    let algorithms: Vec<&str> = ChecksumAlgorithm::ALL.iter().map(|(n, _)| *n).collect();
-    set(headers, h::TUS_CHECKSUM_ALGORITHM, algorithms.join(","));
+    set(
+        headers,
+        h::TUS_CHECKSUM_ALGORITHM,
+        ChecksumAlgorithm::header(),
+    );
     r
-}
-
-/// A key of `Upload-Metadata` and its decoded value, if it has one.
-type MetadataPair<'a> = (&'a str, Option<Vec<u8>>);
-
-/// `Upload-Metadata` as its pairs: each key, with its value decoded if it
-/// has one. Keys are unique; values are base64.
-fn parse_metadata(raw: &str) -> Result<Vec<MetadataPair<'_>>> {
-    let mut pairs: Vec<MetadataPair<'_>> = Vec::new();
-    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let mut parts = pair.split(' ').filter(|p| !p.is_empty());
-        let key = parts.next().unwrap_or_default();
-        let value = parts.next();
-        if parts.next().is_some() || pairs.iter().any(|(k, _)| *k == key) {
-            return Err(invalid(
-                "Upload-Metadata",
-                format!("{pair:?} is not `key base64value`, or repeats a key"),
-            ));
-        }
-        let decoded = value
-            .map(|v| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v)
-                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v))
-                    .map_err(|_| {
-                        invalid(
-                            "Upload-Metadata",
-                            format!("the value of {key:?} is not base64"),
-                        )
-                    })
-            })
-            .transpose()?;
-        pairs.push((key, decoded));
-    }
-    Ok(pairs)
 }
 
 /// Parsed `Upload-Metadata`: the raw value and the operation it names.
@@ -158,14 +136,12 @@ fn metadata(headers: &HeaderMap) -> Result<(Option<String>, Operation)> {
     let Some(raw) = header_str(headers, h::UPLOAD_METADATA) else {
         return Ok((None, identity()));
     };
-    let operation = match parse_metadata(raw)?
-        .into_iter()
-        .find(|(k, _)| *k == "operation")
-    {
+    let parsed = Metadata::parse(raw).map_err(header_problem)?;
+    let operation = match parsed.get("operation") {
         None => identity(),
-        Some((_, None)) => return Err(invalid("Upload-Metadata", "operation has no value")),
-        Some((_, Some(bytes))) => {
-            let json: serde_json::Value = serde_json::from_slice(&bytes)
+        Some([]) => return Err(invalid("Upload-Metadata", "operation has no value")),
+        Some(bytes) => {
+            let json: serde_json::Value = serde_json::from_slice(bytes)
                 .map_err(|_| invalid("Upload-Metadata", "operation: not base64 of JSON"))?;
             Operation::parse(&json).map_err(|e| operation_problem(&e))?
         }
@@ -177,64 +153,59 @@ fn identity() -> Operation {
     Operation::parse(&serde_json::json!({"op": "identity"})).expect("identity is an operation")
 }
 
-/// The upload id of `/files/{id}` — a path or an absolute URL.
-fn upload_id(url: &str) -> Option<Key> {
-    let path = match url.split_once("://") {
-        Some((_, rest)) => &rest[rest.find('/')?..],
-        None => url,
-    };
-    let path = path.split(['?', '#']).next()?.trim_end_matches('/');
-    path.strip_prefix(BASE)?.parse().ok()
-}
-
-fn concat(headers: &HeaderMap) -> Result<NewConcat> {
-    let Some(v) = header_str(headers, h::UPLOAD_CONCAT).map(str::trim) else {
+/// `Upload-Concat` at creation. Its URLs must name uploads of this server:
+/// paths, or absolute URLs of an authority the request was sent to.
+fn concat(headers: &HeaderMap, ours: &[&str]) -> Result<NewConcat> {
+    let Some(v) = header_str(headers, h::UPLOAD_CONCAT) else {
         return Ok(NewConcat::None);
     };
-    if v == "partial" {
-        return Ok(NewConcat::Partial);
+    match ConcatHeader::parse(v).map_err(header_problem)? {
+        ConcatHeader::Partial => Ok(NewConcat::Partial),
+        ConcatHeader::Final(urls) => urls
+            .iter()
+            .map(|u| codec::upload_id(u, ours).map_err(concat_problem))
+            .collect::<Result<Vec<_>>>()
+            .map(NewConcat::Final),
     }
-    let Some(urls) = v.strip_prefix("final;") else {
-        return Err(invalid(
-            "Upload-Concat",
-            "expected `partial` or `final;URL URL …`",
-        ));
+}
+
+fn concat_problem(e: UploadUrlError) -> Error {
+    let kind = match e {
+        UploadUrlError::Foreign(_) => ProblemType::ForeignUpload,
+        UploadUrlError::NotAnUpload(_) => ProblemType::InvalidHeader,
     };
-    urls.split_whitespace()
-        .map(|u| {
-            upload_id(u).ok_or_else(|| {
-                invalid(
-                    "Upload-Concat",
-                    format!("{u:?} is not an upload of this server"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(NewConcat::Final)
+    Error::problem(kind, format!("Upload-Concat: {e}"))
+}
+
+/// The authorities a request was sent to: its URI's (HTTP/2, absolute
+/// form) or its `Host`, and the `X-Forwarded-Host` of a reverse proxy that
+/// rewrites `Host` — so that the URLs a client built from our `Location`
+/// behind that proxy are recognised as ours.
+fn authorities(req: &Req) -> Vec<String> {
+    let direct = req
+        .parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header_str(req.headers(), header::HOST.as_str()).map(str::to_owned));
+    let forwarded = req
+        .headers()
+        .get_all(h::X_FORWARDED_HOST)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_owned());
+    direct.into_iter().chain(forwarded).collect()
 }
 
 fn checksum(headers: &HeaderMap) -> Result<Option<BodyCheck>> {
     let Some(v) = header_str(headers, h::UPLOAD_CHECKSUM) else {
         return Ok(None);
     };
-    let (name, digest) = v
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| invalid("Upload-Checksum", "expected `algorithm base64digest`"))?;
-    let algorithm = ChecksumAlgorithm::named(name).ok_or_else(|| {
-        Error::problem(
-            ProblemType::UnsupportedChecksum,
-            format!("Upload-Checksum: {name:?} is not supported; use sha1, md5 or sha256"),
-        )
-    })?;
-    let expected = base64::engine::general_purpose::STANDARD
-        .decode(digest.trim())
-        .ok()
-        .filter(|d| d.len() == algorithm.digest_len())
-        .ok_or_else(|| invalid("Upload-Checksum", format!("not a base64 {name} digest")))?;
+    let Checksum { algorithm, digest } = Checksum::parse(v).map_err(header_problem)?;
     Ok(Some(BodyCheck {
         algorithm,
-        expected,
+        expected: digest,
     }))
 }
 
@@ -289,7 +260,11 @@ fn location(id: &Key) -> String {
 /// `POST /files/`: creation, with upload if a body comes along.
 async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
     let headers = req.headers().clone();
-    let concat = concat(&headers)?;
+    let ours = authorities(req);
+    let concat = concat(
+        &headers,
+        &ours.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
     let length = number(&headers, h::UPLOAD_LENGTH)?;
     let deferred = match header_str(&headers, h::UPLOAD_DEFER_LENGTH).map(str::trim) {
         None => false,
@@ -378,13 +353,13 @@ async fn head(core: &Core, id: &Key) -> Result<Response<Body>> {
     }
     match &view.record.concat {
         Concat::None => {}
-        Concat::Partial => set(headers, h::UPLOAD_CONCAT, "partial"),
+        Concat::Partial => set(headers, h::UPLOAD_CONCAT, ConcatHeader::Partial.encode()),
         Concat::Final(parts) => {
-            let urls: Vec<String> = parts.iter().map(location).collect();
+            let urls = parts.iter().map(location).collect();
             set(
                 headers,
                 h::UPLOAD_CONCAT,
-                format!("final;{}", urls.join(" ")),
+                ConcatHeader::Final(urls).encode(),
             );
         }
     }
@@ -429,13 +404,10 @@ async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Bod
     Ok(r)
 }
 
-/// The value of `key` in a raw `Upload-Metadata`, if it is UTF-8.
+/// The value of `key` in a raw `Upload-Metadata`, if it has one in UTF-8.
 fn metadata_value(raw: &str, key: &str) -> Option<String> {
-    let (_, value) = parse_metadata(raw)
-        .ok()?
-        .into_iter()
-        .find(|(k, _)| *k == key)?;
-    String::from_utf8(value?).ok()
+    let value = Metadata::parse(raw).ok()?.get(key)?.to_vec();
+    String::from_utf8(value).ok().filter(|v| !v.is_empty())
 }
 
 /// `type/subtype`, each a token (parameters are not kept).
@@ -523,24 +495,17 @@ async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Respo
 mod tests {
     use super::*;
 
-    const K: &str = "38574c97ace8ccab61b23102d438ae3ab49da37d62e4c2221f7834cc34f2c343";
-
-    #[test]
-    fn upload_ids_from_paths_and_urls() {
-        let k: Key = K.parse().unwrap();
-        assert_eq!(upload_id(&format!("/files/{K}")), Some(k));
-        assert_eq!(upload_id(&format!("http://h:1/files/{K}/")), Some(k));
-        assert_eq!(upload_id(&format!("https://h/files/{K}?x=1")), Some(k));
-        assert_eq!(upload_id(&format!("/v1/ops/{K}")), None);
-        assert_eq!(upload_id("/files/nope"), None);
-    }
-
     #[test]
     fn metadata_names_the_operation() {
         let mut headers = HeaderMap::new();
-        let op = base64::engine::general_purpose::STANDARD
-            .encode(r#"{"op":"image.grayscale","format":"png"}"#);
-        let v = format!("filename aGVsbG8udHh0,operation {op},empty");
+        let op = r#"{"op":"image.grayscale","format":"png"}"#;
+        let v = Metadata::new([
+            ("filename", b"hello.txt".to_vec()),
+            ("operation", op.as_bytes().to_vec()),
+            ("empty", vec![]),
+        ])
+        .unwrap()
+        .encode();
         headers.insert(h::UPLOAD_METADATA, v.parse().unwrap());
         let (raw, parsed) = metadata(&headers).unwrap();
         assert_eq!(raw.as_deref(), Some(v.as_str()));
@@ -549,6 +514,8 @@ mod tests {
         assert!(metadata(&headers).is_err());
         headers.insert(h::UPLOAD_METADATA, "a YQ==,a YQ==".parse().unwrap());
         assert!(metadata(&headers).is_err(), "a repeated key");
+        headers.insert(h::UPLOAD_METADATA, "operation".parse().unwrap());
+        assert!(metadata(&headers).is_err(), "an operation without a value");
         headers.remove(h::UPLOAD_METADATA);
         assert_eq!(metadata(&headers).unwrap().1.normalized()["op"], "identity");
     }
@@ -587,7 +554,8 @@ mod tests {
             "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
         );
         headers.insert(h::UPLOAD_CHECKSUM, "crc32 AAAA".parse().unwrap());
-        assert_eq!(checksum(&headers).unwrap_err().to_problem().status, 400);
+        let refused = checksum(&headers).unwrap_err().to_problem();
+        assert_eq!(refused.kind(), Some(ProblemType::UnsupportedChecksum));
         headers.insert(
             h::UPLOAD_CHECKSUM,
             "md5 qvTGHdzF6KLavt4PO0gs2a6pQ00=".parse().unwrap(),

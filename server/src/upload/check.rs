@@ -3,39 +3,8 @@
 
 use sha1::Digest as _;
 
-/// The algorithms a body checksum may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChecksumAlgorithm {
-    Sha1,
-    Md5,
-    Sha256,
-}
-
-impl ChecksumAlgorithm {
-    /// Every supported algorithm, by its tus name.
-    pub const ALL: [(&'static str, ChecksumAlgorithm); 3] = [
-        ("sha1", ChecksumAlgorithm::Sha1),
-        ("md5", ChecksumAlgorithm::Md5),
-        ("sha256", ChecksumAlgorithm::Sha256),
-    ];
-
-    /// Looks an algorithm up by its (case-insensitive) name.
-    pub fn named(name: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, a)| *a)
-    }
-
-    /// The digest length in bytes.
-    pub fn digest_len(self) -> usize {
-        match self {
-            ChecksumAlgorithm::Sha1 => 20,
-            ChecksumAlgorithm::Md5 => 16,
-            ChecksumAlgorithm::Sha256 => 32,
-        }
-    }
-}
+/// The algorithms a body checksum may use (their names are the protocol's).
+pub use upcache_protocol::tus::ChecksumAlgorithm;
 
 /// What a body must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
