@@ -4,24 +4,33 @@
 //!
 //! * [`config`] — the settings, layered defaults → TOML → environment → flags.
 //! * [`http`] — the HTTP/1.1 + HTTP/2 front end: serving loop, typed routes,
-//!   handlers, result serving, error rendering.
+//!   handlers, result serving, error rendering; connections that linger when
+//!   closed, answers given before a body was read, hyper's own errors turned
+//!   into problem documents.
 //! * [`cache`] — the entry lifecycle: create, verify, process once (single
 //!   flight), wait, delete, recover after a restart.
 //! * [`files`] — uploads created without a key (tus): hashed as they
 //!   arrive, bound to their entry when complete.
 //! * [`upload`] — receiving bytes: sequential appends and parallel blocks into
-//!   staging files, hashing each block as it arrives.
+//!   staging files, hashing each block as it arrives; the newest request for
+//!   a block or an offset takes over, and a body must keep a minimum rate.
 //! * [`commit`] — group commit: a block is acknowledged once its bytes and
 //!   its bit are durable.
 //! * [`notify`] — per-key wake-ups for waiting clients.
-//! * [`ops`] — what operations do, and the worker pool they run on.
+//! * [`ops`] — what operations do, the memory they need, the child
+//!   processes they run in (killed at their timeout), and their admission
+//!   against slots and a memory budget.
 //! * [`store`] — sled metadata schema ([`store::meta`]), its records
 //!   ([`store::records`]), blob files ([`store::blob`]) and the room sled
 //!   keeps for itself on a full disk ([`store::space`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //!
-//! Layers point one way: `http` → `cache`/`upload`/`ops` → `store`.
+//! Layers point one way: `http` → `cache`/`files` → `upload` → `commit`/`ops`
+//! → `error` → `store`, with `config`, `metrics` and `notify` as leaves;
+//! `tests/architecture.rs` holds the code to it and lists the breaches still
+//! to be taken apart (`upload` calling up into `cache`, `http` reading
+//! `store` records).
 
 pub mod cache;
 pub mod commit;
