@@ -69,6 +69,78 @@ pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// proxies that drop `PATCH`/`DELETE`).
 pub const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
+/// Who sends a header of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Clients, on requests.
+    ByClient,
+    /// The server, on answers.
+    ByServer,
+    /// Both.
+    ByBoth,
+}
+
+/// Every header the API and its tus front end use — their own and the
+/// standard ones they rely on — with who sends it: the one table from which
+/// the server's CORS lists (what a page may send, what it may read) are made.
+pub const HEADERS: &[(&str, Sent)] = &[
+    (UPLOAD_INPUT_HASH, Sent::ByClient),
+    (UPLOAD_OPERATION, Sent::ByClient),
+    (UPLOAD_OFFSET, Sent::ByBoth),
+    (UPLOAD_LENGTH, Sent::ByBoth),
+    (UPLOAD_BLOCK_SIZE, Sent::ByServer),
+    (UPLOAD_BLOCK_HASH, Sent::ByClient),
+    (UPLOAD_STATE, Sent::ByServer),
+    (UPLOAD_MISSING, Sent::ByServer),
+    (UPLOAD_DIGEST, Sent::ByServer),
+    (UPLOAD_KEY, Sent::ByServer),
+    (PREFER, Sent::ByClient),
+    (PREFERENCE_APPLIED, Sent::ByServer),
+    (TUS_RESUMABLE, Sent::ByBoth),
+    (TUS_VERSION, Sent::ByServer),
+    (TUS_EXTENSION, Sent::ByServer),
+    (TUS_MAX_SIZE, Sent::ByServer),
+    (TUS_CHECKSUM_ALGORITHM, Sent::ByServer),
+    (UPLOAD_METADATA, Sent::ByBoth),
+    (UPLOAD_DEFER_LENGTH, Sent::ByBoth),
+    (UPLOAD_CONCAT, Sent::ByBoth),
+    (UPLOAD_EXPIRES, Sent::ByServer),
+    (UPLOAD_CHECKSUM, Sent::ByBoth),
+    (X_HTTP_METHOD_OVERRIDE, Sent::ByClient),
+    // Standard headers the API relies on.
+    ("authorization", Sent::ByClient),
+    ("content-type", Sent::ByClient),
+    ("range", Sent::ByClient),
+    ("if-none-match", Sent::ByClient),
+    ("x-requested-with", Sent::ByClient),
+    ("x-request-id", Sent::ByClient),
+    ("location", Sent::ByServer),
+    ("etag", Sent::ByServer),
+    ("content-range", Sent::ByServer),
+    ("retry-after", Sent::ByServer),
+];
+
+/// The headers of [`HEADERS`] a client sends, comma-separated (CORS
+/// `Access-Control-Allow-Headers`).
+pub fn client_headers() -> String {
+    listed(|s| s != Sent::ByServer)
+}
+
+/// The headers of [`HEADERS`] the server sends, comma-separated (CORS
+/// `Access-Control-Expose-Headers`).
+pub fn server_headers() -> String {
+    listed(|s| s != Sent::ByClient)
+}
+
+fn listed(keep: impl Fn(Sent) -> bool) -> String {
+    HEADERS
+        .iter()
+        .filter(|(_, s)| keep(*s))
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The value of `Upload-Block-Hash`: a block's BLAKE3, in one of two forms.
 ///
 /// * `HEX` — the BLAKE3 of the block's bytes alone, as `b3sum` prints it for
