@@ -167,3 +167,56 @@ async fn a_worker_killed_from_outside_is_not_a_failure_and_runs_again() {
     assert_eq!(server.status(&job.key).await.state, State::Processing);
     assert_eq!(server.metric("upcache_operations_failed_total").await, 0.0);
 }
+
+#[tokio::test]
+async fn operations_still_run_after_the_binary_is_replaced_on_disk() {
+    // A package upgrade replaces the executable under a running server: its
+    // operation workers must still start.
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("upcache");
+    std::fs::copy(upcache_e2e::binary::path(), &bin).unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    std::fs::remove_file(&bin).unwrap();
+
+    let job = Job::new(
+        png(32, 32),
+        json!({"op": "image.thumbnail", "width": 8, "height": 8, "format": "png"}),
+    );
+    let resp = reqwest::Client::new()
+        .put(format!(
+            "{base}{}",
+            upcache_protocol::status::entry_path(&job.key)
+        ))
+        .header(
+            upcache_protocol::headers::UPLOAD_INPUT_HASH,
+            job.hash.to_hex(),
+        )
+        .header(upcache_protocol::headers::UPLOAD_OPERATION, job.op_header())
+        .body(job.input.clone())
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status();
+    let bytes = resp.bytes().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (8, 8));
+}

@@ -82,7 +82,7 @@ impl Core {
         Ok(Arc::new(Self {
             committer: Committer::start(meta.clone()),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
-            worker: std::env::current_exe()?,
+            worker: worker_executable()?,
             notifier: Arc::default(),
             uploads: Slots::default(),
             running: Mutex::default(),
@@ -564,6 +564,17 @@ impl Core {
         }
         Ok(stale.len())
     }
+}
+
+/// The executable image operations run in: this one. On Linux it is named
+/// through `/proc/self/exe`, which stays valid when the file on disk is
+/// replaced or removed (a package upgrade under a running server).
+fn worker_executable() -> std::io::Result<PathBuf> {
+    let own = PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        return Ok(own);
+    }
+    std::env::current_exe()
 }
 
 /// Moves the input records of a data directory written by an earlier
