@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, IF_NONE_MATCH, RANGE};
 use reqwest::StatusCode;
-use upcache_protocol::headers as h;
-use upcache_protocol::status::{entry_path, result_path, OPS_PATH};
-use upcache_protocol::{CreateRequest, InputRef, State, Status};
+use upcache_protocol::status::{entry_path, result_path};
+use upcache_protocol::{State, Status};
 
 use super::http::{fail, Ctx, Step};
 use super::state::{InputSpec, Live, Variant};
@@ -342,23 +341,7 @@ async fn recreate(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
         ctx.one_shot_result(Kind::PutHit, &live, v, resp).await?;
     } else {
         let k = Kind::Create;
-        let request = CreateRequest {
-            input: InputRef {
-                blake3: live.input.hash,
-                length: live.input.length,
-            },
-            operation: v.json(),
-            block_size: None,
-        };
-        let req = ctx
-            .http
-            .post(ctx.url(OPS_PATH))
-            .header(CONTENT_TYPE, h::JSON)
-            .body(serde_json::to_vec(&request).expect("a CreateRequest serializes"));
-        let a = ctx.send(k, req).await?;
-        a.expect(k, StatusCode::CREATED)?;
-        let status: Status = serde_json::from_slice(&a.body)
-            .or_else(|e| fail(k, format!("bad status document: {e}")))?;
+        let (a, status) = super::upload::post_create(ctx, &live, v, None).await?;
         if status.state == State::Uploading || status.state == State::Failed {
             return fail(
                 k,

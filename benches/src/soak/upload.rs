@@ -40,8 +40,13 @@ pub async fn miss(ctx: &Ctx, rng: &mut Xorshift) -> Step<bool> {
     Ok(true)
 }
 
-/// `POST /v1/ops` for a new input: `201`, uploading, with the block size asked for.
-async fn create(ctx: &Ctx, live: &Live, v: Variant, block_size: u64) -> Step<Status> {
+/// `POST /v1/ops` creating the entry of `(live, v)`: `201` and its status.
+pub(super) async fn post_create(
+    ctx: &Ctx,
+    live: &Live,
+    v: Variant,
+    block_size: Option<u64>,
+) -> Step<(Answer, Status)> {
     let k = Kind::Create;
     let request = CreateRequest {
         input: InputRef {
@@ -49,7 +54,7 @@ async fn create(ctx: &Ctx, live: &Live, v: Variant, block_size: u64) -> Step<Sta
             length: live.input.length,
         },
         operation: v.json(),
-        block_size: Some(block_size),
+        block_size,
     };
     let req = ctx
         .http
@@ -60,8 +65,17 @@ async fn create(ctx: &Ctx, live: &Live, v: Variant, block_size: u64) -> Step<Sta
     a.expect(k, StatusCode::CREATED)?;
     let status: Status = serde_json::from_slice(&a.body)
         .or_else(|e| fail(k, format!("bad status document: {e}")))?;
+    Ok((a, status))
+}
+
+/// `POST /v1/ops` for a new input: `201`, uploading, with the block size asked for.
+async fn create(ctx: &Ctx, live: &Live, v: Variant, block_size: u64) -> Step<Status> {
+    let (a, status) = post_create(ctx, live, v, Some(block_size)).await?;
     if status.state != State::Uploading || status.block_size != block_size || status.offset != 0 {
-        return fail(k, format!("expected a new upload, got {}", a.brief()));
+        return fail(
+            Kind::Create,
+            format!("expected a new upload, got {}", a.brief()),
+        );
     }
     Ok(status)
 }
