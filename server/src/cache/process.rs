@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use upcache_protocol::lifecycle::Event;
 use upcache_protocol::operation::Kind;
-use upcache_protocol::{InputHash, Key, Operation, Problem, ProblemType, State};
+use upcache_protocol::{Key, Operation, Problem, ProblemType, State};
 
 use super::{enter, Core};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::ops::pool::Priority;
-use crate::ops::worker::{self, Job, Outcome};
+use crate::ops::worker::{self, Job, Outcome, Written};
 use crate::ops::{self, budget};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 
@@ -171,16 +171,16 @@ impl Core {
                 let _ = std::fs::remove_file(&output);
                 return Ok(Err(Shortage("the worker was killed from outside".into())));
             }
-            Ok(Outcome::Done { content_type }) => Ok(content_type),
+            Ok(Outcome::Done(written)) => Ok(written),
         };
-        let content_type = match outcome {
-            Ok(c) => c,
+        let written = match outcome {
+            Ok(w) => w,
             Err(problem) => {
                 let _ = std::fs::remove_file(&output);
                 return refused(problem);
             }
         };
-        Ok(match self.publish_result(key, output, content_type).await {
+        Ok(match self.publish_result(key, output, written).await {
             Ok(record) => Ok(Ok(record)),
             Err(e) => Err(Shortage(format!("storing the result: {e}"))),
         })
@@ -191,17 +191,16 @@ impl Core {
         self: &Arc<Self>,
         key: &Key,
         output: PathBuf,
-        content_type: String,
+        written: Written,
     ) -> Result<ResultRecord> {
         let core = self.clone();
         let key = *key;
         tokio::task::spawn_blocking(move || -> Result<ResultRecord> {
-            let (length, blake3) = hash_file(&output)?;
             core.blobs.publish_result(&key, &output)?;
             Ok(ResultRecord {
-                blake3,
-                length,
-                content_type,
+                blake3: written.blake3,
+                length: written.length,
+                content_type: written.content_type,
                 blob: BlobRef::Result,
             })
         })
@@ -233,12 +232,4 @@ impl Core {
         self.meta.flush()?;
         Ok(())
     }
-}
-
-/// Length and BLAKE3 of a file.
-fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, InputHash)> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(std::fs::File::open(path)?)?;
-    let length = std::fs::metadata(path)?.len();
-    Ok((length, InputHash::from(hasher.finalize())))
 }

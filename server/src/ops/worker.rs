@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upcache_protocol::operation::Kind;
-use upcache_protocol::{Operation, Problem, ProblemType};
+use upcache_protocol::{InputHash, Operation, Problem, ProblemType};
 
 use super::Limits;
 
@@ -43,11 +43,20 @@ pub struct Job {
     pub max_image_input: u64,
 }
 
+/// A result the child wrote, described from the bytes it had in hand (the
+/// server does not read the file again to learn this).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Written {
+    pub content_type: String,
+    pub length: u64,
+    pub blake3: InputHash,
+}
+
 /// What the child says.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     /// The result is at the job's output path.
-    Done { content_type: String },
+    Done(Written),
     /// The operation refused the input.
     Failed(Problem),
 }
@@ -55,9 +64,7 @@ pub enum Reply {
 /// How a child ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Done {
-        content_type: String,
-    },
+    Done(Written),
     /// The operation refused the input, or crashed on it.
     Failed(Problem),
     /// It ran past its time and was killed.
@@ -130,7 +137,7 @@ pub async fn run(
     };
     use std::os::unix::process::ExitStatusExt;
     Ok(match serde_json::from_slice::<Reply>(&reply) {
-        Ok(Reply::Done { content_type }) if status.success() => Outcome::Done { content_type },
+        Ok(Reply::Done(written)) if status.success() => Outcome::Done(written),
         Ok(Reply::Failed(problem)) => Outcome::Failed(problem),
         _ if status.signal() == Some(libc::SIGKILL) => Outcome::Killed,
         _ => Outcome::Failed(crashed(status, memory)),
@@ -182,7 +189,7 @@ fn execute(job: &Job) -> Reply {
         };
         Problem::new(kind, e.to_string())
     };
-    let run = || -> Result<String, Problem> {
+    let run = || -> Result<Written, Problem> {
         let op = Operation::from_json(&job.operation)
             .map_err(|e| Problem::new(ProblemType::Internal, format!("stored operation: {e}")))?;
         let Kind::Image { steps, output } = op.kind() else {
@@ -199,10 +206,14 @@ fn execute(job: &Job) -> Reply {
         let mut file = std::fs::File::create(&job.output).map_err(internal)?;
         file.write_all(&bytes).map_err(internal)?;
         file.sync_all().map_err(internal)?;
-        Ok(output.format.content_type().to_owned())
+        Ok(Written {
+            content_type: output.format.content_type().to_owned(),
+            length: bytes.len() as u64,
+            blake3: InputHash::of(&bytes),
+        })
     };
     match run() {
-        Ok(content_type) => Reply::Done { content_type },
+        Ok(written) => Reply::Done(written),
         Err(problem) => Reply::Failed(problem),
     }
 }
