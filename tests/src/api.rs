@@ -355,6 +355,22 @@ impl JsonBody for RequestBuilder {
     }
 }
 
+/// A fresh server with one entry in the middle of an upload: `blocks` blocks
+/// of `block_size` bytes (the last one of 100 bytes) of pseudo-random bytes
+/// from `seed`, of which blocks 0 and 2 are in. Returns the entry's `HEAD` as
+/// it then is.
+pub async fn mid_upload(blocks: u64, block_size: u64, seed: u64) -> (Server, Job, HeadInfo) {
+    let server = Server::start().await;
+    let len = (blocks - 1) * block_size + 100;
+    let job = Job::identity(crate::data::pseudo_random(len as usize, seed));
+    let layout = job.layout(block_size);
+    server.create(&job, Some(block_size)).await;
+    server.put_block(&job, &layout, 0).await;
+    server.put_block(&job, &layout, 2).await;
+    let head = server.head_info(&job.key).await;
+    (server, job, head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_counter;

@@ -36,7 +36,9 @@ pub mod sdk;
 pub mod server;
 pub mod tus;
 
-pub use api::{any_problem, assert_problem, header, header_u64, metrics, parse_counter, HeadInfo};
+pub use api::{
+    any_problem, assert_problem, header, header_u64, metrics, mid_upload, parse_counter, HeadInfo,
+};
 pub use data::{noisy_png, png, pseudo_random, Job};
 pub use proxy::{Fault, FaultProxy, Traffic};
 pub use raw::{oneshot_headers, patch_headers, RawConn, RawResponse};

@@ -12,14 +12,7 @@ const BS: u64 = 4096;
 
 /// A server with one entry in the middle of an upload (blocks 0 and 2 of 5 in).
 async fn uploading() -> (Server, Job, HeadInfo) {
-    let server = Server::start().await;
-    let job = Job::identity(pseudo_random(4 * BS as usize + 100, 1));
-    let layout = job.layout(BS);
-    server.create(&job, Some(BS)).await;
-    server.put_block(&job, &layout, 0).await;
-    server.put_block(&job, &layout, 2).await;
-    let head = server.head_info(&job.key).await;
-    (server, job, head)
+    mid_upload(5, BS, 1).await
 }
 
 #[tokio::test]

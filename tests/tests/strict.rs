@@ -19,14 +19,7 @@ const BS: u64 = 4096;
 
 /// A server with one entry whose blocks 0 and 2 of 3 are in.
 async fn uploading() -> (Server, Job, HeadInfo) {
-    let server = Server::start().await;
-    let job = Job::identity(pseudo_random(2 * BS as usize + 100, 11));
-    let layout = job.layout(BS);
-    server.create(&job, Some(BS)).await;
-    server.put_block(&job, &layout, 0).await;
-    server.put_block(&job, &layout, 2).await;
-    let head = server.head_info(&job.key).await;
-    (server, job, head)
+    mid_upload(3, BS, 11).await
 }
 
 #[tokio::test]
