@@ -4,7 +4,7 @@
 //! ```text
 //!   http                     the front end
 //!   cache, files             the owners of uploads: /v1 entries, tus files
-//!   upload                   receiving bytes
+//!   upload, inputs           receiving bytes; publishing and finding stored inputs
 //!   commit, ops              group commit; running operations
 //!   error                    the domain error
 //!   store                    sled schema and blob files
@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["error"],
     &["commit", "ops"],
-    &["upload"],
+    &["upload", "inputs"],
     &["cache", "files"],
     &["http"],
 ];
