@@ -58,7 +58,7 @@ pub struct NewFile {
 #[derive(Debug, Clone)]
 pub struct FileView {
     pub id: Key,
-    pub record: FileRecord,
+    record: FileRecord,
     /// Bytes received; `None` for a final upload not assembled yet.
     pub offset: Option<u64>,
     /// When it expires (seconds since the epoch), while unfinished.
@@ -66,6 +66,30 @@ pub struct FileView {
 }
 
 impl FileView {
+    /// Its length, once declared.
+    pub fn length(&self) -> Option<u64> {
+        self.record.length
+    }
+
+    /// Its `Upload-Metadata`, as the client sent it.
+    pub fn metadata(&self) -> Option<&str> {
+        self.record.metadata.as_deref()
+    }
+
+    /// The canonical JSON of its operation.
+    pub fn operation(&self) -> &str {
+        &self.record.operation
+    }
+
+    /// How it takes part in concatenation.
+    pub fn concat(&self) -> NewConcat {
+        match &self.record.concat {
+            Concat::None => NewConcat::None,
+            Concat::Partial => NewConcat::Partial,
+            Concat::Final(parts) => NewConcat::Final(parts.clone()),
+        }
+    }
+
     /// The key of the entry it is bound to, once it is.
     pub fn key(&self) -> Option<Key> {
         match self.record.state {

@@ -39,9 +39,6 @@ const BREACHES: &[(&str, &str)] = &[
     // The upload service calls up into the entries to finish an upload;
     // it is to return completion as a value instead.
     ("upload", "cache"),
-    // The front end reads storage records directly; it is to call domain
-    // methods only.
-    ("http", "store"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -720,7 +720,18 @@ mod tests {
             data: data.clone(),
             ..Config::default()
         };
-        let core = Core::open(config).unwrap();
+        // sled lets go of its file lock when its flusher thread notices the
+        // database was dropped, a moment later.
+        let mut tries = 0;
+        let core = loop {
+            match Core::open(config.clone()) {
+                Err(e) if e.to_string().contains("could not acquire lock") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(core.stored_input(&kept).unwrap(), Some(rec));
         assert_eq!(core.stored_input(&lost).unwrap(), None);
         assert!(core.meta.legacy_inputs().unwrap().is_empty());
