@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   http                     the front end
-//!   cache, files             the owners of uploads: /v1 entries, tus files
+//!   cache                    the service: /v1 entries and tus files, the owners of uploads
 //!   inputs                   publishing and finding stored inputs
 //!   upload                   the upload service: receiving bytes
 //!   commit, ops              group commit; running operations
@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["commit", "ops"],
     &["upload"],
     &["inputs"],
-    &["cache", "files"],
+    &["cache"],
     &["http"],
 ];
 

@@ -24,6 +24,7 @@ use upcache_protocol::{
     ResultInfo, State, Status,
 };
 
+pub mod files;
 mod process;
 mod receive;
 
@@ -69,14 +70,14 @@ struct ReceivedInFull {
 
 /// Everything the service holds.
 pub struct Core {
-    pub config: Config,
-    pub meta: Meta,
-    pub inputs: Inputs,
-    pub notifier: Arc<Notifier>,
-    pub pool: Arc<Pool>,
+    config: Config,
+    meta: Meta,
+    inputs: Inputs,
+    notifier: Arc<Notifier>,
+    pool: Arc<Pool>,
     /// The executable image operations run in (`upcache op-worker`).
-    pub worker: PathBuf,
-    pub uploads: Arc<Uploads>,
+    worker: PathBuf,
+    uploads: Arc<Uploads>,
     running: Mutex<HashSet<Key>>,
     finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -149,6 +150,16 @@ impl Core {
             self.finalize(key).await?;
         }
         self.recover_files().await
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Makes every metadata change durable (at shutdown). Blocking.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.meta.flush()?)
     }
 
     /// The block layout of an entry.

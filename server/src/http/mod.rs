@@ -157,7 +157,7 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
             body: Some(body),
             streamed: None,
         };
-        let origin = cors::allowed_origin(&core.config, req.headers());
+        let origin = cors::allowed_origin(core.config(), req.headers());
         if let Some(preflight) = origin.as_ref().and_then(|o| cors::preflight(&req, o)) {
             return Ok(preflight);
         }
@@ -248,7 +248,7 @@ fn settle_unread(
 }
 
 fn authorized(core: &Core, req: &Req) -> bool {
-    if core.config.api_keys.is_empty() {
+    if core.config().api_keys.is_empty() {
         return true;
     }
     let token = req
@@ -257,7 +257,7 @@ fn authorized(core: &Core, req: &Req) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(upcache_protocol::headers::bearer_token);
     token.is_some_and(|t| {
-        core.config
+        core.config()
             .api_keys
             .iter()
             .any(|k| constant_time_eq(k.as_bytes(), t.as_bytes()))

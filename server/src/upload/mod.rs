@@ -12,7 +12,7 @@
 //!
 //! Bytes go to the upload's sparse staging file from a blocking writer task
 //! that also computes each block's BLAKE3 chaining value; finished blocks are
-//! handed to the [`Committer`](crate::commit::Committer) and acknowledged
+//! handed to the [`Committer`] and acknowledged
 //! once durable. All of it runs in a spawned task, so a client that goes away
 //! mid-body (hyper drops the request future) still gets every whole block it
 //! sent — and, for sequential appends, the partial tail — saved.
