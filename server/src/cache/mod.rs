@@ -39,6 +39,7 @@ use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
 use crate::store::blob::{BlobName, ByteStream};
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange, UploadRecord};
+use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
 
 /// A complete result, as a reader gets it.
@@ -109,6 +110,13 @@ impl Core {
         let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
         let inputs = Inputs::open(&config.data)?;
         migrate_input_records(&meta, &inputs)?;
+        let rewritten = meta.migrate_entries()?;
+        if rewritten > 0 {
+            tracing::info!(
+                entries = rewritten,
+                "entry records rewritten in the current format"
+            );
+        }
         Ok(Arc::new(Self {
             uploads: Arc::new(Uploads::new(
                 meta.clone(),
@@ -238,7 +246,7 @@ impl Core {
                 content_type: r.content_type.clone(),
                 blake3: r.blake3,
             }),
-            error: entry.error.clone(),
+            error: entry.error.as_ref().map(Failure::to_problem),
         }
     }
 
@@ -401,7 +409,7 @@ impl Core {
             }
         }
         let bad_upload =
-            existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
+            existing.error.as_ref().map(|f| f.kind) == Some(ProblemType::InputHashMismatch);
         let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
         if existing.state == State::Uploading {
             let layout = self.layout(&existing);
@@ -581,10 +589,11 @@ impl Core {
                 },
                 Published::Rejected { root } => EntryRecord {
                     state,
-                    error: Some(Problem::new(
-                        ProblemType::InputHashMismatch,
-                        format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", e.input),
-                    )),
+                    error: Some(Failure {
+                        kind: ProblemType::InputHashMismatch,
+                        detail: format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", e.input),
+                        members: Default::default(),
+                    }),
                     ..e.clone()
                 },
             })
@@ -701,7 +710,8 @@ fn migrate_input_records(meta: &Meta, inputs: &Inputs) -> Result<()> {
 pub fn failure(entry: &EntryRecord) -> Problem {
     entry
         .error
-        .clone()
+        .as_ref()
+        .map(Failure::to_problem)
         .unwrap_or_else(|| Problem::new(ProblemType::OperationFailed, "the operation failed"))
 }
 

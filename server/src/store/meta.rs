@@ -4,7 +4,7 @@
 //!
 //! | tree      | key                         | value                                   |
 //! |-----------|-----------------------------|-----------------------------------------|
-//! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON with format `fv`  |
+//! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON, format `fv` 2 (1: release 0.1, migrated at start-up) |
 //! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
 //! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
@@ -494,6 +494,27 @@ impl Meta {
         Ok(())
     }
 
+    /// Writes every entry record stored in an earlier format again, in the
+    /// current one (run at start-up, before anything else touches them).
+    /// Returns how many were rewritten.
+    pub fn migrate_entries(&self) -> Result<usize> {
+        self.room()?;
+        let mut rewritten = 0;
+        for item in self.entries.iter() {
+            let (k, v) = item?;
+            let rec = EntryRecord::decode(&v)?;
+            if !rec.is_current() {
+                // A record changed since it was read was written in the
+                // current format already.
+                let _ = self
+                    .entries
+                    .compare_and_swap(&k, Some(&v), Some(rec.encode()))?;
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
+    }
+
     /// Every entry, for start-up recovery and expiry sweeps.
     pub fn entries(&self) -> impl Iterator<Item = Result<(Key, EntryRecord)>> + '_ {
         self.entries.iter().map(|item| {
@@ -510,7 +531,7 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upcache_protocol::{Digest, State};
+    use upcache_protocol::{Digest, ProblemType, State};
 
     fn meta() -> (tempfile::TempDir, Meta) {
         let dir = tempfile::tempdir().unwrap();
@@ -526,6 +547,47 @@ mod tests {
             "{}".into(),
             1024,
         )
+    }
+
+    /// An entry as release 0.1 stored it (format 1, the failure as the wire
+    /// problem document), copied from `tests/fixtures/data-0.1.tar.gz`.
+    const ENTRY_V1: &str = r#"{"fv":1,"state":"failed","input":"76e1f842e3d3569f8ade912fbad9764ef337ed5941e8904f7c4056a41959ffd0","length":81920,"operation":"{\"op\":\"identity\",\"v\":1}","block_size":16384,"created":1795684877,"updated":1795684877,"error":{"type":"urn:upcache:problem:input-hash-mismatch","title":"The uploaded bytes do not hash to the claimed input hash","status":422,"detail":"the uploaded bytes hash to 143536dba82c94f5f0186031f7abf9fe9478afbcc0a7ffeab9827c2186f26f69, not 76e1f842e3d3569f8ade912fbad9764ef337ed5941e8904f7c4056a41959ffd0; nothing was stored; create the entry again to re-upload"}}"#;
+
+    #[test]
+    fn entries_of_format_1_are_rewritten_with_a_stored_failure() {
+        let (_d, m) = meta();
+        let key = Key([5; 32]);
+        m.entries.insert(key.as_bytes(), ENTRY_V1).unwrap();
+        m.entries.insert([6; 32], entry().encode()).unwrap();
+        assert_eq!(m.migrate_entries().unwrap(), 1, "only the old record");
+        assert_eq!(m.migrate_entries().unwrap(), 0, "done once");
+
+        let raw: serde_json::Value =
+            serde_json::from_slice(&m.entries.get(key.as_bytes()).unwrap().unwrap()).unwrap();
+        assert_eq!(raw["fv"], 2);
+        assert_eq!(raw["error"]["kind"], "input-hash-mismatch");
+        assert!(
+            raw["error"].get("type").is_none(),
+            "no wire document on disk"
+        );
+        let rec = m.entry(&key).unwrap().unwrap();
+        assert_eq!(rec.state, State::Failed);
+        assert_eq!(rec.length, 81920);
+        let problem = rec.error.unwrap().to_problem();
+        assert_eq!(problem.kind(), Some(ProblemType::InputHashMismatch));
+        assert!(problem
+            .detail
+            .unwrap()
+            .starts_with("the uploaded bytes hash to 1435"));
+    }
+
+    #[test]
+    fn failures_keep_their_members() {
+        let p = upcache_protocol::Problem::new(ProblemType::ImageTooLarge, "too big")
+            .with("width", 9000)
+            .with("height", 9000);
+        let f = super::super::records::Failure::from_problem(&p);
+        assert_eq!(f.to_problem(), p);
     }
 
     #[test]
