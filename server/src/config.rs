@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::SharedClock;
+
 /// Every setting of the server. Sizes accept human units (`64GiB`, `8MiB`);
 /// durations are whole seconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +72,14 @@ pub struct Config {
     /// any; empty means no CORS headers.
     #[serde(deserialize_with = "one_or_many")]
     pub cors_origins: Vec<String>,
+    /// The clock the service goes by (tests give one they move by hand).
+    #[serde(skip)]
+    pub clock: SharedClock,
+    /// The executable operations run in (`<it> op-worker`): this process's
+    /// own unless given (tests that run the service in-process name the
+    /// `upcache` binary).
+    #[serde(skip)]
+    pub worker: Option<PathBuf>,
 }
 
 /// A list, or a single string standing for a list of one.
@@ -113,6 +123,8 @@ impl Default for Config {
             api_keys_file: None,
             allow_unauthenticated: false,
             cors_origins: Vec::new(),
+            clock: SharedClock::default(),
+            worker: None,
         }
     }
 }

@@ -58,6 +58,15 @@ pub static HITS: Counter = Counter::new(
     "Creates and one-shot PUTs that needed no upload (result or input already stored)",
 );
 
+pub static SWEEPS: Counter = Counter::new(
+    "upcache_expiry_sweeps_total",
+    "Sweeps for idle uploads that are due to expire",
+);
+pub static UPLOADS_EXPIRED: Counter = Counter::new(
+    "upcache_uploads_expired_total",
+    "Uploads (/v1 and tus) deleted for sitting idle longer than upload_ttl",
+);
+
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
     &OPERATIONS_STARTED,
@@ -68,6 +77,8 @@ const ALL: &[&Counter] = &[
     &INPUTS_VERIFIED,
     &INPUTS_REJECTED,
     &HITS,
+    &SWEEPS,
+    &UPLOADS_EXPIRED,
 ];
 
 /// The Prometheus text exposition of every counter.

@@ -107,7 +107,11 @@ impl Core {
     /// Opens the data directory and starts the committer and the worker pool.
     pub fn open(config: Config) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data)?;
-        let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
+        let meta = Meta::open(
+            &config.data.join("db"),
+            config.db_cache.as_u64(),
+            config.clock.clone(),
+        )?;
         let inputs = Inputs::open(&config.data)?;
         migrate_input_records(&meta, &inputs)?;
         let rewritten = meta.migrate_entries()?;
@@ -124,7 +128,10 @@ impl Core {
                 &config,
             )),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
-            worker: worker_executable()?,
+            worker: match &config.worker {
+                Some(w) => w.clone(),
+                None => worker_executable()?,
+            },
             notifier: Arc::default(),
             running: Mutex::default(),
             finalizing: Mutex::default(),
@@ -410,7 +417,8 @@ impl Core {
         }
         let bad_upload =
             existing.error.as_ref().map(|f| f.kind) == Some(ProblemType::InputHashMismatch);
-        let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
+        let due =
+            self.config.clock.now().saturating_sub(existing.updated) >= self.config.failure_ttl;
         if existing.state == State::Uploading {
             let layout = self.layout(&existing);
             if self
@@ -653,7 +661,7 @@ impl Core {
 
     /// Deletes uploads untouched for `upload_ttl`. Returns how many expired.
     pub async fn expire_uploads(self: &Arc<Self>) -> Result<usize> {
-        let now = crate::store::now();
+        let now = self.config.clock.now();
         let mut stale = Vec::new();
         for item in self.meta.entries() {
             let (key, entry) = item?;
@@ -667,7 +675,9 @@ impl Core {
         }
         for key in &stale {
             tracing::info!(key = %key, "upload expired");
-            let _ = self.delete(*key).await;
+            if self.delete(*key).await.is_ok() {
+                metrics::UPLOADS_EXPIRED.inc();
+            }
         }
         Ok(stale.len())
     }
@@ -740,7 +750,7 @@ mod tests {
         };
         {
             // A data directory as earlier releases left it: records in sled.
-            let meta = Meta::open(&data.join("db"), 1 << 20).unwrap();
+            let meta = Meta::open(&data.join("db"), 1 << 20, Default::default()).unwrap();
             std::fs::create_dir_all(data.join("inputs")).unwrap();
             std::fs::write(data.join("inputs").join(kept.to_hex()), b"kept").unwrap();
             meta.put_legacy_input(&kept, &rec).unwrap();

@@ -66,7 +66,7 @@ impl Core {
                 };
                 tracing::warn!(key = %key, why, retry_in = ?pause, "operation postponed");
                 drop(guard);
-                tokio::time::sleep(pause).await;
+                core.config.clock.sleep(pause).await;
                 pause = (pause * 2).min(SHORTAGE_RETRY.1);
             }
         });

@@ -31,6 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use upcache_protocol::{InputHash, Key};
 
 use super::space::Room;
+use crate::clock::SharedClock;
 
 /// Storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +144,14 @@ pub struct Meta {
     inputs: sled::Tree,
     files: sled::Tree,
     room: Arc<Room>,
+    /// What records are stamped with.
+    clock: SharedClock,
 }
 
 impl Meta {
-    /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+    /// Opens (or creates) the database in `dir`; records are stamped with
+    /// the time of `clock`.
+    pub fn open(dir: &Path, cache_bytes: u64, clock: SharedClock) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -160,6 +164,7 @@ impl Meta {
             inputs: db.open_tree("inputs")?,
             files: db.open_tree("files")?,
             db,
+            clock,
         })
     }
 
@@ -200,7 +205,13 @@ impl Meta {
     pub fn create_file(&self, id: &Key, file: &FileRecord) -> Result<()> {
         self.room()?;
         self.clear_cvs(id)?;
-        let fresh = UploadRecord::fresh().encode();
+        let now = self.clock.now();
+        let fresh = UploadRecord::fresh(now).encode();
+        let file = &FileRecord {
+            created: now,
+            touched: now,
+            ..file.clone()
+        };
         tx_result(
             (&self.files, &self.uploads).transaction(|(files, uploads)| {
                 files.insert(id.as_bytes(), file.encode())?;
@@ -286,7 +297,13 @@ impl Meta {
         if upload {
             self.clear_cvs(key)?;
         }
-        let fresh = UploadRecord::fresh().encode();
+        let now = self.clock.now();
+        let fresh = UploadRecord::fresh(now).encode();
+        let entry = &EntryRecord {
+            created: now,
+            updated: now,
+            ..entry.clone()
+        };
         tx_result(
             (&self.entries, &self.uploads).transaction(|(entries, uploads)| {
                 if let Some(existing) = entries.get(key.as_bytes())? {
@@ -332,7 +349,7 @@ impl Meta {
         if upload == UploadChange::Start {
             self.clear_cvs(id)?;
         }
-        let fresh = UploadRecord::fresh().encode();
+        let fresh = UploadRecord::fresh(self.clock.now()).encode();
         tx_result((tree, &self.uploads).transaction(|(records, uploads)| {
             let Some(bytes) = records.get(id.as_bytes())? else {
                 return Ok(None);
@@ -341,7 +358,7 @@ impl Meta {
             match change(&current) {
                 None => Ok(Some((current, false))),
                 Some(mut next) => {
-                    next.stamp(super::now());
+                    next.stamp(self.clock.now());
                     records.insert(id.as_bytes(), next.encode())?;
                     match upload {
                         UploadChange::Keep => {}
@@ -374,7 +391,7 @@ impl Meta {
     /// received, are skipped. Returns each touched upload's new record.
     pub fn commit_blocks(&self, blocks: &[BlockCommit]) -> Result<Vec<(Key, UploadRecord)>> {
         self.room()?;
-        let now = super::now();
+        let now = self.clock.now();
         tx_result((&self.uploads, &self.cvs).transaction(|(uploads, cvs)| {
             let mut records: Vec<(Key, UploadRecord)> = Vec::new();
             for b in blocks {
@@ -417,7 +434,7 @@ impl Meta {
         tail: Option<(u64, u64)>,
     ) -> Result<Option<UploadRecord>> {
         self.room()?;
-        let now = super::now();
+        let now = self.clock.now();
         let out = self.uploads.fetch_and_update(id.as_bytes(), |old| {
             let mut rec = UploadRecord::decode(old?).ok()?;
             if rec.epoch != epoch {
@@ -535,7 +552,7 @@ mod tests {
 
     fn meta() -> (tempfile::TempDir, Meta) {
         let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let m = Meta::open(&dir.path().join("db"), 1 << 20, SharedClock::default()).unwrap();
         (dir, m)
     }
 

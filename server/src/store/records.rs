@@ -213,10 +213,10 @@ impl UploadRecord {
         })
     }
 
-    /// A new, empty upload record.
-    pub fn fresh() -> Self {
+    /// A new, empty upload record, made at `now`.
+    pub fn fresh(now: u64) -> Self {
         Self {
-            touched: super::now(),
+            touched: now,
             epoch: new_epoch(),
             ..Default::default()
         }
