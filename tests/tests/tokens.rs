@@ -322,6 +322,15 @@ async fn out_of_scope_uses_are_403_and_change_nothing() {
             (attempt.key == other.key).then_some(State::Uploading)
         );
     }
+    // An input-scoped token learns nothing of entries that do not exist.
+    assert_problem(
+        req(&server, Method::GET, &entry_path(&job.key), &by_input)
+            .send()
+            .await
+            .unwrap(),
+        ProblemType::NotFound,
+    )
+    .await;
     // Someone else's entry: status, HEAD, blocks, PATCH, result.
     let layout = other.layout(BS);
     for token in [&by_input, &by_key] {

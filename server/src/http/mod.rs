@@ -1,6 +1,7 @@
 //! The HTTP front end: one serving layer that owns connections (HTTP/1.1 and
-//! HTTP/2 on one port), authentication, request spans, metrics and error
-//! rendering. Handlers ([`handlers`], [`result`]) return domain results.
+//! HTTP/2 on one port), authentication ([`tokens`]: API keys, upload tokens,
+//! presigned URLs), request spans, metrics and error rendering. Handlers
+//! ([`handlers`], [`result`], [`tokens`], `demo`) return domain results.
 
 pub mod body;
 mod cors;

@@ -141,8 +141,17 @@ pub fn authorize(
         Some(t) if token::is_token(&t) => {
             let claims = token::verify(&t, |kid| core.config.signing_key(kid), now())
                 .map_err(|e| refusal(&token_problem(&e), Some("invalid_token")))?;
-            permit(core, req, endpoint, &claims)
-                .map_err(|e| refusal(&e.to_problem(), Some("insufficient_scope")))?;
+            permit(core, req, endpoint, &claims).map_err(|e| {
+                if let Error::Internal(why) = &e {
+                    tracing::error!(error = %why, "checking a token's scope failed");
+                }
+                let problem = e.to_problem();
+                if problem.status == StatusCode::FORBIDDEN.as_u16() {
+                    refusal(&problem, Some("insufficient_scope"))
+                } else {
+                    Box::new(problem_response(&problem)) // 404: no such entry
+                }
+            })?;
             Ok(Grant::Token(claims))
         }
         _ if core.config.api_keys.is_empty() => Ok(Grant::Full),
@@ -225,9 +234,10 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
     }
 }
 
-/// Whether the existing entry `key` is within the token's scope. An entry
-/// that does not exist is left to the handler (a `404`): there is nothing
-/// to reveal or to change.
+/// Whether the entry `key` is within the token's scope. With an input
+/// scope the entry must exist (its input and operation are what is
+/// checked); one that does not is `404 not-found`, answered here so that
+/// nothing can slip in between the check and the handler.
 fn covers_entry(core: &Core, claims: &Claims, key: &Key) -> Result<()> {
     if let Scope::Key(s) = &claims.scope {
         return if s.key == *key {
@@ -239,9 +249,7 @@ fn covers_entry(core: &Core, claims: &Claims, key: &Key) -> Result<()> {
             )))
         };
     }
-    let Ok(entry) = core.entry(key) else {
-        return Ok(());
-    };
+    let entry = core.entry(key)?;
     let op: serde_json::Value = serde_json::from_str(&entry.operation).unwrap_or_default();
     let op = op["op"].as_str().unwrap_or_default();
     if claims.scope.covers(key, &entry.input, entry.length, op) {
@@ -367,10 +375,6 @@ pub async fn mint(core: &Core, req: &mut Req, grant: &Grant) -> Result<Response<
                     return Err(not_allowed("the token does not allow result"));
                 }
                 covers_entry(core, claims, &key)?;
-                if !matches!(claims.scope, Scope::Key(_)) {
-                    // An input scope covers only entries that exist.
-                    core.entry(&key)?;
-                }
                 // A URL obtained with a token does not outlive it.
                 exp = exp.min(claims.exp);
             }
