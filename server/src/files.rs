@@ -26,12 +26,13 @@ use std::time::Duration;
 
 use upcache_protocol::tree::{self, BlockHasher};
 use upcache_protocol::{
-    CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
+    CreateRequest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
 };
 
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::store::meta::{Concat, FileRecord, FileState, InputRecord, UploadChange, UploadRecord};
+use crate::inputs::Published;
+use crate::store::meta::{Concat, FileRecord, FileState, UploadChange, UploadRecord};
 use crate::upload::{self, BodyCheck, BodyStream, Start};
 
 /// How a new upload takes part in concatenation.
@@ -57,7 +58,7 @@ pub struct NewFile {
 #[derive(Debug, Clone)]
 pub struct FileView {
     pub id: Key,
-    pub record: FileRecord,
+    record: FileRecord,
     /// Bytes received; `None` for a final upload not assembled yet.
     pub offset: Option<u64>,
     /// When it expires (seconds since the epoch), while unfinished.
@@ -65,6 +66,30 @@ pub struct FileView {
 }
 
 impl FileView {
+    /// Its length, once declared.
+    pub fn length(&self) -> Option<u64> {
+        self.record.length
+    }
+
+    /// Its `Upload-Metadata`, as the client sent it.
+    pub fn metadata(&self) -> Option<&str> {
+        self.record.metadata.as_deref()
+    }
+
+    /// The canonical JSON of its operation.
+    pub fn operation(&self) -> &str {
+        &self.record.operation
+    }
+
+    /// How it takes part in concatenation.
+    pub fn concat(&self) -> NewConcat {
+        match &self.record.concat {
+            Concat::None => NewConcat::None,
+            Concat::Partial => NewConcat::Partial,
+            Concat::Final(parts) => NewConcat::Final(parts.clone()),
+        }
+    }
+
     /// The key of the entry it is bound to, once it is.
     pub fn key(&self) -> Option<Key> {
         match self.record.state {
@@ -312,7 +337,7 @@ impl Core {
         let removed = tokio::task::spawn_blocking(move || -> Result<Option<FileRecord>> {
             let removed = core.meta.remove_file(&id)?;
             if removed.is_some() {
-                core.blobs.remove_staging(&id)?;
+                core.inputs.staging().remove(&id)?;
                 core.meta.flush()?;
             }
             Ok(removed)
@@ -346,9 +371,24 @@ impl Core {
         let core = self.clone();
         self.in_turn(id, async move {
             let c = core.clone();
-            let Some(file) = tokio::task::spawn_blocking(move || c.hash_file(&id)).await?? else {
+            let Some((file, cvs)) = tokio::task::spawn_blocking(move || c.hash_file(&id)).await??
+            else {
                 return Ok(());
             };
+            let input = file.input.expect("hashed");
+            if let Some(cvs) = cvs {
+                let layout = Layout {
+                    length: file.length.unwrap_or(0),
+                    block_size: file.block_size,
+                };
+                if let Published::Rejected { root } =
+                    core.inputs.publish(id, layout, cvs, input).await?
+                {
+                    return Err(Error::Internal(format!(
+                        "upload {id} was hashed to {input}, its chaining values now give {root}"
+                    )));
+                }
+            }
             core.bind_file(id, file).await
         })
         .await?;
@@ -358,9 +398,11 @@ impl Core {
     }
 
     /// Blocking: the input hash of a complete file upload, recorded before
-    /// anything is published; its bytes published as that input (unless it
-    /// is a partial upload). `None` if it is not complete, or already done.
-    fn hash_file(&self, id: &Key) -> Result<Option<FileRecord>> {
+    /// anything is published, and the chaining values its bytes are to be
+    /// published with (none for a partial upload, which is not published).
+    /// `None` if it is not complete, or already done.
+    #[allow(clippy::type_complexity)]
+    fn hash_file(&self, id: &Key) -> Result<Option<(FileRecord, Option<Vec<[u8; 32]>>)>> {
         let Some(file) = self.meta.file(id)? else {
             return Ok(None);
         };
@@ -390,7 +432,7 @@ impl Core {
                         return Ok(None);
                     }
                 }
-                let staging = self.blobs.open_staging(id, length)?;
+                let staging = self.inputs.staging().open_file(id, length)?;
                 let cvs = self.block_cvs(id, &layout, &staging)?;
                 let input = InputHash::from(tree::root(&layout, &cvs));
                 let updated = self.meta.update_file(id, UploadChange::Keep, |f| {
@@ -406,39 +448,19 @@ impl Core {
                 }
             }
         };
-        let input = file.input.expect("hashed above");
-        if file.concat != Concat::Partial {
-            if self.stored_input(&input)?.is_some() {
-                self.blobs.remove_staging(id)?;
-            } else {
-                let cvs = match hashed {
-                    Some(cvs) => cvs,
-                    None => {
-                        self.blobs.open_staging(id, length)?; // an empty input has no staged bytes
-                        self.meta
-                            .cv_list(id, layout.blocks())?
-                            .into_iter()
-                            .map(|cv| {
-                                cv.ok_or_else(|| Error::Internal("chaining value missing".into()))
-                            })
-                            .collect::<Result<Vec<_>>>()?
-                    }
-                };
-                let mut digest = Digest::new();
-                for (n, cv) in cvs.iter().enumerate() {
-                    digest.add(n as u64, cv);
-                }
-                self.blobs.promote_staging(id, &input)?;
-                let rec = InputRecord {
-                    length,
-                    block_size: layout.block_size,
-                    digest: *blake3::hash(&digest.to_bytes()).as_bytes(),
-                };
-                self.blobs.put_input_record(&input, &rec)?;
-                crate::metrics::INPUTS_VERIFIED.inc();
-            }
+        if file.concat == Concat::Partial {
+            return Ok(Some((file, None)));
         }
-        Ok(Some(file))
+        let cvs = match hashed {
+            Some(cvs) => cvs,
+            None => self
+                .meta
+                .cv_list(id, layout.blocks())?
+                .into_iter()
+                .map(|cv| cv.ok_or_else(|| Error::Internal("chaining value missing".into())))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(Some((file, Some(cvs))))
     }
 
     /// Blocking: the chaining value of every block. Blocks committed whole
@@ -546,10 +568,10 @@ impl Core {
             if file.input.is_some() {
                 return Ok(());
             }
-            let mut out = core.blobs.open_staging(&id, length)?;
+            let mut out = core.inputs.staging().open_file(&id, length)?;
             let mut at = 0u64;
             for part in parts {
-                let src = File::open(core.blobs.staging_path(part)).map_err(|e| {
+                let src = File::open(core.inputs.staging().path(part)).map_err(|e| {
                     Error::problem(
                         ProblemType::InvalidHeader,
                         format!("Upload-Concat: the bytes of {part} are gone: {e}"),
@@ -615,7 +637,7 @@ impl Core {
                 } else {
                     core.meta.remove_file(&id)?;
                 }
-                core.blobs.remove_staging(&id)?;
+                core.inputs.staging().remove(&id)?;
             }
             core.meta.flush()?;
             Ok(())

@@ -39,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod inputs;
 pub mod metrics;
 pub mod notify;
 pub mod ops;

@@ -20,7 +20,7 @@ use upcache_protocol::blocks::encode_ranges;
 use upcache_protocol::lifecycle::Event;
 use upcache_protocol::status::result_path;
 use upcache_protocol::{
-    tree, CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
+    CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
     ResultInfo, State, Status,
 };
 
@@ -29,19 +29,47 @@ mod process;
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::inputs::{Inputs, Published};
 use crate::metrics;
 use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
-use crate::store::blob::Blobs;
+use crate::store::blob::{BlobName, ByteStream};
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange, UploadRecord};
 use crate::upload::{self, Slots};
+
+/// A complete result, as a reader gets it.
+#[derive(Debug, Clone)]
+pub struct ResultView {
+    pub key: Key,
+    /// The BLAKE3 of the result's bytes.
+    pub blake3: InputHash,
+    pub length: u64,
+    pub content_type: String,
+    blob: BlobName,
+}
+
+/// Where an entry stands for a reader of its result.
+#[derive(Debug)]
+pub enum Outcome {
+    Ready(ResultView),
+    Failed(Problem),
+    /// Not yet settled: its status.
+    Pending(Box<Status>),
+}
+
+/// An upload whose every block is in, about to be verified.
+struct Received {
+    entry: EntryRecord,
+    layout: Layout,
+    cvs: Vec<[u8; 32]>,
+}
 
 /// Everything the service holds.
 pub struct Core {
     pub config: Config,
     pub meta: Meta,
-    pub blobs: Blobs,
+    pub inputs: Inputs,
     pub notifier: Arc<Notifier>,
     pub committer: Committer,
     pub pool: Arc<Pool>,
@@ -77,8 +105,8 @@ impl Core {
     pub fn open(config: Config) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data)?;
         let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
-        let blobs = Blobs::open(&config.data)?;
-        migrate_input_records(&meta, &blobs)?;
+        let inputs = Inputs::open(&config.data)?;
+        migrate_input_records(&meta, &inputs)?;
         Ok(Arc::new(Self {
             committer: Committer::start(meta.clone()),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
@@ -88,7 +116,7 @@ impl Core {
             running: Mutex::default(),
             finalizing: Mutex::default(),
             meta,
-            blobs,
+            inputs,
             config,
         }))
     }
@@ -155,12 +183,7 @@ impl Core {
     }
 
     /// Builds a status document.
-    pub fn status_of(
-        &self,
-        key: &Key,
-        entry: &EntryRecord,
-        upload: Option<&UploadRecord>,
-    ) -> Status {
+    fn status_of(&self, key: &Key, entry: &EntryRecord, upload: Option<&UploadRecord>) -> Status {
         let layout = self.layout(entry);
         let total = layout.blocks();
         let (received, missing, offset, digest) = match upload {
@@ -204,32 +227,80 @@ impl Core {
         }
     }
 
-    /// Where a complete result's bytes are.
-    pub fn result_file(&self, key: &Key, entry: &EntryRecord) -> Option<PathBuf> {
-        entry.result.as_ref().map(|r| match r.blob {
-            BlobRef::Input => self.blobs.input_path(&entry.input),
-            BlobRef::Result => self.blobs.result_path(key),
+    /// Where `key` stands for a reader of its result, once it is complete
+    /// or failed — or when `wait` is over.
+    pub async fn outcome(&self, key: &Key, wait: Duration) -> Result<Outcome> {
+        let entry = self.entry(key)?;
+        let entry = match entry.state {
+            State::Complete | State::Failed => entry,
+            _ => self
+                .wait(key, wait)
+                .await?
+                .ok_or_else(|| Error::problem(ProblemType::NotFound, "the entry was deleted"))?,
+        };
+        Ok(match entry.state {
+            State::Complete => {
+                let r = entry
+                    .result
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("complete entry without a result".into()))?;
+                Outcome::Ready(ResultView {
+                    key: *key,
+                    blake3: r.blake3,
+                    length: r.length,
+                    content_type: r.content_type.clone(),
+                    blob: match r.blob {
+                        BlobRef::Input => BlobName::Input(entry.input),
+                        BlobRef::Result => BlobName::Result(*key),
+                    },
+                })
+            }
+            State::Failed => Outcome::Failed(failure(&entry)),
+            _ => {
+                let upload = match entry.state {
+                    State::Uploading => self.meta.upload(key)?,
+                    _ => None,
+                };
+                Outcome::Pending(Box::new(self.status_of(key, &entry, upload.as_ref())))
+            }
         })
+    }
+
+    /// The bytes of a result, all or `range`.
+    pub async fn read_result(
+        &self,
+        result: &ResultView,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<ByteStream> {
+        self.inputs
+            .blobs()
+            .get(result.blob, range)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("the result {} is gone", result.blob)))
     }
 
     /// A stored input, if its file and its record are really there.
     pub(crate) fn stored_input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
-        Ok(self.blobs.input_record(hash)?)
+        self.inputs.stored(hash)
     }
 
     /// Looks up or creates the entry of `(input, operation)`. Returns the key,
-    /// the entry and whether this call created (or restarted) it.
+    /// the entry's status and whether this call created (or restarted) it.
     /// Counts a hit when nothing has to be uploaded.
     pub async fn create(
         self: &Arc<Self>,
         req: &CreateRequest,
         op: &Operation,
-    ) -> Result<(Key, EntryRecord, bool)> {
-        let found = self.lookup_or_create(req, op).await?;
-        if found.1.state != State::Uploading {
+    ) -> Result<(Key, Status, bool)> {
+        let (key, entry, created) = self.lookup_or_create(req, op).await?;
+        if entry.state != State::Uploading {
             metrics::HITS.inc();
         }
-        Ok(found)
+        let upload = match entry.state {
+            State::Uploading => self.meta.upload(&key)?,
+            _ => None,
+        };
+        Ok((key, self.status_of(&key, &entry, upload.as_ref()), created))
     }
 
     pub(crate) async fn lookup_or_create(
@@ -379,7 +450,7 @@ impl Core {
             self.uploads.stop(&key);
             let core = self.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                core.blobs.remove_staging(&key)?;
+                core.inputs.staging().remove(&key)?;
                 core.meta.clear_cvs(&key)?;
                 Ok(())
             })
@@ -402,10 +473,8 @@ impl Core {
         }
         let core = self.clone();
         let verified = self
-            .in_turn(key, async move {
-                tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await
-            })
-            .await??;
+            .in_turn(key, async move { core.verify_and_publish(key).await })
+            .await?;
         self.uploads.stop(&key);
         match verified {
             Some(true) => self.schedule(key, Priority::Interactive),
@@ -439,8 +508,23 @@ impl Core {
         out
     }
 
-    /// Blocking part of [`Core::finalize`]: `None` if there was nothing to do.
-    fn verify_and_publish(&self, key: &Key) -> Result<Option<bool>> {
+    /// Verifies and publishes a fully received upload and records the
+    /// outcome on its entry: `None` if there was nothing to do, else whether
+    /// the bytes were the input.
+    async fn verify_and_publish(self: &Arc<Self>, key: Key) -> Result<Option<bool>> {
+        let core = self.clone();
+        let ready = tokio::task::spawn_blocking(move || core.received_in_full(&key)).await??;
+        let Some(Received { entry, layout, cvs }) = ready else {
+            return Ok(None);
+        };
+        let published = self.inputs.publish(key, layout, cvs, entry.input).await?;
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || core.record_verification(&key, &published)).await?
+    }
+
+    /// Blocking: an uploading entry whose every block is in, its layout and
+    /// its blocks' chaining values.
+    fn received_in_full(&self, key: &Key) -> Result<Option<Received>> {
         let Some(entry) = self.meta.entry(key)? else {
             return Ok(None);
         };
@@ -455,49 +539,38 @@ impl Core {
             .meta
             .cvs(key, layout.blocks())?
             .ok_or_else(|| Error::Internal("chaining values missing".into()))?;
-        let root = InputHash::from(tree::root(&layout, &cvs));
-        let digest = *blake3::hash(&upload.digest.to_bytes()).as_bytes();
-        let ok = root == entry.input;
-        if ok {
-            self.blobs.open_staging(key, layout.length)?; // an empty input has no staged block
-            self.blobs.promote_staging(key, &entry.input)?;
-            let rec = InputRecord {
-                length: layout.length,
-                block_size: layout.block_size,
-                digest,
-            };
-            self.blobs.put_input_record(&entry.input, &rec)?;
-            metrics::INPUTS_VERIFIED.inc();
-        } else {
-            self.blobs.remove_staging(key)?;
-            metrics::INPUTS_REJECTED.inc();
-        }
-        let problem = Problem::new(
-            ProblemType::InputHashMismatch,
-            format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", entry.input),
-        );
-        let event = if ok {
+        Ok(Some(Received { entry, layout, cvs }))
+    }
+
+    /// Blocking: moves the entry on after publication, to processing or to
+    /// failed.
+    fn record_verification(&self, key: &Key, published: &Published) -> Result<Option<bool>> {
+        let stored = matches!(published, Published::Stored { .. });
+        let event = if stored {
             Event::InputVerified
         } else {
             Event::InputRejected
         };
         self.meta.update(key, UploadChange::End, |e| {
-            e.state.on(event).map(|state| match ok {
-                true => EntryRecord {
+            e.state.on(event).map(|state| match published {
+                Published::Stored { record, .. } => EntryRecord {
                     state,
-                    digest: Some(hex::encode(digest)),
+                    digest: Some(hex::encode(record.digest)),
                     ..e.clone()
                 },
-                false => EntryRecord {
+                Published::Rejected { root } => EntryRecord {
                     state,
-                    error: Some(problem.clone()),
+                    error: Some(Problem::new(
+                        ProblemType::InputHashMismatch,
+                        format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", e.input),
+                    )),
                     ..e.clone()
                 },
             })
         })?;
         self.meta.clear_cvs(key)?;
         self.meta.flush()?;
-        Ok(Some(ok))
+        Ok(Some(stored))
     }
 
     /// Waits until the entry is complete or failed, at most `wait`. Returns
@@ -530,16 +603,20 @@ impl Core {
             let removed = core.meta.remove(&key)?;
             if let Some(e) = &removed {
                 if e.state == State::Uploading {
-                    core.blobs.remove_staging(&key)?;
-                }
-                if e.result.as_ref().is_some_and(|r| r.blob == BlobRef::Result) {
-                    core.blobs.remove_result(&key)?;
+                    core.inputs.staging().remove(&key)?;
                 }
                 core.meta.flush()?;
             }
             Ok(removed)
         })
         .await??;
+        if removed
+            .as_ref()
+            .and_then(|e| e.result.as_ref())
+            .is_some_and(|r| r.blob == BlobRef::Result)
+        {
+            self.inputs.blobs().delete(BlobName::Result(key)).await?;
+        }
         self.notifier.notify(&key);
         removed.map(|_| ()).ok_or_else(not_found)
     }
@@ -581,14 +658,14 @@ fn worker_executable() -> std::io::Result<PathBuf> {
 /// release out of the metadata database, beside the inputs. Each record is
 /// durable beside its input before the old tree is dropped, so a crash
 /// half-way is finished by the next start.
-fn migrate_input_records(meta: &Meta, blobs: &Blobs) -> Result<()> {
+fn migrate_input_records(meta: &Meta, inputs: &Inputs) -> Result<()> {
     let legacy = meta.legacy_inputs()?;
     if legacy.is_empty() {
         return Ok(());
     }
     for (hash, rec) in &legacy {
-        if blobs.input_path(hash).exists() {
-            blobs.put_input_record(hash, rec)?;
+        if inputs.has_local(hash) {
+            inputs.record(hash, rec)?;
         }
     }
     meta.forget_legacy_inputs()?;
@@ -633,8 +710,8 @@ mod tests {
         {
             // A data directory as earlier releases left it: records in sled.
             let meta = Meta::open(&data.join("db"), 1 << 20).unwrap();
-            let blobs = Blobs::open(&data).unwrap();
-            std::fs::write(blobs.input_path(&kept), b"kept").unwrap();
+            std::fs::create_dir_all(data.join("inputs")).unwrap();
+            std::fs::write(data.join("inputs").join(kept.to_hex()), b"kept").unwrap();
             meta.put_legacy_input(&kept, &rec).unwrap();
             meta.put_legacy_input(&lost, &rec).unwrap(); // its file is gone
             meta.flush().unwrap();
@@ -643,12 +720,23 @@ mod tests {
             data: data.clone(),
             ..Config::default()
         };
-        let core = Core::open(config).unwrap();
+        // sled lets go of its file lock when its flusher thread notices the
+        // database was dropped, a moment later.
+        let mut tries = 0;
+        let core = loop {
+            match Core::open(config.clone()) {
+                Err(e) if e.to_string().contains("could not acquire lock") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(core.stored_input(&kept).unwrap(), Some(rec));
         assert_eq!(core.stored_input(&lost).unwrap(), None);
         assert!(core.meta.legacy_inputs().unwrap().is_empty());
         // A record without its input is no stored input either.
-        std::fs::remove_file(core.blobs.input_path(&kept)).unwrap();
+        std::fs::remove_file(data.join("inputs").join(kept.to_hex())).unwrap();
         assert_eq!(core.stored_input(&kept).unwrap(), None);
     }
 }

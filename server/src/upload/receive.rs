@@ -277,10 +277,10 @@ pub(super) async fn receive(
     if sequential {
         slot.touch();
     }
-    let blobs = core.blobs.clone();
+    let staging = core.inputs.staging().clone();
     let (file, direct) = tokio::task::spawn_blocking(move || {
-        let file = blobs.open_staging(&key, layout.length)?;
-        std::io::Result::Ok((file, blobs.open_staging_direct(&key)))
+        let file = staging.open_file(&key, layout.length)?;
+        std::io::Result::Ok((file, staging.open_direct(&key)))
     })
     .await??;
     let file = Arc::new(file);
