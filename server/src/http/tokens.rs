@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use upcache_protocol::headers::{self as h, bearer_token};
+use upcache_protocol::headers::{self as h, bearer_token, Prefer};
 use upcache_protocol::token::{
     self, Action, Claims, MintRequest, MintResponse, PresignError, Presigned, Scope, TokenError,
 };
@@ -206,17 +206,14 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
             // The answer to a one-shot upload is the result.
             need(Action::Upload)?;
             need(Action::Result)?;
-            covers_one_shot(req, claims, k)
+            covers_one_shot(req, claims, k)?;
+            no_wait_unless_allowed(req, claims);
+            Ok(())
         }
         Endpoint::Result(k) => {
             need(Action::Result)?;
             covers_entry(core, claims, k)?;
-            if !claims.allows(Action::Wait) {
-                // Answered at once: ready, or 202 with the status.
-                let headers = &mut req.parts.headers;
-                headers.remove(h::PREFER);
-                headers.insert(h::PREFER, HeaderValue::from_static("wait=0"));
-            }
+            no_wait_unless_allowed(req, claims);
             Ok(())
         }
         // Minting checks the body: a token may ask for its result's URL.
@@ -232,6 +229,27 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
         Endpoint::Metrics => Err(not_allowed("metrics need an API key")),
         Endpoint::Health | Endpoint::TusOptions | Endpoint::Demo | Endpoint::DemoToken => Ok(()),
     }
+}
+
+/// Without `wait`, a request that would wait for the result is answered at
+/// once (the result if ready, else `202` with the status): its `Prefer`
+/// says `wait=0`, its other preferences kept.
+fn no_wait_unless_allowed(req: &mut Req, claims: &Claims) {
+    if claims.allows(Action::Wait) {
+        return;
+    }
+    let headers = &mut req.parts.headers;
+    let prefer = Prefer {
+        wait: Some(0),
+        ..Prefer::parse(
+            headers
+                .get_all(h::PREFER)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    };
+    let value = HeaderValue::from_str(&prefer.encode()).expect("preferences are ascii");
+    headers.insert(h::PREFER, value);
 }
 
 /// Whether the entry `key` is within the token's scope. With an input
