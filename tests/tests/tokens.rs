@@ -122,6 +122,15 @@ async fn head_info(server: &Server, key: &Key) -> HeadInfo {
     HeadInfo::from_headers(resp.headers())
 }
 
+/// A counter of `/metrics`, read with the API key.
+async fn server_metric(server: &Server, name: &str) -> f64 {
+    let resp = req(server, Method::GET, "/metrics", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    parse_counter(&resp.text().await.unwrap(), name)
+}
+
 /// Sends `r` and asserts the problem `kind`.
 async fn refused(r: RequestBuilder, kind: ProblemType) -> upcache_protocol::Problem {
     assert_problem(r.send().await.expect("send"), kind).await.1
@@ -278,6 +287,10 @@ async fn bad_tokens_are_401_and_change_nothing() {
         refused(server.oneshot_request(&job).bearer_auth(bad), *kind).await;
     }
     assert_eq!(state(&server, &job.key).await, None, "nothing was created");
+    assert_eq!(
+        server_metric(&server, "upcache_token_refusals_total").await,
+        2.0 * cases.len() as f64
+    );
     // The good one works.
     assert_eq!(
         create_with(&server, &job, &good).await.status(),
@@ -370,6 +383,11 @@ async fn out_of_scope_uses_are_403_and_change_nothing() {
         .await;
     }
     let head = head_info(&server, &other.key).await;
+    // Every refusal above counted; the 404 did not.
+    assert_eq!(
+        server_metric(&server, "upcache_token_refusals_total").await,
+        8.0 + 2.0 * 5.0
+    );
     assert_eq!(
         (head.state, head.offset, head.missing.as_str()),
         (State::Uploading, 0, "0"),

@@ -24,6 +24,7 @@ use super::router::Endpoint;
 use super::{problem_response, Req};
 use crate::cache::Core;
 use crate::error::{Error, Result};
+use crate::metrics;
 
 /// Lifetime of a token or URL minted without a `ttl`.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -54,6 +55,7 @@ impl Grant {
         {
             return Ok(());
         }
+        metrics::TOKEN_REFUSALS.inc();
         Err(out_of_scope(&format!(
             "the token does not cover {} of input {} ({} bytes)",
             op.name(),
@@ -111,6 +113,32 @@ fn presign_problem(e: &PresignError) -> Problem {
 /// Decides whether `req` (routed to `endpoint`) may go on, and with what
 /// grant; the error is the answer to send instead.
 pub fn authorize(
+    core: &Core,
+    req: &mut Req,
+    endpoint: &Endpoint,
+) -> std::result::Result<Grant, Box<Response<Body>>> {
+    let decided = decide(core, req, endpoint);
+    match &decided {
+        Ok(Grant::Token(_) | Grant::Presigned) => metrics::TOKEN_REQUESTS.inc(),
+        Err(refused) if is_token_refusal(refused) => metrics::TOKEN_REFUSALS.inc(),
+        _ => {}
+    }
+    decided
+}
+
+/// Whether a refusal is for a token or a presigned URL: every `403`, and a
+/// `401` other than the plain one of a missing or wrong API key.
+fn is_token_refusal(r: &Response<Body>) -> bool {
+    match r.status() {
+        StatusCode::FORBIDDEN => true,
+        StatusCode::UNAUTHORIZED => {
+            r.headers().get(header::WWW_AUTHENTICATE) != Some(&HeaderValue::from_static("Bearer"))
+        }
+        _ => false,
+    }
+}
+
+fn decide(
     core: &Core,
     req: &mut Req,
     endpoint: &Endpoint,
@@ -335,6 +363,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(core: &Core, req: &mut Req) -
 }
 
 fn created(answer: &MintResponse) -> Response<Body> {
+    metrics::TOKENS_MINTED.inc();
     Response::builder()
         .status(StatusCode::CREATED)
         .header(header::CONTENT_TYPE, h::JSON)
