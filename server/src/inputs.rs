@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use upcache_protocol::{tree, Digest, InputHash, Key, Layout};
+use upcache_protocol::{InputHash, Key, Layout};
 
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -22,6 +22,7 @@ use crate::store::catalog::InputCatalog;
 use crate::store::disk::DiskStore;
 use crate::store::records::InputRecord;
 use crate::store::staging::Staging;
+use crate::upload::Completion;
 
 /// The stored inputs, their records, and the staging their uploads use.
 #[derive(Debug, Clone)]
@@ -117,38 +118,27 @@ impl Inputs {
         Ok(self.catalog.put(hash, rec)?)
     }
 
-    /// Publishes the staged bytes of upload `id`, whose blocks have the
-    /// chaining values `cvs`, as the input they hash to — if that is
-    /// `expect`. Either way the staging file is gone afterwards.
+    /// Publishes the staged bytes of upload `id`, complete as `completion`
+    /// says, as the input they hash to — if that is `expect`. Either way
+    /// the staging file is gone afterwards.
     pub async fn publish(
         &self,
         id: Key,
         layout: Layout,
-        cvs: Vec<[u8; 32]>,
+        completion: Completion,
         expect: InputHash,
     ) -> Result<Published> {
-        if cvs.len() as u64 != layout.blocks() {
-            return Err(Error::Internal(format!(
-                "{} chaining values for {} blocks",
-                cvs.len(),
-                layout.blocks()
-            )));
-        }
-        let root = InputHash::from(tree::root(&layout, &cvs));
+        let root = completion.root;
         let staging = self.staging.clone();
         if root != expect {
             tokio::task::spawn_blocking(move || staging.remove(&id)).await??;
             metrics::INPUTS_REJECTED.inc();
             return Ok(Published::Rejected { root });
         }
-        let mut digest = Digest::new();
-        for (n, cv) in cvs.iter().enumerate() {
-            digest.add(n as u64, cv);
-        }
         let record = InputRecord {
             length: layout.length,
             block_size: layout.block_size,
-            digest: *blake3::hash(&digest.to_bytes()).as_bytes(),
+            digest: *blake3::hash(&completion.digest.to_bytes()).as_bytes(),
         };
         let name = BlobName::Input(root);
         let this = self.clone();

@@ -24,9 +24,12 @@ use upcache_protocol::{
     ResultInfo, State, Status,
 };
 
+pub mod files;
 mod process;
+mod receive;
 
-use crate::commit::Committer;
+pub use receive::Received;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::inputs::{Inputs, Published};
@@ -36,7 +39,7 @@ use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
 use crate::store::blob::{BlobName, ByteStream};
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange, UploadRecord};
-use crate::upload::{self, Slots};
+use crate::upload::{self, Completion, UploadId, Uploads};
 
 /// A complete result, as a reader gets it.
 #[derive(Debug, Clone)]
@@ -59,23 +62,22 @@ pub enum Outcome {
 }
 
 /// An upload whose every block is in, about to be verified.
-struct Received {
+struct ReceivedInFull {
     entry: EntryRecord,
     layout: Layout,
-    cvs: Vec<[u8; 32]>,
+    completion: Completion,
 }
 
 /// Everything the service holds.
 pub struct Core {
-    pub config: Config,
-    pub meta: Meta,
-    pub inputs: Inputs,
-    pub notifier: Arc<Notifier>,
-    pub committer: Committer,
-    pub pool: Arc<Pool>,
+    config: Config,
+    meta: Meta,
+    inputs: Inputs,
+    notifier: Arc<Notifier>,
+    pool: Arc<Pool>,
     /// The executable image operations run in (`upcache op-worker`).
-    pub worker: PathBuf,
-    pub uploads: Slots,
+    worker: PathBuf,
+    uploads: Arc<Uploads>,
     running: Mutex<HashSet<Key>>,
     finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -108,11 +110,14 @@ impl Core {
         let inputs = Inputs::open(&config.data)?;
         migrate_input_records(&meta, &inputs)?;
         Ok(Arc::new(Self {
-            committer: Committer::start(meta.clone()),
+            uploads: Arc::new(Uploads::new(
+                meta.clone(),
+                inputs.staging().clone(),
+                &config,
+            )),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
             worker: worker_executable()?,
             notifier: Arc::default(),
-            uploads: Slots::default(),
             running: Mutex::default(),
             finalizing: Mutex::default(),
             meta,
@@ -145,6 +150,16 @@ impl Core {
             self.finalize(key).await?;
         }
         self.recover_files().await
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Makes every metadata change durable (at shutdown). Blocking.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.meta.flush()?)
     }
 
     /// The block layout of an entry.
@@ -447,7 +462,7 @@ impl Core {
             return Err(not_found());
         };
         if changed {
-            self.uploads.stop(&key);
+            self.uploads.stop(UploadId(key));
             let core = self.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 core.inputs.staging().remove(&key)?;
@@ -468,14 +483,11 @@ impl Core {
     /// work done, so every caller returns only once the entry has left
     /// `uploading`.
     pub async fn finalize(self: &Arc<Self>, key: Key) -> Result<()> {
-        if let Ok(upload::Owner::File(_)) = self.owner(&key) {
-            return Box::pin(self.finalize_file(key)).await;
-        }
         let core = self.clone();
         let verified = self
             .in_turn(key, async move { core.verify_and_publish(key).await })
             .await?;
-        self.uploads.stop(&key);
+        self.uploads.stop(UploadId(key));
         match verified {
             Some(true) => self.schedule(key, Priority::Interactive),
             Some(false) => self.notifier.notify(&key),
@@ -514,32 +526,41 @@ impl Core {
     async fn verify_and_publish(self: &Arc<Self>, key: Key) -> Result<Option<bool>> {
         let core = self.clone();
         let ready = tokio::task::spawn_blocking(move || core.received_in_full(&key)).await??;
-        let Some(Received { entry, layout, cvs }) = ready else {
+        let Some(ReceivedInFull {
+            entry,
+            layout,
+            completion,
+        }) = ready
+        else {
             return Ok(None);
         };
-        let published = self.inputs.publish(key, layout, cvs, entry.input).await?;
+        let published = self
+            .inputs
+            .publish(key, layout, completion, entry.input)
+            .await?;
         let core = self.clone();
         tokio::task::spawn_blocking(move || core.record_verification(&key, &published)).await?
     }
 
     /// Blocking: an uploading entry whose every block is in, its layout and
-    /// its blocks' chaining values.
-    fn received_in_full(&self, key: &Key) -> Result<Option<Received>> {
+    /// the upload's completion.
+    fn received_in_full(&self, key: &Key) -> Result<Option<ReceivedInFull>> {
         let Some(entry) = self.meta.entry(key)? else {
             return Ok(None);
         };
         let layout = self.layout(&entry);
-        let Some(upload) = self.meta.upload(key)? else {
+        let Some(upload) = self.uploads.record(UploadId(*key))? else {
             return Ok(None);
         };
         if entry.state != State::Uploading || upload.received.len() != layout.blocks() {
             return Ok(None);
         }
-        let cvs = self
-            .meta
-            .cvs(key, layout.blocks())?
-            .ok_or_else(|| Error::Internal("chaining values missing".into()))?;
-        Ok(Some(Received { entry, layout, cvs }))
+        let completion = self.uploads.complete(UploadId(*key), &layout)?;
+        Ok(Some(ReceivedInFull {
+            entry,
+            layout,
+            completion,
+        }))
     }
 
     /// Blocking: moves the entry on after publication, to processing or to
@@ -597,7 +618,7 @@ impl Core {
     /// Cancels an upload or invalidates a result. The stored input stays:
     /// other operations may use it.
     pub async fn delete(self: &Arc<Self>, key: Key) -> Result<()> {
-        self.uploads.stop(&key);
+        self.uploads.stop(UploadId(key));
         let core = self.clone();
         let removed = tokio::task::spawn_blocking(move || -> Result<Option<EntryRecord>> {
             let removed = core.meta.remove(&key)?;
@@ -627,7 +648,7 @@ impl Core {
         let mut stale = Vec::new();
         for item in self.meta.entries() {
             let (key, entry) = item?;
-            if entry.state != State::Uploading || self.uploads.active(&key) {
+            if entry.state != State::Uploading || self.uploads.active(UploadId(key)) {
                 continue;
             }
             let touched = self.meta.upload(&key)?.map_or(entry.updated, |u| u.touched);

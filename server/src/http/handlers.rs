@@ -51,8 +51,8 @@ fn prefer(headers: &HeaderMap) -> Prefer {
 pub fn wait_for(core: &Core, headers: &HeaderMap) -> Duration {
     let secs = prefer(headers)
         .wait
-        .unwrap_or(core.config.default_wait)
-        .min(core.config.max_wait);
+        .unwrap_or(core.config().default_wait)
+        .min(core.config().max_wait);
     Duration::from_secs(secs)
 }
 
@@ -125,7 +125,7 @@ pub async fn create(
     req: &mut Req,
     admit: impl FnOnce(&CreateRequest, &Operation) -> Result<()>,
 ) -> Result<Response<Body>> {
-    let limit = core.config.max_json_body.as_u64() as usize;
+    let limit = core.config().max_json_body.as_u64() as usize;
     if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
         return Err(Error::problem(
             ProblemType::RequestTooLarge,

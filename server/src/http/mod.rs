@@ -160,7 +160,7 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
             body: Some(body),
             streamed: None,
         };
-        let origin = cors::allowed_origin(&core.config, req.headers());
+        let origin = cors::allowed_origin(core.config(), req.headers());
         if let Some(preflight) = origin.as_ref().and_then(|o| cors::preflight(&req, o)) {
             return Ok(preflight);
         }

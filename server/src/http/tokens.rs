@@ -152,7 +152,7 @@ fn decide(
     if let Endpoint::Result(key) = endpoint {
         if let Some(presigned) = req.parts.uri.query().and_then(Presigned::parse) {
             let checked =
-                presigned.and_then(|p| p.verify(key, |kid| core.config.signing_key(kid), now()));
+                presigned.and_then(|p| p.verify(key, |kid| core.config().signing_key(kid), now()));
             return match checked {
                 Ok(()) => Ok(Grant::Presigned),
                 Err(e) => Err(Box::new(problem_response(&presign_problem(&e)))),
@@ -167,7 +167,7 @@ fn decide(
         .map(str::to_owned);
     match credential {
         Some(t) if token::is_token(&t) => {
-            let claims = token::verify(&t, |kid| core.config.signing_key(kid), now())
+            let claims = token::verify(&t, |kid| core.config().signing_key(kid), now())
                 .map_err(|e| refusal(&token_problem(&e), Some("invalid_token")))?;
             permit(core, req, endpoint, &claims).map_err(|e| {
                 if let Error::Internal(why) = &e {
@@ -182,7 +182,7 @@ fn decide(
             })?;
             Ok(Grant::Token(claims))
         }
-        _ if core.config.api_keys.is_empty() => Ok(Grant::Full),
+        _ if core.config().api_keys.is_empty() => Ok(Grant::Full),
         Some(t) if is_api_key(core, &t) => Ok(Grant::Full),
         _ => Err(refusal(
             &Problem::new(
@@ -195,7 +195,7 @@ fn decide(
 }
 
 fn is_api_key(core: &Core, credential: &str) -> bool {
-    core.config
+    core.config()
         .api_keys
         .iter()
         .any(|k| super::constant_time_eq(k.as_bytes(), credential.as_bytes()))
@@ -295,10 +295,12 @@ fn covers_entry(core: &Core, claims: &Claims, key: &Key) -> Result<()> {
             )))
         };
     }
-    let entry = core.entry(key)?;
-    let op: serde_json::Value = serde_json::from_str(&entry.operation).unwrap_or_default();
-    let op = op["op"].as_str().unwrap_or_default();
-    if claims.scope.covers(key, &entry.input, entry.length, op) {
+    let status = core.status(key)?;
+    let op = status.operation["op"].as_str().unwrap_or_default();
+    if claims
+        .scope
+        .covers(key, &status.input.blake3, status.input.length, op)
+    {
         Ok(())
     } else {
         Err(out_of_scope(&format!(
@@ -333,7 +335,7 @@ fn covers_one_shot(req: &Req, claims: &Claims, key: &Key) -> Result<()> {
 
 /// Reads a JSON body of at most `max_json_body` bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(core: &Core, req: &mut Req) -> Result<T> {
-    let limit = core.config.max_json_body.as_u64() as usize;
+    let limit = core.config().max_json_body.as_u64() as usize;
     let too_large = || {
         Error::problem(
             ProblemType::RequestTooLarge,
@@ -384,7 +386,7 @@ fn mint_token(core: &Core, scope: Scope, allow: Vec<Action>, ttl: u64) -> MintRe
         allow,
     };
     MintResponse {
-        token: Some(token::sign(core.config.minting_key(), &claims)),
+        token: Some(token::sign(core.config().minting_key(), &claims)),
         url: None,
         expires: exp,
     }
@@ -400,7 +402,7 @@ pub async fn mint(core: &Core, req: &mut Req, grant: &Grant) -> Result<Response<
             "ttl must be a positive number of seconds",
         ));
     }
-    let ttl = ttl.min(core.config.token_max_ttl);
+    let ttl = ttl.min(core.config().token_max_ttl);
     match (request.scope, request.result_url_for) {
         (Some(scope), None) => {
             if !matches!(grant, Grant::Full) {
@@ -427,7 +429,11 @@ pub async fn mint(core: &Core, req: &mut Req, grant: &Grant) -> Result<Response<
             }
             Ok(created(&MintResponse {
                 token: None,
-                url: Some(token::presign_result(core.config.minting_key(), &key, exp)),
+                url: Some(token::presign_result(
+                    core.config().minting_key(),
+                    &key,
+                    exp,
+                )),
                 expires: exp,
             }))
         }
@@ -444,14 +450,14 @@ pub const DEMO_TTL: u64 = 900;
 /// `POST /demo/token`: a short-lived token for one input, to whoever asks,
 /// when the demo is on (by default only on a loopback bind).
 pub async fn mint_demo(core: &Core, req: &mut Req) -> Result<Response<Body>> {
-    if !core.config.demo_enabled() {
+    if !core.config().demo_enabled() {
         return Err(Error::problem(
             ProblemType::NotFound,
             "the demo is off (demo = false)",
         ));
     }
     let scope: token::InputScope = read_json(core, req).await?;
-    let max = core.config.max_input_size.as_u64();
+    let max = core.config().max_input_size.as_u64();
     let scope = token::InputScope {
         max_size: Some(scope.max_size.unwrap_or(max).min(max)),
         ..scope

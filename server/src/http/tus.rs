@@ -1,5 +1,5 @@
 //! The tus 1.0.0 front end at `/files/` (spec/tus.md). Parses tus headers,
-//! calls the file-upload domain ([`crate::files`]) and shapes tus answers;
+//! calls the file-upload domain ([`crate::cache::files`]) and shapes tus answers;
 //! no upload logic lives here.
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use super::body::{self, Body};
 use super::handlers::{operation_problem, wait_for};
 use super::router::Endpoint;
 use super::{result, Req};
+use crate::cache::files::{FileView, NewConcat, NewFile};
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::files::{FileView, NewConcat, NewFile};
 use crate::upload::{BodyCheck, ChecksumAlgorithm};
 
 /// Handles a tus endpoint. Every answer, errors included, carries
@@ -120,7 +120,7 @@ fn options(core: &Core) -> Response<Body> {
     set(
         headers,
         h::TUS_MAX_SIZE,
-        core.config.max_input_size.as_u64(),
+        core.config().max_input_size.as_u64(),
     );
     set(
         headers,
