@@ -65,6 +65,13 @@ impl ManualClock {
     }
 }
 
+impl ManualClock {
+    /// How many sleeps are waiting for the clock to move.
+    pub fn sleeping(&self) -> usize {
+        self.now.receiver_count()
+    }
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> u64 {
         *self.now.borrow() / 1000

@@ -8,7 +8,9 @@
 //! * [`http`] — the HTTP/1.1 + HTTP/2 front end: serving loop, typed routes,
 //!   handlers, result serving, error rendering; connections that linger when
 //!   closed, answers given before a body was read, hyper's own errors turned
-//!   into problem documents. It calls methods of [`Core`] only.
+//!   into problem documents; API keys, scoped upload tokens and presigned
+//!   result URLs ([`http::tokens`]), and the demo page. It calls methods of
+//!   [`Core`] only.
 //! * [`cache`] — the service, [`Core`], whose fields are private: `/v1`
 //!   entries (create, verify, process once with single flight, wait,
 //!   delete, recover) and tus file uploads ([`cache::files`]: hashed as they
@@ -78,6 +80,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    if config.token_keys.is_empty() && config.token_keys_file.is_none() {
+        tracing::info!(
+            "no token_keys: upload tokens are signed with a random key, valid until a restart"
+        );
+    }
+    if config.demo_enabled() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "the demo is on: anyone reaching the server can get upload tokens at /demo/token");
+    }
     let core = tokio::task::spawn_blocking(move || Core::open(config)).await??;
     core.recover().await?;
     let sweeper = {

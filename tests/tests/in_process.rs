@@ -190,8 +190,13 @@ async fn idle_uploads_expire_when_the_clock_says_so() {
     // Sweeps run every 600 s of the clock (the upload TTL, capped); the
     // first ones find nothing due.
     let (sweeps, expired) = (metrics::SWEEPS.get(), metrics::UPLOADS_EXPIRED.get());
+    until("the sweeper sleeps", || async { up.clock.sleeping() == 1 }).await;
     up.clock.advance(Duration::from_secs(3000));
     until("a sweep", || async { metrics::SWEEPS.get() > sweeps }).await;
+    until("the sweeper sleeps again", || async {
+        up.clock.sleeping() == 1
+    })
+    .await;
     assert_eq!(metrics::UPLOADS_EXPIRED.get(), expired);
     assert_eq!(
         up.state(&job).await,
@@ -269,12 +274,17 @@ async fn a_shortage_is_tried_again_after_growing_pauses() {
     up.create(&job, None).await;
     up.patch(&job).await;
     let attempts = || async move { metrics::OPERATIONS_STARTED.get() - started };
+    // The expiry sweeper sleeps all along; a second sleeper is the pause
+    // before the next attempt.
+    let pausing = || async { up.clock.sleeping() == 2 };
     until("the first attempt", || async { attempts().await == 1 }).await;
+    until("a pause after it", pausing).await;
     assert!(still(|| async { attempts().await == 1 }).await);
 
     // Pauses of 1 s, 2 s, 4 s… on the service's clock.
     up.clock.advance(Duration::from_secs(1));
     until("the second attempt", || async { attempts().await == 2 }).await;
+    until("a pause after it", pausing).await;
     up.clock.advance(Duration::from_secs(1));
     assert!(
         still(|| async { attempts().await == 2 }).await,
