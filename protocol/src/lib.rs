@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! * [`accept`] — `format: "auto"`: the image format an `Accept` header allows.
 //! * [`key`] — input hashes, operation keys and their derivation.
 //! * [`operation`] — the operation catalogue: parsing, normalization (defaults
 //!   filled in, unknown fields rejected), versions and canonical JSON.
@@ -21,6 +22,7 @@
 //!
 //! Nothing here does I/O; every wire string is spelled once, in this crate.
 
+pub mod accept;
 pub mod blocks;
 pub mod digest;
 pub mod headers;
