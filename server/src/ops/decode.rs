@@ -186,13 +186,28 @@ pub fn decode(path: &Path, steps: &[Step], limits: &Limits) -> Result<Decoded, P
     } else {
         decode_whole(path, &probe, max_alloc)?
     };
-    let mut image = image;
+    let mut image = opaque_without_alpha(image);
     image.apply_orientation(probe.orientation);
     Ok(Decoded {
         image,
         logical: probe.oriented(),
         icc,
     })
+}
+
+/// Drops an alpha channel in which every pixel is opaque: decoders of GIF
+/// and some PNG and WebP files give one whatever the image holds, and an
+/// output must not carry a channel the image does not use.
+fn opaque_without_alpha(img: DynamicImage) -> DynamicImage {
+    match &img {
+        DynamicImage::ImageRgba8(b) if b.pixels().all(|p| p[3] == 255) => {
+            DynamicImage::ImageRgb8(img.to_rgb8())
+        }
+        DynamicImage::ImageLumaA8(b) if b.pixels().all(|p| p[1] == 255) => {
+            DynamicImage::ImageLuma8(img.to_luma8())
+        }
+        _ => img,
+    }
 }
 
 fn decode_scaled_jpeg(
