@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! * [`accept`] — `format: "auto"`: the image format an `Accept` header allows.
+//! * [`imgurl`] — the URL API's path: imgproxy-style options to an operation.
 //! * [`key`] — input hashes, operation keys and their derivation.
 //! * [`operation`] — the operation catalogue: parsing, normalization (defaults
 //!   filled in, unknown fields rejected), versions and canonical JSON.
@@ -26,6 +27,7 @@ pub mod accept;
 pub mod blocks;
 pub mod digest;
 pub mod headers;
+pub mod imgurl;
 pub mod key;
 pub mod lifecycle;
 pub mod operation;

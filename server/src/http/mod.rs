@@ -1,10 +1,11 @@
 //! The HTTP front end: one serving layer that owns connections (HTTP/1.1 and
 //! HTTP/2 on one port), authentication, request spans, metrics and error
-//! rendering. Handlers ([`handlers`], [`result`]) return domain results.
+//! rendering. Handlers ([`handlers`], [`result`], [`img`]) return domain results.
 
 pub mod body;
 mod cors;
 pub mod handlers;
+pub mod img;
 pub mod limits;
 mod linger;
 pub mod result;
@@ -304,7 +305,11 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             ))
         }
     };
-    let open = matches!(endpoint, Endpoint::Health | Endpoint::TusOptions);
+    // Image URLs carry their own authorization: the signature.
+    let open = matches!(
+        endpoint,
+        Endpoint::Health | Endpoint::TusOptions | Endpoint::Img(_)
+    );
     if !open && !authorized(&core, req) {
         let mut r = problem_response(&Problem::new(
             ProblemType::Unauthorized,
@@ -334,6 +339,7 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             .body(body::full(metrics::render()))
             .expect("valid response")),
         Endpoint::Health => Ok(Response::new(body::full("ok\n"))),
+        Endpoint::Img(path) => img::get(&core, &path, req.headers()).await,
     }
 }
 
