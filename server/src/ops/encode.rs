@@ -19,9 +19,10 @@ use image::{DynamicImage, ExtendedColorType};
 use upcache_protocol::operation::{ImageFormat, Output, DEFAULT_QUALITY};
 use upcache_protocol::{Problem, ProblemType};
 
-/// rav1e's speed preset (1 slowest … 10 fastest). 8 keeps a 400×400
-/// thumbnail well under libvips' time for its AVIF while its size stays
-/// close to what slower presets make.
+/// rav1e's speed preset (1 slowest … 10 fastest). At 8 a 400×400 thumbnail
+/// is within a tenth of the size libvips (libaom) makes at the same quality,
+/// in about its time; 9 and 10 are two to three times faster but make files
+/// a third to two thirds larger (`benches/images.sh`).
 pub const AVIF_SPEED: u8 = 8;
 /// NeuQuant's sampling factor (1 best … 30 fastest).
 const GIF_SPEED: i32 = 10;
