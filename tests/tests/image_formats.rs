@@ -177,3 +177,33 @@ async fn format_auto_follows_accept() {
         serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     assert_eq!(status.key, webp.key, "the same entry as asking for webp");
 }
+
+#[tokio::test]
+async fn the_sdk_resolves_auto_with_the_accept_it_sends() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = upcache_e2e::sdk::input_file(
+        dir.path(),
+        "photo.jpg",
+        &encode(&quadrants(256, 192, false), ImageFormat::Jpeg),
+    );
+    let op = json!({"op": "image.thumbnail", "width": 64, "height": 64, "format": "auto"});
+    for (accept, want) in [
+        (None, "image/avif"),
+        (Some("image/webp"), "image/webp"),
+        (Some("image/png,image/jpeg"), "image/jpeg"),
+    ] {
+        let mut options = upcache_e2e::sdk::fast_options();
+        if let Some(a) = accept {
+            options.accept = a.to_owned();
+        }
+        let client = upcache_client::Client::with_options(&server.base_url(), options).unwrap();
+        let done = client.put_file(&path, &op).await.unwrap();
+        let result = done
+            .status
+            .result
+            .as_ref()
+            .expect("a complete entry has a result");
+        assert_eq!(result.content_type, want, "Accept {accept:?}");
+    }
+}

@@ -9,8 +9,9 @@
 //!   its scaled component planes and output (twice the scaled image) and,
 //!   when progressive, every DCT coefficient of the whole image (two bytes
 //!   per sample); any other decode counts the decoded image twice (for
-//!   decoders' own planes and rows). Applying the orientation makes one
-//!   rotated copy.
+//!   decoders' own planes and rows). Dropping an alpha channel that is
+//!   opaque everywhere, then applying the orientation, each make one copy,
+//!   within the same twice.
 //! * resampling (`fast_image_resize`): the 8-bit source, a premultiplied
 //!   copy when it has alpha, the horizontal pass (output width × input
 //!   height) and the output; blurring works in 32-bit floats, four channels.
