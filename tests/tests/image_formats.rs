@@ -207,3 +207,24 @@ async fn the_sdk_resolves_auto_with_the_accept_it_sends() {
         assert_eq!(result.content_type, want, "Accept {accept:?}");
     }
 }
+
+#[tokio::test]
+async fn outputs_carry_no_metadata() {
+    let server = Server::start().await;
+    let input = jpeg_with_orientation(&quadrants(320, 240, false), 1);
+    assert!(input.windows(4).any(|w| w == b"Exif"), "the input has EXIF");
+    for format in OUTPUTS {
+        let job = Job::new(
+            input.clone(),
+            json!({"op": "image.thumbnail", "width": 100, "height": 100, "format": format}),
+        );
+        let out = server.oneshot(&job).await;
+        for marker in [&b"Exif"[..], b"ICC_PROFILE", b"iCCP", b"eXIf"] {
+            assert!(
+                !out.windows(marker.len()).any(|w| w == marker),
+                "{format} output has {}",
+                String::from_utf8_lossy(marker)
+            );
+        }
+    }
+}
