@@ -10,6 +10,8 @@
 //!   CPU time and peak RSS.
 //! * [`tus`] — the tus benchmark: upcache's tus endpoint (`/files/`) next to
 //!   `@tus/server` with `@tus/file-store` (Node), with tus-js-client and curl.
+//! * [`images`] — the image benchmark: thumbnails of a large JPEG and PNG as
+//!   WebP, AVIF and JPEG, upcache against `vipsthumbnail`, time and bytes.
 //! * [`soak`] — the soak test: many clients mixing every kind of request
 //!   for a long time; errors must be 0 and the server's RSS, fds and sled
 //!   database flat once warm.
@@ -30,6 +32,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod images;
 pub mod ingest;
 pub mod input;
 pub mod machine;

@@ -35,6 +35,10 @@ pub(crate) struct Remote {
     /// [default: 12 failures in a row, at most 300 s]
     #[arg(long, value_name = "SECS")]
     retry_for: Option<u64>,
+    /// Image formats this client takes, as an Accept header: an operation with
+    /// "format":"auto" becomes the best of them (AVIF, WebP, else JPEG or PNG)
+    #[arg(long, env = "UPCACHE_ACCEPT", default_value = upcache_client::accept::ALL_IMAGES)]
+    accept: String,
 }
 
 impl Remote {
@@ -47,6 +51,7 @@ impl Remote {
     pub(crate) fn options(&self) -> Options {
         let mut options = Options {
             bearer_token: self.token.clone(),
+            accept: self.accept.clone(),
             ..Options::default()
         };
         if let Some(secs) = self.retry_for {
@@ -85,6 +90,9 @@ pub struct KeyArgs {
     /// The operation, as JSON
     #[arg(long)]
     op: String,
+    /// Image formats the client takes, as an Accept header (see `put --accept`)
+    #[arg(long, env = "UPCACHE_ACCEPT", default_value = upcache_client::accept::ALL_IMAGES)]
+    accept: String,
 }
 
 #[derive(Args)]
@@ -346,7 +354,7 @@ pub fn put(args: PutArgs) -> ExitCode {
 pub fn key_cmd(args: KeyArgs) -> ExitCode {
     finish(runtime().block_on(async {
         let op = operation(&args.op)?;
-        let key = upcache_client::key_of_file(&args.file, &op).await?;
+        let key = upcache_client::key_of_file_accepting(&args.file, &op, &args.accept).await?;
         println!("{key}");
         Ok(())
     }))

@@ -115,6 +115,7 @@ impl Client {
         let req = self
             .request(Method::POST, OPS_PATH)
             .header(CONTENT_TYPE, h::JSON)
+            .header(reqwest::header::ACCEPT, &self.options.accept)
             .body(serde_json::to_vec(&body).expect("requests serialize"));
         json(self.send(req, self.options.response_timeout).await?).await
     }

@@ -60,6 +60,7 @@ pub use hash::hash_file;
 pub use options::{Options, RetryPolicy};
 pub use progress::{Event, ProgressFn};
 pub use put::Done;
+pub use upcache_protocol::accept;
 pub use upcache_protocol::token;
 pub use upcache_protocol::{InputHash, Key, Operation, Problem, ProblemType, State, Status};
 
@@ -68,6 +69,16 @@ pub async fn key_of_file(
     path: impl AsRef<std::path::Path>,
     operation: &serde_json::Value,
 ) -> Result<Key> {
-    let op = Operation::parse(operation)?;
+    key_of_file_accepting(path, operation, upcache_protocol::accept::ALL_IMAGES).await
+}
+
+/// [`key_of_file`] for a client that sends `accept` (which an operation
+/// with `format: "auto"` is resolved with; see [`Options::accept`]).
+pub async fn key_of_file_accepting(
+    path: impl AsRef<std::path::Path>,
+    operation: &serde_json::Value,
+    accept: &str,
+) -> Result<Key> {
+    let op = Operation::parse(operation)?.resolve_auto(Some(accept));
     Ok(Key::derive(&hash_file(path.as_ref()).await?, &op))
 }

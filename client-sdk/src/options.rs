@@ -75,6 +75,10 @@ pub struct Options {
     pub bearer_token: Option<String>,
     /// Extra headers on every request.
     pub headers: Vec<(String, String)>,
+    /// The image formats the caller can use, as an `Accept` value, sent on
+    /// `POST /v1/ops`. An operation with `format: "auto"` is resolved with it
+    /// before its key is derived (the server resolves it the same way).
+    pub accept: String,
 }
 
 impl Default for Options {
@@ -89,6 +93,7 @@ impl Default for Options {
             wait_per_request: Duration::from_secs(30),
             bearer_token: None,
             headers: Vec::new(),
+            accept: upcache_protocol::accept::ALL_IMAGES.to_owned(),
         }
     }
 }

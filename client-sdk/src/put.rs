@@ -57,7 +57,7 @@ impl Client {
         operation: &serde_json::Value,
         progress: Option<ProgressFn>,
     ) -> Result<Done> {
-        let op = Operation::parse(operation)?;
+        let op = Operation::parse(operation)?.resolve_auto(Some(&self.options.accept));
         let reporter = Reporter::new(progress);
         let hashed =
             hash_file_reporting(path.as_ref(), self.hashing_block_size(), &reporter).await?;
@@ -73,7 +73,7 @@ impl Client {
         operation: &serde_json::Value,
         progress: Option<ProgressFn>,
     ) -> Result<Done> {
-        let op = Operation::parse(operation)?;
+        let op = Operation::parse(operation)?.resolve_auto(Some(&self.options.accept));
         let reporter = Reporter::new(progress);
         let spool = tempfile::NamedTempFile::new()?;
         let mut file = tokio::fs::File::from_std(spool.reopen()?);

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! * [`accept`] — `format: "auto"`: the image format an `Accept` header allows.
+//! * [`imgurl`] — the URL API's path: imgproxy-style options to an operation.
 //! * [`key`] — input hashes, operation keys and their derivation.
 //! * [`operation`] — the operation catalogue: parsing, normalization (defaults
 //!   filled in, unknown fields rejected), versions and canonical JSON.
@@ -23,9 +25,11 @@
 //!
 //! Nothing here does I/O; every wire string is spelled once, in this crate.
 
+pub mod accept;
 pub mod blocks;
 pub mod digest;
 pub mod headers;
+pub mod imgurl;
 pub mod key;
 pub mod lifecycle;
 pub mod operation;

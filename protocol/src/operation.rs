@@ -38,20 +38,40 @@ pub enum OperationError {
     },
 }
 
+/// Version of every image operation and image step. Version 2: EXIF
+/// orientation is applied before any step, outputs are lossy WebP by
+/// default, `quality` defaults to 80 and covers WebP and AVIF too.
+pub const IMAGE_VERSION: u64 = 2;
+/// The quality of lossy encodings when the operation names none.
+pub const DEFAULT_QUALITY: u8 = 80;
+
 /// An output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
     Png,
     Jpeg,
     Webp,
+    Avif,
+    Gif,
+    /// JPEG, or PNG when the image has an alpha channel: what `auto` becomes
+    /// when the client accepts neither AVIF nor WebP.
+    JpegOrPng,
+    /// The best format the request's `Accept` allows; resolved by
+    /// [`Operation::resolve_auto`] before the key is derived.
+    Auto,
 }
 
 impl ImageFormat {
-    const NAMES: &'static [&'static str] = &["png", "jpeg", "webp"];
+    const NAMES: &'static [&'static str] =
+        &["png", "jpeg", "webp", "avif", "gif", "jpeg-or-png", "auto"];
     fn from_name(s: &str) -> Self {
         match s {
             "jpeg" => Self::Jpeg,
             "webp" => Self::Webp,
+            "avif" => Self::Avif,
+            "gif" => Self::Gif,
+            "jpeg-or-png" => Self::JpegOrPng,
+            "auto" => Self::Auto,
             _ => Self::Png,
         }
     }
@@ -61,15 +81,38 @@ impl ImageFormat {
             Self::Png => "png",
             Self::Jpeg => "jpeg",
             Self::Webp => "webp",
+            Self::Avif => "avif",
+            Self::Gif => "gif",
+            Self::JpegOrPng => "jpeg-or-png",
+            Self::Auto => "auto",
         }
     }
-    /// The media type of encoded images.
-    pub fn content_type(self) -> &'static str {
-        match self {
+    /// The format of a file name extension (`jpg` and `jpeg` alike).
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        Some(match ext.to_ascii_lowercase().as_str() {
+            "png" => Self::Png,
+            "jpg" | "jpeg" => Self::Jpeg,
+            "webp" => Self::Webp,
+            "avif" => Self::Avif,
+            "gif" => Self::Gif,
+            _ => return None,
+        })
+    }
+    /// The media type of encoded images, when the format alone decides it
+    /// (`jpeg-or-png` and `auto` depend on the image or the request).
+    pub fn media_type(self) -> Option<&'static str> {
+        Some(match self {
             Self::Png => "image/png",
             Self::Jpeg => "image/jpeg",
             Self::Webp => "image/webp",
-        }
+            Self::Avif => "image/avif",
+            Self::Gif => "image/gif",
+            Self::JpegOrPng | Self::Auto => return None,
+        })
+    }
+    /// Whether `quality` applies.
+    fn lossy(self) -> bool {
+        !matches!(self, Self::Png | Self::Gif)
     }
 }
 
@@ -77,8 +120,11 @@ impl ImageFormat {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Output {
     pub format: ImageFormat,
-    /// JPEG quality, 1–100 (only for `jpeg`).
+    /// Quality of lossy encodings, 1–100; absent for `png`, `gif` and
+    /// lossless WebP.
     pub quality: Option<u8>,
+    /// Lossless WebP.
+    pub lossless: bool,
 }
 
 /// How `image.resize` fits the image into the box.
@@ -187,7 +233,7 @@ impl Operation {
                 Kind::Identity
             }
             "image.pipeline" => {
-                fields.version(1)?;
+                fields.version(IMAGE_VERSION)?;
                 let steps = fields.steps()?;
                 let output = fields.output()?;
                 Kind::Image { steps, output }
@@ -203,14 +249,7 @@ impl Operation {
             _ => return Err(OperationError::Unknown(name.to_owned())),
         };
         fields.finish()?;
-        let normalized = normalize(name, &kind);
-        let canonical = serde_json_canonicalizer::to_string(&normalized)
-            .expect("normalized operations contain only finite numbers");
-        Ok(Self {
-            kind,
-            normalized,
-            canonical,
-        })
+        Ok(Self::from_kind(name, kind))
     }
 
     /// Parses an operation from JSON text.
@@ -239,7 +278,42 @@ impl Operation {
     pub fn content_type(&self) -> Option<&'static str> {
         match &self.kind {
             Kind::Identity => None,
-            Kind::Image { output, .. } => Some(output.format.content_type()),
+            Kind::Image { output, .. } => output.format.media_type(),
+        }
+    }
+
+    /// Whether the operation asks for `format: "auto"`.
+    pub fn is_auto(&self) -> bool {
+        matches!(&self.kind, Kind::Image { output, .. } if output.format == ImageFormat::Auto)
+    }
+
+    /// The operation with `format: "auto"` replaced by the best format the
+    /// `Accept` header value allows ([`crate::accept::auto_format`]); any
+    /// other operation unchanged. The key is derived from the result, so
+    /// each resolved format is an entry of its own.
+    pub fn resolve_auto(self, accept: Option<&str>) -> Self {
+        if !self.is_auto() {
+            return self;
+        }
+        let Kind::Image { steps, mut output } = self.kind else {
+            return self;
+        };
+        output.format = crate::accept::auto_format(accept);
+        let name = self.normalized["op"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Self::from_kind(&name, Kind::Image { steps, output })
+    }
+
+    fn from_kind(name: &str, kind: Kind) -> Self {
+        let normalized = normalize(name, &kind);
+        let canonical = serde_json_canonicalizer::to_string(&normalized)
+            .expect("normalized operations contain only finite numbers");
+        Self {
+            kind,
+            normalized,
+            canonical,
         }
     }
 }
@@ -255,7 +329,7 @@ const STEP_NAMES: &[&str] = &[
 ];
 
 fn parse_step(f: &mut Fields<'_>) -> Result<Step, OperationError> {
-    f.version(1)?;
+    f.version(IMAGE_VERSION)?;
     let dim = |f: &mut Fields<'_>, name| f.int(name, 1, MAX_DIMENSION, None).map(|v| v as u32);
     Ok(match f.op {
         "image.thumbnail" => Step::Thumbnail {
@@ -301,7 +375,7 @@ fn parse_step(f: &mut Fields<'_>) -> Result<Step, OperationError> {
 fn step_json(step: &Step) -> Value {
     match *step {
         Step::Thumbnail { width, height } => {
-            json!({"op": "image.thumbnail", "v": 1, "width": width, "height": height})
+            json!({"op": "image.thumbnail", "v": IMAGE_VERSION, "width": width, "height": height})
         }
         Step::Resize { width, height, fit } => {
             let fit = match fit {
@@ -309,7 +383,7 @@ fn step_json(step: &Step) -> Value {
                 Fit::Contain => "contain",
                 Fit::Cover => "cover",
             };
-            json!({"op": "image.resize", "v": 1, "width": width, "height": height, "fit": fit})
+            json!({"op": "image.resize", "v": IMAGE_VERSION, "width": width, "height": height, "fit": fit})
         }
         Step::Crop {
             x,
@@ -317,13 +391,15 @@ fn step_json(step: &Step) -> Value {
             width,
             height,
         } => {
-            json!({"op": "image.crop", "v": 1, "x": x, "y": y, "width": width, "height": height})
+            json!({"op": "image.crop", "v": IMAGE_VERSION, "x": x, "y": y, "width": width, "height": height})
         }
-        Step::Rotate { degrees } => json!({"op": "image.rotate", "v": 1, "degrees": degrees}),
-        Step::Flip { vertical } => json!({"op": "image.flip", "v": 1,
+        Step::Rotate { degrees } => {
+            json!({"op": "image.rotate", "v": IMAGE_VERSION, "degrees": degrees})
+        }
+        Step::Flip { vertical } => json!({"op": "image.flip", "v": IMAGE_VERSION,
             "direction": if vertical { "vertical" } else { "horizontal" }}),
-        Step::Grayscale => json!({"op": "image.grayscale", "v": 1}),
-        Step::Blur { sigma } => json!({"op": "image.blur", "v": 1, "sigma": sigma}),
+        Step::Grayscale => json!({"op": "image.grayscale", "v": IMAGE_VERSION}),
+        Step::Blur { sigma } => json!({"op": "image.blur", "v": IMAGE_VERSION, "sigma": sigma}),
     }
 }
 
@@ -333,7 +409,7 @@ fn normalize(name: &str, kind: &Kind) -> Value {
         Kind::Image { steps, output } => {
             let mut obj = if name == "image.pipeline" {
                 let steps: Vec<Value> = steps.iter().map(step_json).collect();
-                json!({"op": "image.pipeline", "v": 1, "steps": steps})
+                json!({"op": "image.pipeline", "v": IMAGE_VERSION, "steps": steps})
             } else {
                 step_json(&steps[0])
             };
@@ -341,6 +417,9 @@ fn normalize(name: &str, kind: &Kind) -> Value {
             map.insert("format".into(), output.format.name().into());
             if let Some(q) = output.quality {
                 map.insert("quality".into(), q.into());
+            }
+            if output.format == ImageFormat::Webp {
+                map.insert("lossless".into(), output.lossless.into());
             }
             obj
         }
@@ -433,14 +512,29 @@ impl<'a> Fields<'a> {
     fn output(&mut self) -> Result<Output, OperationError> {
         let format =
             ImageFormat::from_name(self.choice("format", ImageFormat::NAMES, Some("png"))?);
-        let quality = if format == ImageFormat::Jpeg {
-            Some(self.int("quality", 1, 100, Some(85))? as u8)
+        let lossless = match self.get("lossless") {
+            None => false,
+            Some(Value::Bool(b)) if format == ImageFormat::Webp || !b => *b,
+            Some(Value::Bool(_)) => {
+                return Err(self.invalid("lossless", "applies only to the webp format"))
+            }
+            Some(_) => return Err(self.invalid("lossless", "must be true or false")),
+        };
+        let quality = if format.lossy() && !lossless {
+            Some(self.int("quality", 1, 100, Some(u64::from(DEFAULT_QUALITY)))? as u8)
         } else if self.get("quality").is_some() {
-            return Err(self.invalid("quality", "applies only to the jpeg format"));
+            return Err(self.invalid(
+                "quality",
+                "applies only to lossy formats (jpeg, webp, avif, jpeg-or-png, auto)",
+            ));
         } else {
             None
         };
-        Ok(Output { format, quality })
+        Ok(Output {
+            format,
+            quality,
+            lossless,
+        })
     }
 
     fn steps(&mut self) -> Result<Vec<Step>, OperationError> {
@@ -495,10 +589,10 @@ mod tests {
         let op = parse(json!({"op": "image.thumbnail", "width": 400, "height": 300})).unwrap();
         assert_eq!(
             op.canonical(),
-            r#"{"format":"png","height":300,"op":"image.thumbnail","v":1,"width":400}"#
+            r#"{"format":"png","height":300,"op":"image.thumbnail","v":2,"width":400}"#
         );
         let explicit = parse(
-            json!({"v": 1, "format": "png", "height": 300, "width": 400, "op": "image.thumbnail"}),
+            json!({"v": 2, "format": "png", "height": 300, "width": 400, "op": "image.thumbnail"}),
         );
         assert_eq!(
             explicit.unwrap().canonical(),
@@ -508,13 +602,51 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_gets_a_default_quality_others_refuse_one() {
-        let op = parse(json!({"op": "image.grayscale", "format": "jpeg"})).unwrap();
-        assert_eq!(op.normalized()["quality"], 85);
-        assert!(matches!(
-            parse(json!({"op": "image.grayscale", "format": "png", "quality": 3})),
-            Err(OperationError::InvalidField { .. })
-        ));
+    fn lossy_formats_get_a_default_quality_others_refuse_one() {
+        for format in ["jpeg", "webp", "avif", "auto", "jpeg-or-png"] {
+            let op = parse(json!({"op": "image.grayscale", "format": format})).unwrap();
+            assert_eq!(op.normalized()["quality"], 80, "{format}");
+        }
+        for format in ["png", "gif"] {
+            assert!(matches!(
+                parse(json!({"op": "image.grayscale", "format": format, "quality": 3})),
+                Err(OperationError::InvalidField { .. })
+            ));
+        }
+        let lossless = parse(json!({"op": "image.flip", "format": "webp", "lossless": true}));
+        let lossless = lossless.unwrap();
+        assert_eq!(lossless.normalized()["lossless"], true);
+        assert_eq!(lossless.normalized().get("quality"), None);
+        assert!(parse(
+            json!({"op": "image.flip", "format": "webp", "lossless": true, "quality": 5})
+        )
+        .is_err());
+        assert!(parse(json!({"op": "image.flip", "format": "jpeg", "lossless": true})).is_err());
+        let lossy = parse(json!({"op": "image.flip", "format": "webp"})).unwrap();
+        assert_eq!(lossy.normalized()["lossless"], false, "recorded either way");
+    }
+
+    #[test]
+    fn auto_resolves_from_accept_into_its_own_key() {
+        let auto =
+            parse(json!({"op": "image.thumbnail", "width": 8, "height": 8, "format": "auto"}))
+                .unwrap();
+        assert!(auto.is_auto());
+        let avif = auto.clone().resolve_auto(Some("image/avif,image/webp,*/*"));
+        let webp = auto.clone().resolve_auto(Some("image/webp"));
+        let legacy = auto.clone().resolve_auto(None);
+        assert_eq!(avif.normalized()["format"], "avif");
+        assert_eq!(webp.normalized()["format"], "webp");
+        assert_eq!(legacy.normalized()["format"], "jpeg-or-png");
+        assert_eq!(legacy.normalized()["quality"], 80);
+        let direct =
+            parse(json!({"op": "image.thumbnail", "width": 8, "height": 8, "format": "webp"}));
+        assert_eq!(webp, direct.unwrap(), "the same entry as asking for webp");
+        assert_eq!(
+            webp.clone().resolve_auto(Some("image/avif")),
+            webp,
+            "resolved once"
+        );
     }
 
     #[test]
@@ -553,7 +685,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             op.normalized()["steps"][1],
-            json!({"op": "image.flip", "v": 1, "direction": "horizontal"})
+            json!({"op": "image.flip", "v": 2, "direction": "horizontal"})
         );
         assert!(parse(json!({"op": "image.pipeline", "steps": []})).is_err());
         assert!(parse(json!({"op": "image.pipeline", "steps": [{"op": "identity"}]})).is_err());

@@ -34,6 +34,8 @@ catalogue! {
     InvalidKey => ("invalid-key", 400, "The key is not 64 hexadecimal digits"),
     KeyMismatch => ("key-mismatch", 400, "The key does not match the input and operation"),
     InvalidHeader => ("invalid-header", 400, "A header is missing or malformed"),
+    InvalidUrlOptions => ("invalid-url-options", 400, "The image URL's options are not understood"),
+    InvalidSignature => ("invalid-signature", 403, "The image URL's signature is missing or wrong"),
     ForeignUpload => ("foreign-upload", 400, "The upload belongs to another server"),
     UriTooLong => ("uri-too-long", 414, "The request target is too long"),
     HeadersTooLarge => ("headers-too-large", 431, "The request's header fields are too large"),

@@ -35,7 +35,7 @@ fn spelling_does_not_change_the_key() {
     let input = InputHash::of(b"x");
     let a = Operation::from_json(r#"{"op":"image.thumbnail","width":8,"height":9}"#).unwrap();
     let b = Operation::from_json(
-        r#"{ "height" : 9, "format":"png","v":1, "width":8, "op":"image.thumbnail" }"#,
+        r#"{ "height" : 9, "format":"png","v":2, "width":8, "op":"image.thumbnail" }"#,
     )
     .unwrap();
     assert_eq!(Key::derive(&input, &a), Key::derive(&input, &b));

@@ -1,6 +1,7 @@
 //! Configuration: one serde struct, layered defaults → TOML file → environment
 //! (`UPCACHE_<FIELD>`) → command-line flags, validated before anything binds.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -103,6 +104,21 @@ pub struct Config {
     /// filled in by validation; the first signs.
     #[serde(skip)]
     pub signing_keys: Vec<SigningKey>,
+    /// Keys of the signatures of image URLs (`/img/…`, imgproxy's scheme), as
+    /// hex. Several (a list, or comma-separated) pair up with `url_salt` for
+    /// rotation: a URL signed with any pair is accepted.
+    #[serde(deserialize_with = "one_or_many")]
+    pub url_key: Vec<String>,
+    /// Salts of the signatures of image URLs, as hex, one per `url_key`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub url_salt: Vec<String>,
+    /// Serve image URLs whatever their signature segment says. Anyone who
+    /// can reach the server may then have any supported operation computed
+    /// on any stored input.
+    pub url_unsigned: bool,
+    /// Named sets of image URL options for `pr:{name}`, e.g.
+    /// `thumb = "rs:fill:300:300/q:70"`.
+    pub url_presets: BTreeMap<String, String>,
 }
 
 /// A list, or a single string standing for a list of one.
@@ -111,9 +127,12 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     #[serde(untagged)]
     enum OneOrMany {
         One(String),
+        // `UPCACHE_URL_KEY=1234`: hex of digits only reads as a number.
+        Number(i64),
         Many(Vec<String>),
     }
     Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Number(n) => vec![n.to_string()],
         OneOrMany::One(s) => s.split(',').map(|o| o.trim().to_owned()).collect(),
         OneOrMany::Many(v) => v,
     })
@@ -153,6 +172,10 @@ impl Default for Config {
             clock: SharedClock::default(),
             worker: None,
             signing_keys: Vec::new(),
+            url_key: Vec::new(),
+            url_salt: Vec::new(),
+            url_unsigned: false,
+            url_presets: BTreeMap::new(),
         }
     }
 }
@@ -277,6 +300,7 @@ impl Config {
                 "token_max_ttl must be positive".into(),
             ));
         }
+        self.url_signing_pairs()?;
         if !self.listen.ip().is_loopback()
             && self.api_keys.is_empty()
             && !self.allow_unauthenticated
@@ -345,6 +369,33 @@ impl Config {
     }
 }
 
+/// A key and its salt for image URL signatures, decoded from hex.
+pub type SigningPair = (Vec<u8>, Vec<u8>);
+
+impl Config {
+    /// The (key, salt) pairs image URL signatures are checked with.
+    pub fn url_signing_pairs(&self) -> Result<Vec<SigningPair>, ConfigError> {
+        if self.url_key.len() != self.url_salt.len() {
+            return Err(ConfigError::Invalid(format!(
+                "url_key has {} values and url_salt {}: they pair up",
+                self.url_key.len(),
+                self.url_salt.len()
+            )));
+        }
+        let hex = |name: &str, v: &str| {
+            hex::decode(v.trim())
+                .ok()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| ConfigError::Invalid(format!("{name}: {v:?} is not hex")))
+        };
+        self.url_key
+            .iter()
+            .zip(&self.url_salt)
+            .map(|(k, s)| Ok((hex("url_key", k)?, hex("url_salt", s)?)))
+            .collect()
+    }
+}
+
 /// Environment values are strings; numbers and booleans are recognised so that
 /// `UPCACHE_POOL_SIZE=4` and `UPCACHE_MAX_INPUT_SIZE=1GiB` both work.
 fn env_value(value: &str) -> toml::Value {
@@ -406,6 +457,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ok.api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn url_keys_and_salts_pair_up() {
+        let none = toml::Table::new;
+        let env = |k: &str, s: &str| {
+            vec![
+                ("UPCACHE_URL_KEY".to_string(), k.to_string()),
+                ("UPCACHE_URL_SALT".to_string(), s.to_string()),
+            ]
+        };
+        let c = Config::load(None, env("0a0b,1234", "ff,00ee"), none()).unwrap();
+        let pairs = c.url_signing_pairs().unwrap();
+        assert_eq!(pairs[1], (vec![0x12, 0x34], vec![0x00, 0xee]));
+        let one = Config::load(None, env("1234", "5678"), none()).unwrap();
+        assert_eq!(one.url_key, vec!["1234"], "digits only are still hex");
+        assert!(Config::load(None, env("0a0b,1234", "ff"), none()).is_err());
+        assert!(Config::load(None, env("xyz", "ff"), none()).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! * [`data`] — [`Job`] (an input and an operation, with the key, block hashes,
 //!   chaining values and digests a client computes) and deterministic test data:
 //!   pseudo-random bytes and PNG images.
+//! * [`pictures`] — test images in every input format, EXIF-oriented JPEGs,
+//!   and the format, size and alpha of an output (AVIF read from its boxes).
 //! * [`raw`] — [`RawConn`], a hand-written HTTP/1.1 client for what ordinary
 //!   clients hide: `Expect: 100-continue`, bodies cut short, half-closed sockets.
 //! * [`proxy`] — [`FaultProxy`], a TCP proxy that drops, resets, stalls or
@@ -30,6 +32,7 @@ pub mod api;
 pub mod binary;
 pub mod cli;
 pub mod data;
+pub mod pictures;
 pub mod proxy;
 pub mod raw;
 pub mod sdk;

@@ -47,11 +47,18 @@ fn plan() -> Plan {
     let op = json!({"op": "identity"});
     let claimed = InputHash::of(&real);
     let parsed = Operation::parse(&op).unwrap();
+    let mut thumb = Job::new(
+        png.clone(),
+        json!({"op": "image.thumbnail", "width": 64, "height": 64, "format": "png"}),
+    );
+    // Image operations are at version 2 now; 0.1 stored version 1, whose
+    // canonical form this is. Its entry keeps its key.
+    thumb.key = key_of(
+        &thumb.hash,
+        r#"{"format":"png","height":64,"op":"image.thumbnail","v":1,"width":64}"#,
+    );
     Plan {
-        thumb: Job::new(
-            png.clone(),
-            json!({"op": "image.thumbnail", "width": 64, "height": 64, "format": "png"}),
-        ),
+        thumb,
         whole: Job::identity(pseudo_random(100_000, 1)),
         half: Job::identity(pseudo_random(7 * BS as usize + 100, 2)),
         liar: Job {
@@ -64,6 +71,15 @@ fn plan() -> Plan {
         tus_half: pseudo_random(100_000, 5),
         tus_done: pseudo_random(30_000, 6),
     }
+}
+
+/// The key of the operation whose canonical JSON is `canonical` on `input`
+/// (spec/protocol.md §4), for operations this build no longer parses.
+fn key_of(input: &InputHash, canonical: &str) -> Key {
+    let mut h = blake3::Hasher::new_derive_key(upcache_protocol::key::KEY_CONTEXT);
+    h.update(input.as_bytes());
+    h.update(canonical.as_bytes());
+    Key(*h.finalize().as_bytes())
 }
 
 fn tus_metadata() -> String {

@@ -143,7 +143,7 @@ impl Core {
                     .with("height", h.height),
                 );
             }
-            Ok(h) => budget::estimate(h, steps),
+            Ok(h) => budget::estimate(h, steps, budget::codec_of(op)),
             Err(problem) => return refused(problem),
         };
         let allowance = self.config.op_memory_limit.as_u64();

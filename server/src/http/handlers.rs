@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use upcache_protocol::accept;
 use upcache_protocol::headers::{self as h, Prefer};
 use upcache_protocol::status::entry_path;
 use upcache_protocol::{
@@ -155,6 +156,9 @@ pub async fn create(
         )
     })?;
     let op = Operation::parse(&request.operation).map_err(|e| operation_problem(&e))?;
+    // `format: "auto"` is resolved from `Accept` before the key is derived.
+    let varies = op.is_auto();
+    let op = op.resolve_auto(header_str(req.headers(), "accept"));
     admit(&request, &op)?;
     let (key, status, created) = core.create(&request, &op).await?;
     let mut r = json(
@@ -169,6 +173,10 @@ pub async fn create(
         header::LOCATION,
         HeaderValue::from_str(&entry_path(&key)).expect("ascii path"),
     );
+    if varies {
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static(accept::VARY_ACCEPT));
+    }
     Ok(r)
 }
 
@@ -294,10 +302,12 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respo
         .map_err(|_| invalid_header("Upload-Input-Hash", "expected 64 hex digits"))?;
     let op_header = header_str(&headers, h::UPLOAD_OPERATION)
         .ok_or_else(|| invalid_header("Upload-Operation", "required"))?;
-    let op = h::decode_operation(op_header).map_err(|e| match e {
-        h::OperationHeaderError::Operation(e) => operation_problem(&e),
-        other => invalid_header("Upload-Operation", &other.to_string()),
-    })?;
+    let op = h::decode_operation(op_header)
+        .map_err(|e| match e {
+            h::OperationHeaderError::Operation(e) => operation_problem(&e),
+            other => invalid_header("Upload-Operation", &other.to_string()),
+        })?
+        .resolve_auto(header_str(&headers, "accept"));
     let length = content_length(&headers)?.ok_or_else(|| {
         Error::problem(
             ProblemType::LengthRequired,

@@ -1,12 +1,14 @@
 //! The HTTP front end: one serving layer that owns connections (HTTP/1.1 and
 //! HTTP/2 on one port), authentication ([`tokens`]: API keys, upload tokens,
-//! presigned URLs), request spans, metrics and error rendering. Handlers
-//! ([`handlers`], [`result`], [`tokens`], `demo`) return domain results.
+//! presigned URLs; image URLs carry their own signature), request spans,
+//! metrics and error rendering. Handlers ([`handlers`], [`result`],
+//! [`tokens`], [`img`], `demo`) return domain results.
 
 pub mod body;
 mod cors;
 mod demo;
 pub mod handlers;
+pub mod img;
 pub mod limits;
 mod linger;
 pub mod result;
@@ -317,6 +319,7 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             .body(body::full(metrics::render()))
             .expect("valid response")),
         Endpoint::Health => Ok(Response::new(body::full("ok\n"))),
+        Endpoint::Img(path) => img::get(&core, &path, req.headers()).await,
     }
 }
 

@@ -45,6 +45,9 @@ pub enum Endpoint {
     Metrics,
     /// `GET /healthz`
     Health,
+    /// `GET|HEAD /img/{signature}/{options}/{input}`: the image URL API;
+    /// holds the path after `/img`.
+    Img(String),
 }
 
 /// Why a request matched no endpoint.
@@ -67,6 +70,12 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
             .map_err(|_| RouteError::InvalidKey(s.to_owned()))
     };
     let m = method.clone();
+    if let Some(rest) = path.strip_prefix("/img/") {
+        return match m {
+            Method::GET | Method::HEAD => Ok(Endpoint::Img(format!("/{rest}"))),
+            _ => Err(RouteError::MethodNotAllowed("GET, HEAD")),
+        };
+    }
     match segments.as_slice() {
         ["v1", "ops"] => match m {
             Method::POST => Ok(Endpoint::Create),
@@ -263,6 +272,16 @@ mod tests {
             (Method::GET, "/demos".into(), Err(RouteError::NotFound)),
             (Method::GET, "/metrics".into(), Ok(Endpoint::Metrics)),
             (Method::GET, "/healthz".into(), Ok(Endpoint::Health)),
+            (
+                Method::GET,
+                "/img/sig/w:10/abc.webp".into(),
+                Ok(Endpoint::Img("/sig/w:10/abc.webp".into())),
+            ),
+            (
+                Method::POST,
+                "/img/sig/abc".into(),
+                Err(RouteError::MethodNotAllowed("GET, HEAD")),
+            ),
             (Method::GET, "/".into(), Err(RouteError::NotFound)),
             (Method::GET, "/v2/ops".into(), Err(RouteError::NotFound)),
             (

@@ -145,7 +145,12 @@ fn decide(
 ) -> std::result::Result<Grant, Box<Response<Body>>> {
     if matches!(
         endpoint,
-        Endpoint::Health | Endpoint::TusOptions | Endpoint::Demo | Endpoint::DemoToken
+        Endpoint::Health
+            | Endpoint::TusOptions
+            | Endpoint::Demo
+            | Endpoint::DemoToken
+            // Image URLs carry their own authorization: the signature.
+            | Endpoint::Img(_)
     ) {
         return Ok(Grant::Full);
     }
@@ -255,7 +260,11 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
             "tokens work on /v1/ops only; tus uploads at /files/ need an API key",
         )),
         Endpoint::Metrics => Err(not_allowed("metrics need an API key")),
-        Endpoint::Health | Endpoint::TusOptions | Endpoint::Demo | Endpoint::DemoToken => Ok(()),
+        Endpoint::Health
+        | Endpoint::TusOptions
+        | Endpoint::Demo
+        | Endpoint::DemoToken
+        | Endpoint::Img(_) => Ok(()),
     }
 }
 

@@ -142,7 +142,9 @@ fn metadata(headers: &HeaderMap) -> Result<(Option<String>, Operation)> {
         Some(bytes) => {
             let json: serde_json::Value = serde_json::from_slice(bytes)
                 .map_err(|_| invalid("Upload-Metadata", "operation: not base64 of JSON"))?;
-            Operation::parse(&json).map_err(|e| operation_problem(&e))?
+            Operation::parse(&json)
+                .map_err(|e| operation_problem(&e))?
+                .resolve_auto(header_str(headers, "accept"))
         }
     };
     Ok((Some(raw.to_owned()), operation))

@@ -1,20 +1,35 @@
 //! Memory an image operation needs, known before any pixel is decoded.
 //!
-//! From the input's header (dimensions, bytes per decoded pixel) and the
-//! steps' output sizes ([`Step::output_bound`]), [`estimate`] bounds the
-//! peak of the buffers alive at once: the decoded image (counted twice, for
-//! decoders' own planes and rows), each step's input, output and working
-//! buffers (resampling and blurring work in 32-bit floats, four channels),
-//! and the converted copy and encoded bytes of the output. The pool admits
-//! operations against this figure, and an operation whose figure exceeds
-//! `op_memory_limit` is refused before it starts.
+//! From the input's header ([`super::decode::probe`]: dimensions, bytes per
+//! decoded pixel, orientation, JPEG coding) and the steps' output sizes
+//! ([`Step::output_bound`]), [`estimate`] bounds the peak of the buffers
+//! alive at once, following the path the operation takes:
+//!
+//! * decoding: a JPEG shrunk on load ([`super::plan::jpeg_shrink`]) needs
+//!   its scaled component planes and output (twice the scaled image) and,
+//!   when progressive, every DCT coefficient of the whole image (two bytes
+//!   per sample); any other decode counts the decoded image twice (for
+//!   decoders' own planes and rows). Dropping an alpha channel that is
+//!   opaque everywhere, then applying the orientation, each make one copy,
+//!   within the same twice.
+//! * resampling (`fast_image_resize`): the 8-bit source, a premultiplied
+//!   copy when it has alpha, the horizontal pass (output width × input
+//!   height) and the output; blurring works in 32-bit floats, four channels.
+//! * encoding: an 8-bit copy and the encoder's own state, per output pixel
+//!   ([`codec_bytes_per_pixel`]: rav1e's frames and analysis buffers for
+//!   AVIF dominate), and the encoded bytes.
+//!
+//! The pool admits operations against this figure, and an operation whose
+//! figure exceeds `op_memory_limit` is refused before it starts.
 
 use std::path::Path;
 
-use upcache_protocol::operation::Step;
-use upcache_protocol::{Problem, ProblemType};
+use upcache_protocol::operation::{ImageFormat, Kind, Step};
+use upcache_protocol::{Operation, Problem, ProblemType};
 
-/// Bytes per pixel of the working buffers of resampling and blurring.
+use super::decode::{transposes, Probe};
+
+/// Bytes per pixel of the working buffers of blurring.
 const WORK_BYTES_PER_PIXEL: u64 = 16;
 /// Bytes per pixel of the 8-bit RGBA copy an encoder may make.
 const ENCODE_BYTES_PER_PIXEL: u64 = 4;
@@ -26,23 +41,87 @@ pub struct Header {
     pub height: u32,
     /// Bytes per pixel once decoded.
     pub bytes_per_pixel: u8,
+    /// The orientation swaps width and height.
+    pub transposed: bool,
+    /// Decoded by `jpeg-decoder` (so it may be shrunk on load); whether
+    /// progressive.
+    pub jpeg: Option<bool>,
+}
+
+impl From<Probe> for Header {
+    fn from(p: Probe) -> Self {
+        Self {
+            width: p.width,
+            height: p.height,
+            bytes_per_pixel: p.bytes_per_pixel,
+            transposed: transposes(p.orientation),
+            jpeg: p.jpeg.map(|j| j.progressive),
+        }
+    }
 }
 
 fn pixels((w, h): (u32, u32)) -> u64 {
     u64::from(w) * u64::from(h)
 }
 
-/// Peak bytes of memory the operation's buffers need.
-pub fn estimate(header: Header, steps: &[Step]) -> u64 {
+/// Encoder state per output pixel, beyond the 8-bit copy of the image.
+pub fn codec_bytes_per_pixel(format: ImageFormat, lossless: bool) -> u64 {
+    match format {
+        // rav1e: source, reconstruction and reference planes, motion and
+        // rate-distortion buffers.
+        ImageFormat::Avif => 24,
+        // libwebp lossless: ARGB copies for its transforms and hash chains.
+        ImageFormat::Webp if lossless => 24,
+        // libwebp lossy: YUV planes and per-macroblock data.
+        ImageFormat::Webp => 8,
+        // jpeg-encoder keeps every block's coefficients for its Huffman tables.
+        ImageFormat::Jpeg | ImageFormat::JpegOrPng | ImageFormat::Auto => 8,
+        ImageFormat::Gif => 6,
+        ImageFormat::Png => 4,
+    }
+}
+
+/// [`codec_bytes_per_pixel`] of an operation's output.
+pub fn codec_of(op: &Operation) -> u64 {
+    match op.kind() {
+        Kind::Image { output, .. } => codec_bytes_per_pixel(output.format, output.lossless),
+        Kind::Identity => 0,
+    }
+}
+
+/// Peak bytes of memory for `steps` and an encoder needing `codec` bytes
+/// per output pixel.
+pub fn estimate(header: Header, steps: &[Step], codec: u64) -> u64 {
     let bpp = u64::from(header.bytes_per_pixel.max(1));
-    let mut size = (header.width, header.height);
-    let mut peak = 2 * pixels(size) * bpp;
+    let stored = (header.width, header.height);
+    let oriented = if header.transposed {
+        (header.height, header.width)
+    } else {
+        stored
+    };
+    let shrink = match header.jpeg {
+        Some(_) => super::plan::jpeg_shrink(oriented, steps),
+        None => 1,
+    };
+    let mut size = (oriented.0.div_ceil(shrink), oriented.1.div_ceil(shrink));
+    let decoded = pixels(size) * bpp;
+    let coefficients = match header.jpeg {
+        Some(true) if shrink > 1 => pixels(stored) * bpp * 2,
+        _ => 0,
+    };
+    // Decoding, then one rotated copy while orienting.
+    let mut peak = coefficients + 2 * decoded;
+    let mut logical = Some(oriented);
     for step in steps {
-        let out = step.output_bound(size);
+        let geometry = logical.take().unwrap_or(size);
+        let out = match super::plan::resampled_size(step, geometry) {
+            Some(_) => step.output_bound(geometry),
+            None => step.output_bound(size),
+        };
         let work = match step {
-            // Resampling runs its horizontal pass first: output width × input height.
+            // 8-bit source, premultiplied copy, horizontal pass.
             Step::Thumbnail { .. } | Step::Resize { .. } => {
-                pixels((out.0, size.1)) * WORK_BYTES_PER_PIXEL
+                pixels(size) * 4 * 2 + pixels((out.0, size.1)) * 4
             }
             Step::Blur { .. } => pixels(size) * WORK_BYTES_PER_PIXEL,
             _ => 0,
@@ -50,25 +129,12 @@ pub fn estimate(header: Header, steps: &[Step]) -> u64 {
         peak = peak.max(pixels(size) * bpp + pixels(out) * bpp + work);
         size = out;
     }
-    peak.max(pixels(size) * (bpp + 2 * ENCODE_BYTES_PER_PIXEL))
+    peak.max(pixels(size) * (bpp + 2 * ENCODE_BYTES_PER_PIXEL + codec))
 }
 
 /// Reads the header of the image at `path`.
 pub fn header(path: &Path) -> Result<Header, Problem> {
-    use image::ImageDecoder;
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(super::image::invalid("unrecognised format"));
-    }
-    let decoder = reader.into_decoder().map_err(super::image::invalid)?;
-    let (width, height) = decoder.dimensions();
-    Ok(Header {
-        width,
-        height,
-        bytes_per_pixel: decoder.color_type().bytes_per_pixel(),
-    })
+    super::decode::probe(path).map(Header::from)
 }
 
 /// The problem of an operation that would need more than `limit` bytes.
@@ -93,7 +159,10 @@ mod tests {
         width: 4000,
         height: 3000,
         bytes_per_pixel: 3,
+        transposed: false,
+        jpeg: None,
     };
+    const PNG_CODEC: u64 = 4;
 
     #[test]
     fn a_thumbnail_of_a_photo_needs_about_its_decoded_size_twice_and_its_resampling() {
@@ -103,10 +172,35 @@ mod tests {
                 width: 400,
                 height: 400,
             }],
+            PNG_CODEC,
         );
         let decoded = 4000 * 3000 * 3;
         assert!(need >= 2 * decoded, "{need}");
-        assert!(need < 2 * decoded + 400 * 3000 * 16, "{need}");
+        assert!(
+            need < 2 * decoded + 4000 * 3000 * 8 + 400 * 3000 * 4,
+            "{need}"
+        );
+    }
+
+    #[test]
+    fn a_jpeg_shrunk_on_load_needs_a_fraction() {
+        let thumb = [Step::Thumbnail {
+            width: 400,
+            height: 400,
+        }];
+        let baseline = Header {
+            jpeg: Some(false),
+            ..RGB
+        };
+        let progressive = Header {
+            jpeg: Some(true),
+            ..RGB
+        };
+        let whole = estimate(RGB, &thumb, PNG_CODEC);
+        let shrunk = estimate(baseline, &thumb, PNG_CODEC);
+        assert!(shrunk * 10 < whole, "{shrunk} vs {whole}");
+        let coefficients = estimate(progressive, &thumb, PNG_CODEC);
+        assert!(coefficients >= 4000 * 3000 * 3 * 2, "{coefficients}");
     }
 
     #[test]
@@ -115,6 +209,8 @@ mod tests {
             width: 1,
             height: 1,
             bytes_per_pixel: 4,
+            transposed: false,
+            jpeg: None,
         };
         let need = estimate(
             tiny,
@@ -123,6 +219,7 @@ mod tests {
                 height: 8000,
                 fit: Fit::Fill,
             }],
+            PNG_CODEC,
         );
         assert!(need >= 8000 * 8000 * 4 * 2, "{need}");
     }
@@ -136,8 +233,8 @@ mod tests {
             height: 10,
         };
         assert_eq!(crop.output_bound((4000, 3000)), (100, 10));
-        let small = estimate(RGB, &[crop, Step::Blur { sigma: 3.0 }]);
-        let big = estimate(RGB, &[Step::Blur { sigma: 3.0 }, crop]);
+        let small = estimate(RGB, &[crop, Step::Blur { sigma: 3.0 }], PNG_CODEC);
+        let big = estimate(RGB, &[Step::Blur { sigma: 3.0 }, crop], PNG_CODEC);
         assert!(small < big, "blurring after the crop needs less");
     }
 }

@@ -1,94 +1,40 @@
-//! Image operations: decode with limits, transform, encode.
-//!
-//! The dimensions are read from the header first, so an image whose
-//! width × height exceeds the pixel limit is refused before any pixel buffer
-//! is allocated; the decoder additionally runs with an allocation limit.
+//! Image operations: decode ([`super::decode`]: limits, shrink-on-load,
+//! orientation), apply the steps in order ([`super::resize`] for the
+//! resampling ones), convert to sRGB ([`super::color`]), encode once
+//! ([`super::encode`]).
 
-use std::io::{BufReader, Cursor};
 use std::path::Path;
 
-use image::codecs::jpeg::JpegEncoder;
-use image::codecs::png::PngEncoder;
-use image::codecs::webp::WebPEncoder;
-use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
-use upcache_protocol::operation::{Fit, ImageFormat, Output, Step};
+use image::DynamicImage;
+use upcache_protocol::operation::{Fit, Output, Step};
 use upcache_protocol::{Problem, ProblemType};
 
-use super::Limits;
+use super::encode::Encoded;
+use super::{plan, resize, Limits};
 
-pub(crate) fn invalid(detail: impl std::fmt::Display) -> Problem {
-    Problem::new(
-        ProblemType::InvalidImage,
-        format!("the input could not be decoded as an image: {detail}"),
-    )
-}
-
-fn reader(path: &Path) -> Result<ImageReader<BufReader<std::fs::File>>, Problem> {
-    let r =
-        ImageReader::open(path).map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?;
-    r.with_guessed_format()
-        .map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))
-}
-
-/// Decodes the image at `path` within `limits`.
-pub fn decode(path: &Path, limits: &Limits) -> Result<DynamicImage, Problem> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| Problem::new(ProblemType::Internal, e.to_string()))?
-        .len();
-    if size > limits.max_image_input {
-        return Err(Problem::new(
-            ProblemType::ImageTooLarge,
-            format!(
-                "image inputs are limited to {} bytes; this one has {size}",
-                limits.max_image_input
-            ),
-        ));
-    }
-    let probe = reader(path)?;
-    if probe.format().is_none() {
-        return Err(invalid("unrecognised format"));
-    }
-    let (w, h) = probe.into_dimensions().map_err(invalid)?;
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > limits.max_pixels {
-        return Err(Problem::new(
-            ProblemType::ImageTooLarge,
-            format!(
-                "{w}×{h} = {pixels} pixels exceeds the limit of {}",
-                limits.max_pixels
-            ),
-        )
-        .with("width", w)
-        .with("height", h));
-    }
-    let mut r = reader(path)?;
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(w);
-    l.max_image_height = Some(h);
-    l.max_alloc = Some(limits.max_pixels.saturating_mul(16));
-    r.limits(l);
-    r.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => Problem::new(ProblemType::ImageTooLarge, e.to_string()),
-        other => invalid(other),
-    })
-}
-
-/// Applies one step.
-pub fn apply(img: DynamicImage, step: &Step) -> Result<DynamicImage, Problem> {
+/// Applies one step. `logical` is the size the step computes its geometry
+/// from: the whole image's, for a first step whose input was shrunk on
+/// load; the image's own otherwise.
+pub fn apply(
+    img: DynamicImage,
+    step: &Step,
+    logical: Option<(u32, u32)>,
+) -> Result<DynamicImage, Problem> {
+    let logical = logical.unwrap_or((img.width(), img.height()));
     Ok(match *step {
-        Step::Thumbnail { width, height } => {
-            if img.width() <= width && img.height() <= height {
-                img
-            } else {
-                img.resize(width, height, FilterType::Triangle)
+        Step::Thumbnail { .. } | Step::Resize { .. } => {
+            let Some(size) = plan::resampled_size(step, logical) else {
+                return Ok(img);
+            };
+            match *step {
+                Step::Resize {
+                    width,
+                    height,
+                    fit: Fit::Cover,
+                } => resize::resize(img, (width, height), true)?,
+                _ => resize::resize(img, size, false)?,
             }
         }
-        Step::Resize { width, height, fit } => match fit {
-            Fit::Fill => img.resize_exact(width, height, FilterType::Lanczos3),
-            Fit::Contain => img.resize(width, height, FilterType::Lanczos3),
-            Fit::Cover => img.resize_to_fill(width, height, FilterType::Lanczos3),
-        },
         Step::Crop {
             x,
             y,
@@ -122,51 +68,27 @@ pub fn apply(img: DynamicImage, step: &Step) -> Result<DynamicImage, Problem> {
     })
 }
 
-/// Encodes an image.
-pub fn encode(img: &DynamicImage, output: &Output) -> Result<Vec<u8>, Problem> {
-    let mut out = Cursor::new(Vec::new());
-    let failed = |e: image::ImageError| {
-        Problem::new(
-            ProblemType::OperationFailed,
-            format!("encoding failed: {e}"),
-        )
-    };
-    match output.format {
-        ImageFormat::Png => img
-            .write_with_encoder(PngEncoder::new(&mut out))
-            .map_err(failed)?,
-        ImageFormat::Jpeg => {
-            // JPEG has no alpha channel.
-            let rgb = DynamicImage::ImageRgb8(img.to_rgb8());
-            let enc = JpegEncoder::new_with_quality(&mut out, output.quality.unwrap_or(85));
-            rgb.write_with_encoder(enc).map_err(failed)?
-        }
-        ImageFormat::Webp => {
-            let rgba = DynamicImage::ImageRgba8(img.to_rgba8());
-            rgba.write_with_encoder(WebPEncoder::new_lossless(&mut out))
-                .map_err(failed)?
-        }
-    }
-    Ok(out.into_inner())
-}
-
 /// Decodes, transforms and encodes.
 pub fn run(
     path: &Path,
     steps: &[Step],
     output: &Output,
     limits: &Limits,
-) -> Result<Vec<u8>, Problem> {
-    let mut img = decode(path, limits)?;
+) -> Result<Encoded, Problem> {
+    let decoded = super::decode::decode(path, steps, limits)?;
+    let mut img = decoded.image;
+    let mut logical = Some(decoded.logical);
     for step in steps {
-        img = apply(img, step)?;
+        img = apply(img, step, logical.take())?;
     }
-    encode(&img, output)
+    let img = super::color::to_srgb(img, decoded.icc.as_deref());
+    super::encode::encode(&img, output)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use upcache_protocol::operation::ImageFormat;
 
     const LIMITS: Limits = Limits {
         max_pixels: 1_000_000,
@@ -191,26 +113,33 @@ mod tests {
             }],
             &Output {
                 format: ImageFormat::Webp,
-                quality: None,
+                quality: Some(80),
+                lossless: false,
             },
             &LIMITS,
         )
         .unwrap();
-        let img = image::load_from_memory(&out).unwrap();
+        assert_eq!(out.media_type, "image/webp");
+        let img = image::load_from_memory(&out.bytes).unwrap();
         assert_eq!((img.width(), img.height()), (50, 25));
-        assert_eq!(image::guess_format(&out).unwrap(), image::ImageFormat::WebP);
+        assert!(!img.color().has_alpha(), "no alpha the source lacks");
     }
 
     #[test]
     fn bombs_and_garbage_are_clear_problems() {
         let dir = tempfile::tempdir().unwrap();
         let big = png(dir.path(), 1200, 1000);
-        let err = decode(&big, &LIMITS).unwrap_err();
+        let err = super::super::decode::decode(&big, &[], &LIMITS)
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), Some(ProblemType::ImageTooLarge));
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"not an image at all").unwrap();
         assert_eq!(
-            decode(&junk, &LIMITS).unwrap_err().kind(),
+            super::super::decode::decode(&junk, &[], &LIMITS)
+                .err()
+                .unwrap()
+                .kind(),
             Some(ProblemType::InvalidImage)
         );
     }

@@ -1,4 +1,5 @@
-//! Running operations: image operations ([`image`]), the memory they need
+//! Running operations: image operations ([`image`], built from [`plan`],
+//! [`decode`], [`resize`], [`color`] and [`encode`]), the memory they need
 //! ([`budget`]), the child processes they run in ([`worker`]) and the
 //! admission of operations against a number of slots and a memory budget
 //! ([`pool`]).
@@ -8,8 +9,13 @@
 //! run in a child process each, never on the server's own threads.
 
 pub mod budget;
+pub mod color;
+pub mod decode;
+pub mod encode;
 pub mod image;
+pub mod plan;
 pub mod pool;
+pub mod resize;
 pub mod worker;
 
 use upcache_protocol::operation::Kind;

@@ -202,12 +202,13 @@ fn execute(job: &Job) -> Reply {
             max_pixels: job.max_pixels,
             max_image_input: job.max_image_input,
         };
-        let bytes = super::image::run(&job.input, steps, output, &limits)?;
+        let encoded = super::image::run(&job.input, steps, output, &limits)?;
+        let bytes = encoded.bytes;
         let mut file = std::fs::File::create(&job.output).map_err(internal)?;
         file.write_all(&bytes).map_err(internal)?;
         file.sync_all().map_err(internal)?;
         Ok(Written {
-            content_type: output.format.content_type().to_owned(),
+            content_type: encoded.media_type.to_owned(),
             length: bytes.len() as u64,
             blake3: InputHash::of(&bytes),
         })
