@@ -119,6 +119,44 @@ pub fn accepted(s: &Status) -> Response<Body> {
     r
 }
 
+/// Reads a JSON body of at most `max_json_body` bytes that is `what`.
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    core: &Core,
+    req: &mut Req,
+    what: &str,
+) -> Result<T> {
+    let limit = core.config().max_json_body.as_u64() as usize;
+    let too_large = || {
+        Error::problem(
+            ProblemType::RequestTooLarge,
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = Limited::new(req.take_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Error::problem(
+                    ProblemType::MalformedRequest,
+                    format!("reading the body failed: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::problem(
+            ProblemType::MalformedRequest,
+            format!("the body is not {what}: {e}"),
+        )
+    })
+}
+
 /// `POST /v1/ops`; `admit` may refuse the request once it is parsed,
 /// before anything is looked up or created (a token's scope).
 pub async fn create(
@@ -126,35 +164,7 @@ pub async fn create(
     req: &mut Req,
     admit: impl FnOnce(&CreateRequest, &Operation) -> Result<()>,
 ) -> Result<Response<Body>> {
-    let limit = core.config().max_json_body.as_u64() as usize;
-    if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
-        return Err(Error::problem(
-            ProblemType::RequestTooLarge,
-            format!("request bodies are limited to {limit} bytes"),
-        ));
-    }
-    let bytes = Limited::new(req.take_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Error::problem(
-                    ProblemType::RequestTooLarge,
-                    format!("request bodies are limited to {limit} bytes"),
-                )
-            } else {
-                Error::problem(
-                    ProblemType::MalformedRequest,
-                    format!("reading the body failed: {e}"),
-                )
-            }
-        })?;
-    let request: CreateRequest = serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
-        Error::problem(
-            ProblemType::MalformedRequest,
-            format!("the body is not a create request: {e}"),
-        )
-    })?;
+    let request: CreateRequest = read_json(core, req, "a create request").await?;
     let op = Operation::parse(&request.operation).map_err(|e| operation_problem(&e))?;
     // `format: "auto"` is resolved from `Accept` before the key is derived.
     let varies = op.is_auto();

@@ -12,7 +12,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use upcache_protocol::headers::{self as h, bearer_token, Prefer};
 use upcache_protocol::token::{
     self, Action, Claims, MintRequest, MintResponse, PresignError, Presigned, Scope, TokenError,
@@ -20,6 +19,7 @@ use upcache_protocol::token::{
 use upcache_protocol::{CreateRequest, Key, Operation, Problem, ProblemType};
 
 use super::body::{self, Body};
+use super::handlers::read_json;
 use super::router::Endpoint;
 use super::{problem_response, Req};
 use crate::cache::Core;
@@ -342,37 +342,6 @@ fn covers_one_shot(req: &Req, claims: &Claims, key: &Key) -> Result<()> {
     }
 }
 
-/// Reads a JSON body of at most `max_json_body` bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(core: &Core, req: &mut Req) -> Result<T> {
-    let limit = core.config().max_json_body.as_u64() as usize;
-    let too_large = || {
-        Error::problem(
-            ProblemType::RequestTooLarge,
-            format!("request bodies are limited to {limit} bytes"),
-        )
-    };
-    let bytes = Limited::new(req.take_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                Error::problem(
-                    ProblemType::MalformedRequest,
-                    format!("reading the body failed: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::problem(
-            ProblemType::MalformedRequest,
-            format!("the body is not what this endpoint takes: {e}"),
-        )
-    })
-}
-
 fn created(answer: &MintResponse) -> Response<Body> {
     metrics::TOKENS_MINTED.inc();
     Response::builder()
@@ -403,7 +372,7 @@ fn mint_token(core: &Core, scope: Scope, allow: Vec<Action>, ttl: u64) -> MintRe
 
 /// `POST /v1/tokens`
 pub async fn mint(core: &Core, req: &mut Req, grant: &Grant) -> Result<Response<Body>> {
-    let request: MintRequest = read_json(core, req).await?;
+    let request: MintRequest = read_json(core, req, "a mint request").await?;
     let ttl = request.ttl.unwrap_or(DEFAULT_TTL);
     if ttl == 0 {
         return Err(Error::problem(
@@ -465,7 +434,7 @@ pub async fn mint_demo(core: &Core, req: &mut Req) -> Result<Response<Body>> {
             "the demo is off (demo = false)",
         ));
     }
-    let scope: token::InputScope = read_json(core, req).await?;
+    let scope: token::InputScope = read_json(core, req, "an input scope").await?;
     let max = core.config().max_input_size.as_u64();
     let scope = token::InputScope {
         max_size: Some(scope.max_size.unwrap_or(max).min(max)),
