@@ -5,11 +5,12 @@
 
 import net from 'node:net'
 
-export async function startProxy (target) {
+export async function startProxy (target, { record = false } = {}) {
   const { hostname, port } = new URL(target)
   const faults = []
   const sockets = new Set()
-  const stats = { up: 0, down: 0, connections: 0, resets: 0, maxOpen: 0 }
+  // `sent`: what went toward the server, as text, when recording (for requests' headers).
+  const stats = { up: 0, down: 0, connections: 0, resets: 0, maxOpen: 0, sent: '' }
   const server = net.createServer((client) => {
     stats.connections++
     const upstream = net.connect(Number(port), hostname)
@@ -39,6 +40,7 @@ export async function startProxy (target) {
       }
       stats[dir] += d.length
       conn[dir] += d.length
+      if (record && dir === 'up') stats.sent += d.toString('latin1')
       to.write(d)
     })
     forward(client, upstream, 'up')
