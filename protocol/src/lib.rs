@@ -13,6 +13,8 @@
 //! * [`range`] — the single byte ranges of `Range` and `Content-Range`.
 //! * [`tus`] — the tus 1.0 header codecs (`Upload-Metadata`, `Upload-Concat`,
 //!   `Upload-Checksum`, `Tus-Extension`).
+//! * [`token`] — scoped, expiring upload tokens (`upc1.…`) and presigned
+//!   result URLs: HMAC-SHA256 signing and verification, scopes, mint bodies.
 //! * [`problem`] — the catalogue of RFC 9457 problem types.
 //! * [`status`] — request and response bodies of the `/v1` API.
 //! * [`props`] — the properties every parser keeps (no panic, round trips,
@@ -31,6 +33,7 @@ pub mod problem;
 pub mod props;
 pub mod range;
 pub mod status;
+pub mod token;
 pub mod tree;
 pub mod tus;
 

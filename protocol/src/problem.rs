@@ -69,6 +69,13 @@ catalogue! {
     MethodNotAllowed => ("method-not-allowed", 405, "The method is not allowed on this resource"),
     RangeNotSatisfiable => ("range-not-satisfiable", 416, "The range is outside the result"),
     Unauthorized => ("unauthorized", 401, "A valid API key is required"),
+    InvalidToken => ("invalid-token", 401, "The token is malformed or its signature does not verify"),
+    TokenExpired => ("token-expired", 401, "The token expired or is not valid yet"),
+    UnknownTokenKey => ("unknown-token-key", 401, "The token names a signing key this server does not have"),
+    OutOfScope => ("out-of-scope", 403, "The token does not cover this entry, input or operation"),
+    TokenNotAllowed => ("token-not-allowed", 403, "The token does not allow this request"),
+    InvalidUrlSignature => ("invalid-url-signature", 403, "The presigned URL is malformed or its signature does not verify"),
+    UrlExpired => ("url-expired", 403, "The presigned URL expired"),
     Internal => ("internal", 500, "Internal server error"),
     InsufficientStorage => ("insufficient-storage", 507, "The server has no room to store the request"),
 }

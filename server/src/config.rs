@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
+use upcache_protocol::token::{self, SigningKey};
 
 /// Every setting of the server. Sizes accept human units (`64GiB`, `8MiB`);
 /// durations are whole seconds.
@@ -64,12 +65,34 @@ pub struct Config {
     /// A file with one bearer token per line, added to `api_keys`; blank
     /// lines and lines starting with `#` are not keys.
     pub api_keys_file: Option<PathBuf>,
+    /// Keys that sign and verify upload tokens and presigned result URLs,
+    /// each `kid:hexsecret` (a key id of letters, digits, `_` and `-`, and a
+    /// secret of at least 16 bytes). The first signs; every one verifies, so
+    /// a new key goes first and the old one stays until its tokens expired.
+    /// Empty: a random key (`kid` `ephemeral`) made at start, whose tokens
+    /// stop working when the server restarts.
+    #[serde(deserialize_with = "one_or_many")]
+    pub token_keys: Vec<String>,
+    /// A file with one `kid:hexsecret` per line, added after `token_keys`;
+    /// blank lines and lines starting with `#` are not keys.
+    pub token_keys_file: Option<PathBuf>,
+    /// Longest lifetime, in seconds, of a minted token or presigned URL;
+    /// longer requests are shortened to it.
+    pub token_max_ttl: u64,
+    /// Serve the demo page at `/demo/` and mint short-lived upload tokens
+    /// for it at `POST /demo/token`, to anyone who asks. Unset: on when
+    /// `listen` is a loopback address, off otherwise.
+    pub demo: Option<bool>,
     /// Allow a non-loopback listen address without API keys.
     pub allow_unauthenticated: bool,
     /// Browser origins allowed by CORS (`https://app.example`), or `*` for
     /// any; empty means no CORS headers.
     #[serde(deserialize_with = "one_or_many")]
     pub cors_origins: Vec<String>,
+    /// `token_keys` and `token_keys_file` parsed (or the ephemeral key),
+    /// filled in by validation; the first signs.
+    #[serde(skip)]
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// A list, or a single string standing for a list of one.
@@ -111,8 +134,13 @@ impl Default for Config {
             db_cache: ByteSize::mib(16),
             api_keys: Vec::new(),
             api_keys_file: None,
+            token_keys: Vec::new(),
+            token_keys_file: None,
+            token_max_ttl: 24 * 3600,
+            demo: None,
             allow_unauthenticated: false,
             cors_origins: Vec::new(),
+            signing_keys: Vec::new(),
         }
     }
 }
@@ -176,7 +204,7 @@ impl Config {
     }
 
     fn optional_fields() -> &'static [&'static str] {
-        &["api_keys_file"]
+        &["api_keys_file", "token_keys_file", "demo"]
     }
 
     fn validated(mut self) -> Result<Self, ConfigError> {
@@ -225,6 +253,18 @@ impl Config {
                 "api_keys: a key is empty or whitespace; remove it or give it a value".into(),
             ));
         }
+        if let Some(k) = self.api_keys.iter().find(|k| token::is_token(k)) {
+            return Err(ConfigError::Invalid(format!(
+                "api_keys: a key starting {:?} would be read as an upload token",
+                &k[..token::TOKEN_PREFIX.len() + 1]
+            )));
+        }
+        self.signing_keys = self.signing_keys()?;
+        if self.token_max_ttl == 0 {
+            return Err(ConfigError::Invalid(
+                "token_max_ttl must be positive".into(),
+            ));
+        }
         if !self.listen.ip().is_loopback()
             && self.api_keys.is_empty()
             && !self.allow_unauthenticated
@@ -236,6 +276,60 @@ impl Config {
             )));
         }
         Ok(self)
+    }
+}
+
+impl Config {
+    /// Whether the demo page and its token minting are served.
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
+
+    /// The signing key that mints: the first one.
+    pub fn minting_key(&self) -> &SigningKey {
+        self.signing_keys
+            .first()
+            .expect("validation leaves at least one signing key")
+    }
+
+    /// The signing key named `kid`, if this server has it.
+    pub fn signing_key(&self, kid: &str) -> Option<&SigningKey> {
+        self.signing_keys.iter().find(|k| k.kid() == kid)
+    }
+
+    fn signing_keys(&self) -> Result<Vec<SigningKey>, ConfigError> {
+        let mut lines = self.token_keys.clone();
+        if let Some(path) = &self.token_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            lines.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        let mut keys: Vec<SigningKey> = Vec::with_capacity(lines.len());
+        for line in &lines {
+            // The message never holds the secret.
+            let kid = line.split_once(':').map_or("?", |(kid, _)| kid);
+            let key: SigningKey = line
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("token_keys: key {kid:?}: {e}")))?;
+            if keys.iter().any(|k| k.kid() == key.kid()) {
+                return Err(ConfigError::Invalid(format!(
+                    "token_keys: key id {kid:?} appears twice"
+                )));
+            }
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            let secret: [u8; 32] = rand::random();
+            keys.push(SigningKey::new("ephemeral", secret.to_vec()).expect("a valid key"));
+        }
+        Ok(keys)
     }
 }
 
@@ -325,5 +419,53 @@ mod tests {
         let file = dir.path().join("upcache.toml");
         std::fs::write(&file, "api_keys = [\"k\", \"\"]\n").unwrap();
         assert!(Config::load(Some(&file), Vec::new(), none()).is_err());
+    }
+
+    #[test]
+    fn token_keys_rotate_and_default_to_ephemeral() {
+        let none = toml::Table::new;
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::load(None, Vec::new(), none()).unwrap();
+        assert_eq!(c.minting_key().kid(), "ephemeral");
+        assert!(c.demo_enabled(), "on by default on loopback");
+        let new = "k2:000102030405060708090a0b0c0d0e0f";
+        let old = "k1:0f0e0d0c0b0a09080706050403020100";
+        let c = Config::load(
+            None,
+            env("UPCACHE_TOKEN_KEYS", &format!("{new},{old}")),
+            none(),
+        )
+        .unwrap();
+        assert_eq!(c.minting_key().kid(), "k2", "the first key signs");
+        assert!(c.signing_key("k1").is_some(), "the old one still verifies");
+        assert!(c.signing_key("k3").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token-keys");
+        std::fs::write(&file, format!("# rotated in\n{old}\n")).unwrap();
+        let mut t = none();
+        t.insert("token_keys_file".into(), file.display().to_string().into());
+        let c = Config::load(None, env("UPCACHE_TOKEN_KEYS", new), t).unwrap();
+        assert_eq!(c.signing_keys.len(), 2);
+        for bad in [
+            "k1:00",
+            "k1",
+            "k.1:000102030405060708090a0b0c0d0e0f",
+            &format!("{new},{new}"),
+        ] {
+            let e = Config::load(None, env("UPCACHE_TOKEN_KEYS", bad), none()).unwrap_err();
+            assert!(e.to_string().contains("token_keys"), "{bad}: {e}");
+            assert!(!e.to_string().contains("0001020304"), "no secret in {e}");
+        }
+        assert!(Config::load(None, env("UPCACHE_API_KEYS", "upc1.x"), none()).is_err());
+        let mut public = none();
+        public.insert("listen".into(), "0.0.0.0:1".into());
+        public.insert("allow_unauthenticated".into(), true.into());
+        assert!(!Config::load(None, Vec::new(), public.clone())
+            .unwrap()
+            .demo_enabled());
+        public.insert("demo".into(), true.into());
+        assert!(Config::load(None, Vec::new(), public)
+            .unwrap()
+            .demo_enabled());
     }
 }

@@ -118,8 +118,13 @@ pub fn accepted(s: &Status) -> Response<Body> {
     r
 }
 
-/// `POST /v1/ops`
-pub async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
+/// `POST /v1/ops`; `admit` may refuse the request once it is parsed,
+/// before anything is looked up or created (a token's scope).
+pub async fn create(
+    core: &Arc<Core>,
+    req: &mut Req,
+    admit: impl FnOnce(&CreateRequest, &Operation) -> Result<()>,
+) -> Result<Response<Body>> {
     let limit = core.config.max_json_body.as_u64() as usize;
     if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
         return Err(Error::problem(
@@ -150,6 +155,7 @@ pub async fn create(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
         )
     })?;
     let op = Operation::parse(&request.operation).map_err(|e| operation_problem(&e))?;
+    admit(&request, &op)?;
     let (key, entry, created) = core.create(&request, &op).await?;
     let upload = if entry.state == State::Uploading {
         core.meta.upload(&key)?

@@ -4,11 +4,13 @@
 
 pub mod body;
 mod cors;
+mod demo;
 pub mod handlers;
 pub mod limits;
 mod linger;
 pub mod result;
 pub mod router;
+pub mod tokens;
 pub mod tus;
 
 use std::convert::Infallible;
@@ -247,23 +249,6 @@ fn settle_unread(
     });
 }
 
-fn authorized(core: &Core, req: &Req) -> bool {
-    if core.config.api_keys.is_empty() {
-        return true;
-    }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(upcache_protocol::headers::bearer_token);
-    token.is_some_and(|t| {
-        core.config
-            .api_keys
-            .iter()
-            .any(|k| constant_time_eq(k.as_bytes(), t.as_bytes()))
-    })
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -304,18 +289,12 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             ))
         }
     };
-    let open = matches!(endpoint, Endpoint::Health | Endpoint::TusOptions);
-    if !open && !authorized(&core, req) {
-        let mut r = problem_response(&Problem::new(
-            ProblemType::Unauthorized,
-            "send Authorization: Bearer <api key>",
-        ));
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Ok(r);
-    }
+    let grant = match tokens::authorize(&core, req, &endpoint) {
+        Ok(grant) => grant,
+        Err(refused) => return Ok(*refused),
+    };
     match endpoint {
-        Endpoint::Create => handlers::create(&core, req).await,
+        Endpoint::Create => handlers::create(&core, req, |r, op| grant.admit_create(r, op)).await,
         Endpoint::Status(k) => handlers::status(&core, &k),
         Endpoint::Head(k) => handlers::head(&core, &k).await,
         Endpoint::OneShot(k) => handlers::one_shot(&core, k, req).await,
@@ -329,6 +308,9 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
         | Endpoint::TusAppend(_)
         | Endpoint::TusDelete(_)
         | Endpoint::TusResult(_) => tus::handle(&core, endpoint, req).await,
+        Endpoint::Mint => tokens::mint(&core, req, &grant).await,
+        Endpoint::Demo => demo::serve(&core, req),
+        Endpoint::DemoToken => tokens::mint_demo(&core, req).await,
         Endpoint::Metrics => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(body::full(metrics::render()))

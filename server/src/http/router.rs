@@ -35,6 +35,12 @@ pub enum Endpoint {
     TusDelete(Key),
     /// `GET|HEAD /files/{id}/result`
     TusResult(Key),
+    /// `POST /v1/tokens`: mint an upload token or a presigned result URL
+    Mint,
+    /// `GET|HEAD /demo/…`: the demo page's files
+    Demo,
+    /// `POST /demo/token`: a token for the demo page
+    DemoToken,
     /// `GET /metrics`
     Metrics,
     /// `GET /healthz`
@@ -96,6 +102,18 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
                 _ => Err(RouteError::MethodNotAllowed("PUT")),
             }
         }
+        ["v1", "tokens"] => match m {
+            Method::POST => Ok(Endpoint::Mint),
+            _ => Err(RouteError::MethodNotAllowed("POST")),
+        },
+        ["demo", "token"] => match m {
+            Method::POST => Ok(Endpoint::DemoToken),
+            _ => Err(RouteError::MethodNotAllowed("POST")),
+        },
+        ["demo", ..] => match m {
+            Method::GET | Method::HEAD => Ok(Endpoint::Demo),
+            _ => Err(RouteError::MethodNotAllowed("GET, HEAD")),
+        },
         ["files"] => match m {
             Method::POST => Ok(Endpoint::TusCreate),
             Method::OPTIONS => Ok(Endpoint::TusOptions),
@@ -222,6 +240,27 @@ mod tests {
                 format!("/files/{K}"),
                 Err(RouteError::MethodNotAllowed("HEAD, PATCH, DELETE, OPTIONS")),
             ),
+            (Method::POST, "/v1/tokens".into(), Ok(Endpoint::Mint)),
+            (
+                Method::GET,
+                "/v1/tokens".into(),
+                Err(RouteError::MethodNotAllowed("POST")),
+            ),
+            (Method::GET, "/demo".into(), Ok(Endpoint::Demo)),
+            (Method::GET, "/demo/".into(), Ok(Endpoint::Demo)),
+            (Method::HEAD, "/demo/js/app.js".into(), Ok(Endpoint::Demo)),
+            (Method::POST, "/demo/token".into(), Ok(Endpoint::DemoToken)),
+            (
+                Method::GET,
+                "/demo/token".into(),
+                Err(RouteError::MethodNotAllowed("POST")),
+            ),
+            (
+                Method::PUT,
+                "/demo/index.html".into(),
+                Err(RouteError::MethodNotAllowed("GET, HEAD")),
+            ),
+            (Method::GET, "/demos".into(), Err(RouteError::NotFound)),
             (Method::GET, "/metrics".into(), Ok(Endpoint::Metrics)),
             (Method::GET, "/healthz".into(), Ok(Endpoint::Health)),
             (Method::GET, "/".into(), Err(RouteError::NotFound)),

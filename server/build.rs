@@ -1,0 +1,58 @@
+//! Embeds the demo page — every file under the repository's
+//! `client-js/demo/` — into the server, as `FILES` in
+//! `$OUT_DIR/demo_files.rs` (see `src/http/demo.rs`). A missing directory
+//! embeds nothing: `/demo/` then answers 404.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let dir = manifest.join("../client-js/demo");
+    println!("cargo:rerun-if-changed=build.rs");
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        // Cargo watches a directory's whole tree for changes.
+        println!("cargo:rerun-if-changed={}", dir.display());
+        collect(&dir, "", &mut files);
+    }
+    files.sort();
+    let mut out = String::from(
+        "/// The demo page's files: path under `/demo/`, contents.\n\
+         pub static FILES: &[(&str, &[u8])] = &[\n",
+    );
+    for (name, path) in &files {
+        let path = path.canonicalize().expect("an embedded file exists");
+        writeln!(
+            out,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a string");
+    }
+    out.push_str("];\n");
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("demo_files.rs");
+    std::fs::write(dest, out).expect("write demo_files.rs");
+}
+
+/// Files under `dir`, named by their path relative to the demo directory;
+/// hidden files and `node_modules` are left out.
+fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "node_modules" {
+            continue;
+        }
+        let path = entry.path();
+        let rel = format!("{prefix}{name}");
+        if path.is_dir() {
+            collect(&path, &format!("{rel}/"), out);
+        } else if path.is_file() {
+            out.push((rel, path));
+        }
+    }
+}
