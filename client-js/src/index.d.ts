@@ -9,6 +9,9 @@ export interface Operation {
   [field: string]: unknown
 }
 
+/** Mints a token for one input, e.g. by asking the web app's back end. */
+export type TokenSource = (input: { input: string; length: number; operation: Operation }) => string | Promise<string>
+
 export interface RetryPolicy {
   /** First backoff delay in ms (default 200); each retry doubles it, with jitter. */
   initialDelay?: number
@@ -21,8 +24,12 @@ export interface RetryPolicy {
 export interface ClientOptions {
   /** The server's base URL, e.g. `http://127.0.0.1:8080`. */
   server: string
-  /** An API key or a scoped token (`upc1.…`), sent as `Authorization: Bearer`. */
-  token?: string
+  /**
+   * An API key or a scoped token (`upc1.…`), sent as `Authorization: Bearer`; or a
+   * function that gets one for each `put` once the input is hashed (e.g. from the
+   * web app's back end, scoped to that input).
+   */
+  token?: string | TokenSource
   /** Parallel block uploads (default 4). */
   concurrency?: number
   /** Block size to hash with and ask for (a power of two, default 8 MiB). */
@@ -176,6 +183,8 @@ export declare class Client {
   status(key: string, options?: { signal?: AbortSignal }): Promise<Status>
   /** The complete entry `key`, waiting up to `wait` seconds (default 0); `urn:upcache:client:not-ready` if it is not. */
   get(key: string, options?: { wait?: number; signal?: AbortSignal }): Promise<PutResult>
+  /** A presigned URL of the result (spec/tokens.md §3), valid `ttl` seconds (default 3600). */
+  presign(key: string, options?: { ttl?: number; signal?: AbortSignal }): Promise<{ url: string; expires: number }>
   /** Cancels the upload or invalidates the result. */
   delete(key: string, options?: { signal?: AbortSignal }): Promise<void>
   /** Streams a complete entry's result into `sink`, resumed and verified; resolves to its length. */

@@ -27,6 +27,7 @@ export class CoreClient {
     const { server, token, concurrency = 4, blockSize, workers, retry, stallTimeout = 30_000, responseTimeout = 60_000, waitPerRequest = 30, headers = {} } = options
     if (!server) throw new TypeError('new Client({ server }) needs the server URL')
     this.server = String(server).replace(/\/+$/, '')
+    /** A bearer token, or a function minting one for an input: `({ input, length, operation }) => token`. */
     this.token = token || null
     this.concurrency = Math.max(1, concurrency | 0)
     this.blockSize = blockSize || DEFAULT_BLOCK_SIZE
@@ -105,9 +106,12 @@ export class CoreClient {
     const hashed = await this.hash(input, { onProgress: report, signal })
     const { key, canonical } = await this.#keyOf(hashed.input, op)
     report({ phase: 'hashed', key, input: hashed.input, loaded: hashed.length, total: hashed.length })
+    const operation = JSON.parse(canonical)
+    const auth = typeof this.token === 'function'
+      ? await this.token({ input: hashed.input, length: hashed.length, operation })
+      : this.token
     const retrier = new Retrier(this.retry, signal, (r) => report({ phase: 'retrying', ...r }))
     const sent = { n: 0 }
-    const operation = JSON.parse(canonical)
     for (;;) {
       let status
       try {
@@ -117,7 +121,8 @@ export class CoreClient {
             operation,
             ...(this.blockSize !== DEFAULT_BLOCK_SIZE ? { block_size: this.blockSize } : {})
           },
-          signal
+          signal,
+          auth
         })
       } catch (e) {
         await retrier.failed(e)
@@ -127,12 +132,12 @@ export class CoreClient {
       const missing = expandRanges(status.missing)
       report({ phase: 'probed', state: status.state, blocksMissing: missing.length, blocksTotal: status.blocks_total })
       if (status.state === 'uploading') {
-        await this.#upload(status, missing, hashed, sent, retrier, report, signal)
+        await this.#upload(status, missing, hashed, sent, retrier, report, signal, auth)
         continue
       }
       if (status.state === 'failed') throw entryError(status)
-      const done = await this.#wait(key, retrier, report, signal)
-      const result = new PutResult(this, this.#p, done, sent.n)
+      const done = await this.#wait(key, retrier, report, signal, auth)
+      const result = new PutResult(this, this.#p, done, sent.n, auth)
       report({ phase: 'done', hit: result.hit, bytesUploaded: sent.n, loaded: hashed.length, total: hashed.length })
       return result
     }
@@ -144,7 +149,7 @@ export class CoreClient {
    * again only if a fresh status still lists it: a request the network cut
    * may have delivered it anyway.
    */
-  async #upload (status, missing, hashed, sent, retrier, report, signal) {
+  async #upload (status, missing, hashed, sent, retrier, report, signal, auth) {
     const { key } = status
     const bs = status.block_size
     const length = status.input.length
@@ -195,7 +200,7 @@ export class CoreClient {
         const { n } = item
         if (item.failed) {
           try {
-            const now = await this.status(key, { signal: ctl.signal })
+            const now = await this.status(key, { signal: ctl.signal, auth })
             if (now.state !== 'uploading') { over = true; continue }
             if (!expandRanges(now.missing).includes(n)) { stored(n); continue }
           } catch (e) {
@@ -211,6 +216,7 @@ export class CoreClient {
           const res = await this.#send('PUT', `/v1/ops/${key}/blocks/${n}`, {
             headers: { 'upload-block-hash': hash, 'content-type': 'application/octet-stream' },
             body,
+            auth,
             signal: ctl.signal,
             onUpload: (loaded) => {
               sent.n += loaded - counted
@@ -239,11 +245,11 @@ export class CoreClient {
   }
 
   /** Waits, with reconnects, until the entry is complete; a failed operation is thrown as its problem. */
-  async #wait (key, retrier, report, signal) {
+  async #wait (key, retrier, report, signal, auth) {
     for (;;) {
       let outcome
       try {
-        outcome = await this.#waitOnce(key, this.waitPerRequest, signal)
+        outcome = await this.#waitOnce(key, this.waitPerRequest, signal, auth)
       } catch (e) {
         await retrier.failed(e)
         continue
@@ -256,24 +262,28 @@ export class CoreClient {
   }
 
   /** One `HEAD …/result` with `Prefer: wait`: `{status}`, `{error}` (failed entry) or `{}` (not yet). */
-  async #waitOnce (key, wait, signal) {
+  async #waitOnce (key, wait, signal, auth = this.#staticToken()) {
     const res = await this.#send('HEAD', `/v1/ops/${key}/result`, {
-      headers: { prefer: `wait=${wait}` }, signal, timeout: wait * 1000 + this.responseTimeout
+      headers: { prefer: `wait=${wait}` }, signal, auth, timeout: wait * 1000 + this.responseTimeout
     })
     await res.discard()
     if (res.status === 202) return {}
-    if (res.status >= 200 && res.status < 300) return { status: await this.status(key, { signal }) }
+    if (res.status >= 200 && res.status < 300) return { status: await this.status(key, { signal, auth }) }
     // HEAD has no problem body: the status document carries it.
     if (res.status === 404) throw new UpcacheError({ type: 'urn:upcache:problem:not-found', status: 404, detail: `no entry ${key}` })
-    if (res.status === 401 || res.status === 403) throw UpcacheError.fromAnswer(res.status, '')
-    const st = await this.status(key, { signal })
+    if (res.status === 401 || res.status === 403) {
+      // HEAD has no body: the same credentials on GET bring the problem document.
+      await this.status(key, { signal, auth })
+      throw UpcacheError.fromAnswer(res.status, '')
+    }
+    const st = await this.status(key, { signal, auth })
     if (st.error) return { error: entryError(st) }
     throw UpcacheError.fromAnswer(res.status, '')
   }
 
   /** `GET /v1/ops/{key}`: the entry's status document. */
-  async status (key, { signal } = {}) {
-    return this.#json('GET', `/v1/ops/${key}`, { signal })
+  async status (key, { signal, auth = this.#staticToken() } = {}) {
+    return this.#json('GET', `/v1/ops/${key}`, { signal, auth })
   }
 
   /**
@@ -284,12 +294,21 @@ export class CoreClient {
     const r = await this.#waitOnce(key, wait, signal)
     if (r.error) throw r.error
     if (!r.status) throw new UpcacheError({ type: CLIENT.notReady, status: 202, detail: `the result of ${key} is not ready` })
-    return new PutResult(this, this.#p, r.status, 0)
+    return new PutResult(this, this.#p, r.status, 0, this.#staticToken())
+  }
+
+  /**
+   * A presigned URL of the result of `key` (spec/tokens.md §3), valid for
+   * `ttl` seconds: usable without a token, e.g. as an `<img src>`.
+   */
+  async presign (key, { ttl = 3600, signal } = {}) {
+    const r = await this.#json('POST', '/v1/tokens', { json: { result_url_for: key, ttl }, signal, auth: this.#staticToken() })
+    return { url: new URL(r.url, this.server + '/').href, expires: r.expires }
   }
 
   /** `DELETE /v1/ops/{key}`: cancels an upload or invalidates a result. */
   async delete (key, { signal } = {}) {
-    const res = await this.#send('DELETE', `/v1/ops/${key}`, { signal })
+    const res = await this.#send('DELETE', `/v1/ops/${key}`, { signal, auth: this.#staticToken() })
     await expectOk(res)
     await res.discard()
   }
@@ -299,7 +318,7 @@ export class CoreClient {
    * with `Range` after interruptions and checking its BLAKE3 at the end.
    * `reset()` is called if the server restarts the body from its start.
    */
-  async download (status, sink, { signal, reset } = {}) {
+  async download (status, sink, { signal, reset, auth = this.#staticToken() } = {}) {
     const info = status.result
     if (!info) throw new UpcacheError({ type: CLIENT.protocol, detail: 'the entry has no result yet' })
     const retrier = new Retrier(this.retry, signal)
@@ -310,7 +329,7 @@ export class CoreClient {
       let res
       try {
         res = await this.#send('GET', `/v1/ops/${status.key}/result`, {
-          headers: { prefer: 'wait=0', ...(written > 0 ? { range: `bytes=${written}-` } : {}) }, signal
+          headers: { prefer: 'wait=0', ...(written > 0 ? { range: `bytes=${written}-` } : {}) }, signal, auth
         })
         await expectOk(res)
         if (res.status === 202) throw new UpcacheError({ type: CLIENT.protocol, detail: 'the result went away' })
@@ -343,8 +362,13 @@ export class CoreClient {
     return written
   }
 
-  async #json (method, path, { json, signal } = {}) {
-    const res = await this.#send(method, path, { json, signal })
+  /** The token of calls outside `put` (a token function applies to `put` only). */
+  #staticToken () {
+    return typeof this.token === 'function' ? null : this.token
+  }
+
+  async #json (method, path, { json, signal, auth } = {}) {
+    const res = await this.#send(method, path, { json, signal, auth })
     await expectOk(res)
     const text = await res.text()
     try {
@@ -355,9 +379,9 @@ export class CoreClient {
   }
 
   /** One HTTP request; network failures become retryable `UpcacheError`s. */
-  async #send (method, path, { headers = {}, body, json, onUpload, signal, timeout } = {}) {
+  async #send (method, path, { headers = {}, body, json, onUpload, signal, timeout, auth } = {}) {
     const h = { ...this.headers, ...headers }
-    if (this.token) h.authorization = `Bearer ${this.token}`
+    if (auth) h.authorization = `Bearer ${auth}`
     if (json !== undefined) {
       body = new TextEncoder().encode(JSON.stringify(json))
       h['content-type'] = 'application/json'
@@ -386,9 +410,11 @@ export class CoreClient {
 export class PutResult {
   #c
   #p
-  constructor (client, platform, status, bytesUploaded) {
+  #auth
+  constructor (client, platform, status, bytesUploaded, auth) {
     this.#c = client
     this.#p = platform
+    this.#auth = auth
     /** The entry's key. */
     this.key = status.key
     /** The entry's status document (state `complete`). */
@@ -408,7 +434,9 @@ export class PutResult {
     const parts = []
     let len = 0
     await this.#c.download(this.status, (c) => { parts.push(c.slice()); len += c.length }, {
-      signal, reset: () => { parts.length = 0; len = 0 }
+      signal,
+      auth: this.#auth,
+      reset: () => { parts.length = 0; len = 0 }
     })
     const out = new Uint8Array(len)
     let at = 0
@@ -424,7 +452,7 @@ export class PutResult {
   /** (Node) Writes the result to `path`: a temporary file, renamed into place once verified. */
   async save (path, { signal } = {}) {
     if (!this.#p.save) throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'save(path) needs Node; use blob() in a browser' })
-    return this.#p.save(path, (sink, reset) => this.#c.download(this.status, sink, { signal, reset }))
+    return this.#p.save(path, (sink, reset) => this.#c.download(this.status, sink, { signal, reset, auth: this.#auth }))
   }
 }
 
