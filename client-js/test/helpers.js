@@ -79,9 +79,17 @@ export function tempFile (bytes, name = 'input.bin') {
   return file
 }
 
-/** A `width`×`height` RGB PNG, its pixels derived from `seed` (so that different seeds give different images). */
-export function png (width, height, seed = 0) {
-  const raw = Buffer.alloc((width * 3 + 1) * height)
+/**
+ * A `width`×`height` RGB PNG, its pixels derived from `seed` (so that
+ * different seeds give different images); with `noise`, random pixels,
+ * which do not compress: a file of about 3 bytes a pixel.
+ */
+export function png (width, height, seed = 0, { noise = false } = {}) {
+  const raw = noise ? crypto.randomBytes((width * 3 + 1) * height) : Buffer.alloc((width * 3 + 1) * height)
+  if (noise) {
+    for (let y = 0; y < height; y++) raw[y * (width * 3 + 1)] = 0
+    return encodePng(width, height, raw)
+  }
   let s = seed * 2654435761 + 1
   for (let y = 0; y < height; y++) {
     const row = y * (width * 3 + 1)
@@ -94,6 +102,10 @@ export function png (width, height, seed = 0) {
       raw[i + 2] = (seed * 40 + x + y) & 255
     }
   }
+  return encodePng(width, height, raw)
+}
+
+function encodePng (width, height, raw) {
   const chunk = (type, data) => {
     const len = Buffer.alloc(4); len.writeUInt32BE(data.length)
     const td = Buffer.concat([Buffer.from(type, 'ascii'), data])
