@@ -43,10 +43,19 @@ function spawnHashWorker () {
 }
 
 async function describe (input) {
-  let blob
-  if (input instanceof Blob) blob = input
-  else if (input instanceof ArrayBuffer || ArrayBuffer.isView(input)) blob = new Blob([input])
-  else throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'the input must be a File, Blob, Uint8Array or ArrayBuffer' })
+  if (input instanceof ArrayBuffer || ArrayBuffer.isView(input)) {
+    const u8 = input instanceof ArrayBuffer ? new Uint8Array(input) : new Uint8Array(input.buffer, input.byteOffset, input.byteLength)
+    const sub = async (start, end) => u8.subarray(start, end)
+    return {
+      length: u8.length,
+      // A copy of the block alone goes to its worker (a view would clone the whole buffer).
+      src: (start, end) => ({ bytes: u8.slice(start, end), base: start }),
+      bytes: sub,
+      body: sub
+    }
+  }
+  if (!(input instanceof Blob)) throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'the input must be a File, Blob, Uint8Array or ArrayBuffer' })
+  const blob = input
   return {
     length: blob.size,
     // Workers get the Blob itself (a reference, not a copy) and read their block of it.

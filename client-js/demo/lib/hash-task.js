@@ -9,8 +9,11 @@ const REPORT = 4 * PIECE
 
 /**
  * Serves the pool's messages on one worker. `port` has `post(msg)` and
- * `onMessage(fn)`; `reader(src)` returns `read(pos, view)` filling `view`
- * from byte `pos` of the source (sync or async), and `close()`.
+ * `onMessage(fn)`; `reader(src)` returns a reader of the source with
+ * `close()` and one of: `chunks(start, end)`, an async iterable of its
+ * bytes; `read(pos, len)`, the bytes (or a promise of them); or
+ * `read() → null` with `readInto(pos, view)` filling a view of the
+ * module's memory.
  */
 export function serveHashing (port, reader) {
   let wasm = null
@@ -39,6 +42,16 @@ export async function hashTask (wasm, task, reader, progress) {
   const r = reader(task.src)
   try {
     let unreported = 0
+    if (r.chunks) {
+      // A stream of the bytes: the next chunk is read while this one is hashed.
+      for await (const chunk of r.chunks(task.start, task.end)) {
+        h.update(chunk)
+        unreported += chunk.length
+        if (unreported >= REPORT) { progress(unreported); unreported = 0 }
+      }
+      if (unreported) progress(unreported)
+      return h.finish(task.root)
+    }
     for (let pos = task.start; pos < task.end; pos += PIECE) {
       const len = Math.min(PIECE, task.end - pos)
       // The view is made after the read: an async read may let memory grow.
