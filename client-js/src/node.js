@@ -15,7 +15,7 @@ import { UpcacheError, CLIENT } from './errors.js'
 export { UpcacheError, PutResult, DEFAULT_BLOCK_SIZE, CLIENT }
 
 /** Pieces a request body is written in; each one flushed is upload progress. */
-const WRITE_PIECE = 256 << 10
+const WRITE_PIECE = 1 << 20
 
 let wasmBytes = null
 function loadWasm () {

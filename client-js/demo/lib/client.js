@@ -7,7 +7,7 @@
 import { Blake3Wasm, hex } from './wasm.js'
 import { HashPool, aborted } from './hash-pool.js'
 import { UpcacheError, CLIENT } from './errors.js'
-import { Retrier, sleep } from './retry.js'
+import { Retrier } from './retry.js'
 import { expandRanges } from './ranges.js'
 
 /** The protocol's default block size (spec/protocol.md §5.1). */
@@ -192,12 +192,26 @@ export class CoreClient {
         throw fatal
       }
     }
+    // Each lane reads its next block while it sends this one (one block of
+    // read-ahead per lane), so that the connection never waits for the disk.
+    const bodies = new Map()
+    const body = (n) => {
+      let b = bodies.get(n)
+      if (!b) {
+        b = hashed.source.body(n * bs, n * bs + blockLen(n))
+        b.catch(() => {})
+        bodies.set(n, b)
+      }
+      return b
+    }
     const lane = async () => {
       while (!over) {
         if (signal && signal.aborted) throw aborted(signal)
         const item = queue.shift()
         if (!item) return
         const { n } = item
+        const next = queue.find((q) => !bodies.has(q.n))
+        if (next && !next.failed) body(next.n)
         if (item.failed) {
           try {
             const now = await this.status(key, { signal: ctl.signal, auth })
@@ -210,12 +224,13 @@ export class CoreClient {
         }
         const start = n * bs; const end = start + blockLen(n)
         const hash = useCv ? 'cv=' + hex(hashed.cvs[n]) : (await this.#w()).hash(await hashed.source.bytes(start, end))
-        const body = await hashed.source.body(start, end)
+        const bytes = await body(n)
+        bodies.delete(n)
         let counted = 0
         try {
           const res = await this.#send('PUT', `/v1/ops/${key}/blocks/${n}`, {
             headers: { 'upload-block-hash': hash, 'content-type': 'application/octet-stream' },
-            body,
+            body: bytes,
             auth,
             signal: ctl.signal,
             onUpload: (loaded) => {
@@ -466,4 +481,3 @@ function entryError (status) {
   return new UpcacheError({ type: p.type, status: p.status || 500, title: p.title, detail: p.detail, problem: p })
 }
 
-export { sleep }
