@@ -7,7 +7,7 @@
 import { Blake3Wasm, hex } from './wasm.js'
 import { HashPool, aborted } from './hash-pool.js'
 import { UpcacheError, CLIENT } from './errors.js'
-import { Retrier } from './retry.js'
+import { Retrier, sleep } from './retry.js'
 import { expandRanges } from './ranges.js'
 
 /** The protocol's default block size (spec/protocol.md §5.1). */
@@ -132,7 +132,10 @@ export class CoreClient {
       const missing = expandRanges(status.missing)
       report({ phase: 'probed', state: status.state, blocksMissing: missing.length, blocksTotal: status.blocks_total })
       if (status.state === 'uploading') {
-        await this.#upload(status, missing, hashed, sent, retrier, report, signal, auth)
+        // Nothing missing yet still uploading: the last block is being
+        // committed by another request; look again shortly.
+        if (missing.length === 0) await sleep(100, signal)
+        else await this.#upload(status, missing, hashed, sent, retrier, report, signal, auth)
         continue
       }
       if (status.state === 'failed') throw entryError(status)

@@ -69,8 +69,10 @@ export class HashPool {
   async run (tasks, makeSrc, onBytes, signal) {
     const results = new Array(tasks.length)
     let next = 0
+    // Two lanes per worker: while one task is hashed, the next one's bytes
+    // are already on their way (a File's next stream opened, a copy transferred).
     const lane = async (i) => {
-      const w = await this.#worker(i)
+      const w = await this.#worker(i % this.size)
       while (next < tasks.length) {
         if (signal && signal.aborted) throw aborted(signal)
         const n = next++
@@ -78,7 +80,7 @@ export class HashPool {
         results[n] = await w.run(task, onBytes)
       }
     }
-    const lanes = Math.min(this.size, tasks.length)
+    const lanes = Math.min(2 * this.size, tasks.length)
     await Promise.all(Array.from({ length: lanes }, (_, i) => lane(i)))
     return results
   }

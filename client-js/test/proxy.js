@@ -27,7 +27,15 @@ export async function startProxy (target, { record = false } = {}) {
     }
     const forward = (from, to, dir) => from.on('data', (d) => {
       if (dead) return
-      const f = faults.find((f) => f.dir === dir && !f.fired)
+      const onRequest = dir === 'up' && faults.find((f) => f.request && !f.fired && d.subarray(0, f.request.length).toString('latin1') === f.request)
+      if (onRequest) {
+        // The request goes through; its connection is reset right after.
+        onRequest.fired = true
+        to.write(d)
+        stats.up += d.length
+        return setTimeout(reset, onRequest.delay)
+      }
+      const f = faults.find((f) => f.dir === dir && !f.fired && !f.request)
       if (f) {
         f.seen += d.length
         if (f.seen >= f.after) {
@@ -58,6 +66,8 @@ export async function startProxy (target, { record = false } = {}) {
     stats,
     /** Resets the connection that carries the `after`-th byte in direction `dir` ('up': toward the server) from now on. */
     armReset (after, dir = 'up') { const f = { after, dir, seen: 0, fired: false }; faults.push(f); return f },
+    /** Resets, `delay` ms after it went through, the connection of the next request whose first bytes are `request` (e.g. `HEAD /v1/`). */
+    armResetOnRequest (request, delay = 0) { const f = { request, delay, fired: false }; faults.push(f); return f },
     async close () {
       for (const s of sockets) s.destroy()
       await new Promise((resolve) => server.close(resolve))

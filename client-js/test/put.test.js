@@ -98,6 +98,26 @@ test('connection resets: each fault costs at most one block re-sent, and the res
   }
 })
 
+test('the wait for the result rides out a reset connection', async () => {
+  const proxy = await startProxy(server.url)
+  const c = client({ server: proxy.url })
+  try {
+    // The HEAD that waits for the result is cut while the server works.
+    proxy.armResetOnRequest('HEAD /v1/ops/', 50)
+    const phases = []
+    const image = png(1500, 1500, 11, { noise: true })
+    const done = await c.put(image, { op: 'image.thumbnail', width: 100, height: 100, format: 'png' }, { onProgress: (p) => phases.push(p.phase) })
+    assert.equal(proxy.stats.resets, 1)
+    const afterUpload = phases.slice(phases.lastIndexOf('uploading'))
+    assert.ok(afterUpload.includes('retrying'), `phases after the upload: ${[...new Set(afterUpload)]}`)
+    assert.equal(done.contentType, 'image/png')
+    assert.ok((await done.bytes()).length > 0)
+  } finally {
+    await c.close()
+    await proxy.close()
+  }
+})
+
 test('a download cut off midway resumes with Range and is verified', async () => {
   const c = client()
   const bytes = random(3 << 20)
