@@ -9,12 +9,21 @@ import { UpcacheError, CLIENT } from './errors.js'
 export class HashPool {
   /**
    * @param {() => {post: Function, onMessage: Function, onError: Function, terminate: Function}} spawn
-   * @param {() => Promise<ArrayBuffer>} wasmBytes
+   * @param {() => Promise<ArrayBuffer>} wasmBytes the module's bytes
    * @param {number} size workers at most
    */
   constructor (spawn, wasmBytes, size) {
     this.spawn = spawn
-    this.wasmBytes = wasmBytes
+    // Compiled once, here, and shared: a WebAssembly.Module posted to a
+    // worker shares its machine code (optimized once for all workers).
+    this.module = null
+    this.wasmModule = () => {
+      if (!this.module) {
+        this.module = wasmBytes().then((b) => WebAssembly.compile(b))
+        this.module.catch(() => { this.module = null })
+      }
+      return this.module
+    }
     this.size = Math.max(1, size)
     this.workers = []
     this.nextId = 1
@@ -23,7 +32,7 @@ export class HashPool {
   async #worker (i) {
     if (!this.workers[i]) {
       this.workers[i] = (async () => {
-        const bytes = await this.wasmBytes()
+        const module = await this.wasmModule()
         const w = this.spawn()
         const pending = new Map()
         let ready
@@ -44,7 +53,7 @@ export class HashPool {
           pending.clear()
           this.workers[i] = null
         })
-        w.post({ type: 'init', wasm: bytes.slice(0) })
+        w.post({ type: 'init', wasm: module })
         await isReady
         return {
           run: (task, progress) => new Promise((resolve, reject) => {
