@@ -1,5 +1,6 @@
 //! The client subcommands of the `upcache` binary: `put`, `key`, `status`,
-//! `get`, `rm`. They drive the server through the Rust SDK.
+//! `get`, `rm` (and, in [`crate::token`], `token`). They drive the server
+//! through the Rust SDK.
 //!
 //! Exit codes: 0 success, 2 usage error (bad flags, invalid operation JSON),
 //! 3 the server refused (a problem document), 4 network failure, 5 not ready
@@ -23,7 +24,7 @@ pub const EXIT_NOT_READY: u8 = 5;
 
 /// Where the server is, for every client subcommand.
 #[derive(Args, Clone)]
-pub struct Remote {
+pub(crate) struct Remote {
     /// Server URL
     #[arg(long, env = "UPCACHE_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
@@ -37,8 +38,13 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The server's URL.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
     /// SDK options for this server: the token and the retry budget.
-    fn options(&self) -> Options {
+    pub(crate) fn options(&self) -> Options {
         let mut options = Options {
             bearer_token: self.token.clone(),
             ..Options::default()
@@ -104,14 +110,14 @@ pub struct GetArgs {
 }
 
 /// A failure to report: the message, a hint, and the exit code.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
     hint: Option<String>,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_USAGE,
             message: message.into(),
@@ -138,6 +144,9 @@ impl From<Error> for Failure {
             }
             Some(ProblemType::Unauthorized) => {
                 Some("pass an API key with --token or UPCACHE_TOKEN".into())
+            }
+            Some(ProblemType::TokenNotAllowed) => {
+                Some("minting needs an API key (--token or UPCACHE_TOKEN), not a token".into())
             }
             Some(ProblemType::InputTooLarge) => {
                 Some("the server's max_input_size is below this file's size".into())
@@ -169,7 +178,7 @@ impl From<Error> for Failure {
     }
 }
 
-fn finish(result: Result<(), Failure>) -> ExitCode {
+pub(crate) fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -195,13 +204,13 @@ fn operation(json: &str) -> Result<serde_json::Value, Failure> {
     serde_json::from_str(json).map_err(|e| Failure::usage(format!("--op is not JSON: {e}")))
 }
 
-fn key(text: &str) -> Result<Key, Failure> {
+pub(crate) fn key(text: &str) -> Result<Key, Failure> {
     text.trim()
         .parse()
         .map_err(|_| Failure::usage(format!("{text:?} is not a key: keys are 64 hex digits")))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

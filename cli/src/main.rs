@@ -2,6 +2,7 @@
 //! logging and calls the library.
 
 mod commands;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Get(commands::GetArgs),
     /// Cancel an upload or invalidate a result.
     Rm(commands::KeyOnly),
+    /// Mint an upload token for a browser or phone (or a presigned result URL).
+    Token(token::TokenArgs),
     /// Run one image operation for the server (internal: the server starts
     /// it, with the job on stdin).
     #[command(name = upcache_server::ops::worker::SUBCOMMAND, hide = true)]
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status(args),
         Command::Get(args) => commands::get(args),
         Command::Rm(args) => commands::rm(args),
+        Command::Token(args) => token::run(args),
         Command::OpWorker => upcache_server::ops::worker::main(),
     }
 }

@@ -13,6 +13,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use upcache_protocol::headers::{self as h};
 use upcache_protocol::range::ByteRange;
 use upcache_protocol::status::{block_path, entry_path, result_path, OPS_PATH};
+use upcache_protocol::token::{MintRequest, MintResponse, TOKENS_PATH};
 use upcache_protocol::{
     CreateRequest, InputRef, Key, Operation, Problem, ProblemType, State, Status,
 };
@@ -139,6 +140,17 @@ impl Client {
             )
             .await?;
         expect_success(resp).await.map(drop)
+    }
+
+    /// `POST /v1/tokens`: mints an upload token or a presigned result URL
+    /// (`spec/tokens.md`). Needs an API key as [`Options::bearer_token`]
+    /// (or a token, for its own result's URL).
+    pub async fn mint(&self, request: &MintRequest) -> Result<MintResponse> {
+        let req = self
+            .request(Method::POST, TOKENS_PATH)
+            .header(CONTENT_TYPE, h::JSON)
+            .body(serde_json::to_vec(request).expect("requests serialize"));
+        json(self.send(req, self.options.response_timeout).await?).await
     }
 
     /// `PUT /v1/ops/{key}/blocks/{n}` with the block's BLAKE3 in
@@ -333,7 +345,7 @@ async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
     let resp = expect_success(resp).await?;
     let bytes = resp.bytes().await?;
     serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Protocol(format!("a status document was expected: {e}")))
+        .map_err(|e| Error::Protocol(format!("the answer is not the JSON expected: {e}")))
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Result<u64> {

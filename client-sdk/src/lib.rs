@@ -60,6 +60,7 @@ pub use hash::hash_file;
 pub use options::{Options, RetryPolicy};
 pub use progress::{Event, ProgressFn};
 pub use put::Done;
+pub use upcache_protocol::token;
 pub use upcache_protocol::{InputHash, Key, Operation, Problem, ProblemType, State, Status};
 
 /// The key of `operation` applied to the file at `path` (hashes the file).

@@ -11,6 +11,7 @@
 use crate::blocks::{encode_range_pairs, parse_ranges, Layout};
 use crate::headers::{bearer, bearer_token, decode_operation, encode_operation, BlockHash, Prefer};
 use crate::range::ByteRange;
+use crate::token::{self, Claims, MintRequest, Presigned, Scope, SigningKey};
 use crate::tus::{self, Checksum, Concat, Metadata};
 use crate::{CreateRequest, Digest, InputHash, Key, Operation, Problem, Status};
 
@@ -18,12 +19,13 @@ use crate::{CreateRequest, Digest, InputHash, Key, Operation, Problem, Status};
 pub type Check = fn(&[u8]);
 
 /// The fuzz targets, by name: each is a directory of `fuzz/corpus/`.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("headers", headers),
     ("ranges", ranges),
     ("operation", operation),
     ("bodies", bodies),
     ("tus", tus),
+    ("tokens", tokens),
 ];
 
 /// Header values are text: invalid UTF-8 is read lossily so that the
@@ -194,6 +196,65 @@ pub fn tus(data: &[u8]) {
             tus::parse_extensions(&encoded).as_ref(),
             Ok(&names),
             "{s:?}"
+        );
+    }
+}
+
+/// The signing key the `tokens` target verifies with: `k1` of
+/// `spec/vectors/tokens.json`, so that the vectors seed the corpus.
+fn fuzz_key() -> SigningKey {
+    SigningKey::new("k1", (0u8..32).collect()).expect("a valid key")
+}
+
+/// Tokens (`upc1.…`), presigned URL queries, signing keys (`kid:hex`),
+/// and the JSON of claims, scopes and mint requests.
+pub fn tokens(data: &[u8]) {
+    let s = text(data);
+    let key = fuzz_key();
+    // The time the vectors are checked at, so that they verify.
+    let now = 1_800_000_000;
+    if let Ok(claims) = token::verify(&s, |_| Some(&key), now) {
+        assert!(now < claims.exp && claims.nbf.is_none_or(|nbf| nbf <= now));
+        let again = token::sign(&key, &claims);
+        assert_eq!(
+            token::verify(&again, |_| Some(&key), now),
+            Ok(claims),
+            "{s:?}"
+        );
+    }
+    if let Some(Ok(p)) = Presigned::parse(&s) {
+        let at = InputHash::of(data).0;
+        let url = token::presign_result(&key, &Key(at), p.exp);
+        let (_, query) = url.split_once('?').expect("a query");
+        let back = Presigned::parse(query)
+            .expect("signature parameters")
+            .expect("valid");
+        assert_eq!((back.exp, back.kid), (p.exp, key.kid()));
+        let verified = back.verify(&Key(at), |_| Some(&key), p.exp.saturating_sub(1));
+        assert!(p.exp == 0 || verified.is_ok(), "{s:?}");
+    }
+    if let Ok(k) = s.parse::<SigningKey>() {
+        assert!(
+            !k.kid().is_empty() && !k.kid().contains(['.', ':']),
+            "{s:?}"
+        );
+    }
+    if let Ok(claims) = serde_json::from_slice::<Claims>(data) {
+        let encoded = serde_json::to_vec(&claims).expect("claims serialize");
+        assert_eq!(
+            serde_json::from_slice::<Claims>(&encoded).ok(),
+            Some(claims)
+        );
+    }
+    if let Ok(scope) = serde_json::from_slice::<Scope>(data) {
+        let encoded = serde_json::to_vec(&scope).expect("a scope serializes");
+        assert_eq!(serde_json::from_slice::<Scope>(&encoded).ok(), Some(scope));
+    }
+    if let Ok(req) = serde_json::from_slice::<MintRequest>(data) {
+        let encoded = serde_json::to_vec(&req).expect("a mint request serializes");
+        assert_eq!(
+            serde_json::from_slice::<MintRequest>(&encoded).ok(),
+            Some(req)
         );
     }
 }

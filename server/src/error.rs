@@ -22,6 +22,11 @@ impl Error {
 
     /// Whether this is the answer to a full disk: the server's state, not
     /// the request's fault, so what failed may simply be tried again later.
+    /// Whether this is a problem of type `kind`.
+    pub fn is(&self, kind: ProblemType) -> bool {
+        matches!(self, Self::Problem(p) if p.kind() == Some(kind))
+    }
+
     pub fn is_no_space(&self) -> bool {
         matches!(self, Self::Problem(p) if p.kind() == Some(ProblemType::InsufficientStorage))
     }

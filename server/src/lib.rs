@@ -6,38 +6,46 @@
 //! * [`http`] — the HTTP/1.1 + HTTP/2 front end: serving loop, typed routes,
 //!   handlers, result serving, error rendering; connections that linger when
 //!   closed, answers given before a body was read, hyper's own errors turned
-//!   into problem documents.
-//! * [`cache`] — the entry lifecycle: create, verify, process once (single
-//!   flight), wait, delete, recover after a restart.
-//! * [`files`] — uploads created without a key (tus): hashed as they
-//!   arrive, bound to their entry when complete.
-//! * [`upload`] — receiving bytes: sequential appends and parallel blocks into
-//!   staging files, hashing each block as it arrives; the newest request for
-//!   a block or an offset takes over, and a body must keep a minimum rate.
+//!   into problem documents; API keys, scoped upload tokens and presigned
+//!   result URLs ([`http::tokens`]), and the demo page. It calls methods of
+//!   [`Core`] only.
+//! * [`cache`] — the service, [`Core`], whose fields are private: `/v1`
+//!   entries (create, verify, process once with single flight, wait,
+//!   delete, recover) and tus file uploads ([`cache::files`]: hashed as they
+//!   arrive, bound to their entry when complete) — the two owners of
+//!   uploads.
+//! * [`inputs`] — stored inputs: the one path that publishes a complete
+//!   upload's bytes as a verified input, for entries and files alike.
+//! * [`upload`] — the upload service, a leaf: sequential appends and
+//!   parallel blocks into staging files under an [`upload::UploadId`],
+//!   hashing each block as it arrives; the newest request for a block or an
+//!   offset takes over, and a body must keep a minimum rate. A complete
+//!   upload is handed back as a value ([`upload::Completion`]).
 //! * [`commit`] — group commit: a block is acknowledged once its bytes and
 //!   its bit are durable.
 //! * [`notify`] — per-key wake-ups for waiting clients.
 //! * [`ops`] — what operations do, the memory they need, the child
 //!   processes they run in (killed at their timeout), and their admission
 //!   against slots and a memory budget.
-//! * [`store`] — sled metadata schema ([`store::meta`]), its records
-//!   ([`store::records`]), blob files ([`store::blob`]) and the room sled
-//!   keeps for itself on a full disk ([`store::space`]).
+//! * [`store`] — all blob bytes behind the [`store::blob::BlobStore`] trait
+//!   (the disk layout is its first implementation, held to
+//!   [`store::conformance`]), staging, input records, the sled metadata
+//!   schema ([`store::meta`]) and its records ([`store::records`]), and the
+//!   room sled keeps for itself on a full disk ([`store::space`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //!
-//! Layers point one way: `http` → `cache`/`files` → `upload` → `commit`/`ops`
-//! → `error` → `store`, with `config`, `metrics` and `notify` as leaves;
-//! `tests/architecture.rs` holds the code to it and lists the breaches still
-//! to be taken apart (`upload` calling up into `cache`, `http` reading
-//! `store` records).
+//! Layers point one way: `http` → `cache` → `inputs` → `upload` →
+//! `commit`/`ops` → `error` → `store`, with `config`, `metrics` and `notify`
+//! as leaves, and `http` never names `store`; `tests/architecture.rs`
+//! holds the code to it.
 
 pub mod cache;
 pub mod commit;
 pub mod config;
 pub mod error;
-pub mod files;
 pub mod http;
+pub mod inputs;
 pub mod metrics;
 pub mod notify;
 pub mod ops;
@@ -69,12 +77,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    if config.token_keys.is_empty() && config.token_keys_file.is_none() {
+        tracing::info!(
+            "no token_keys: upload tokens are signed with a random key, valid until a restart"
+        );
+    }
+    if config.demo_enabled() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "the demo is on: anyone reaching the server can get upload tokens at /demo/token");
+    }
     let core = tokio::task::spawn_blocking(move || Core::open(config)).await??;
     core.recover().await?;
     let sweeper = {
         let core = core.clone();
         tokio::spawn(async move {
-            let every = Duration::from_secs(core.config.upload_ttl.clamp(1, 600));
+            let every = Duration::from_secs(core.config().upload_ttl.clamp(1, 600));
             loop {
                 tokio::time::sleep(every).await;
                 if let Err(e) = core.expire_uploads().await {
@@ -88,9 +104,6 @@ pub async fn run(
     };
     http::serve(listener, core.clone(), shutdown).await?;
     sweeper.abort();
-    let meta = core.meta.clone();
-    tokio::task::spawn_blocking(move || meta.flush())
-        .await?
-        .map_err(error::Error::from)?;
+    tokio::task::spawn_blocking(move || core.flush()).await??;
     Ok(())
 }

@@ -57,6 +57,18 @@ pub static HITS: Counter = Counter::new(
     "upcache_hits_total",
     "Creates and one-shot PUTs that needed no upload (result or input already stored)",
 );
+pub static TOKENS_MINTED: Counter = Counter::new(
+    "upcache_tokens_minted_total",
+    "Upload tokens and presigned result URLs minted (POST /v1/tokens, POST /demo/token)",
+);
+pub static TOKEN_REQUESTS: Counter = Counter::new(
+    "upcache_token_requests_total",
+    "Requests let through by an upload token or a presigned result URL",
+);
+pub static TOKEN_REFUSALS: Counter = Counter::new(
+    "upcache_token_refusals_total",
+    "Requests refused for their upload token or presigned URL (invalid, expired, out of scope, not allowed)",
+);
 
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
@@ -68,6 +80,9 @@ const ALL: &[&Counter] = &[
     &INPUTS_VERIFIED,
     &INPUTS_REJECTED,
     &HITS,
+    &TOKENS_MINTED,
+    &TOKEN_REQUESTS,
+    &TOKEN_REFUSALS,
 ];
 
 /// The Prometheus text exposition of every counter.

@@ -174,3 +174,40 @@ fn mint_requests_refuse_unknown_members() {
         serde_json::from_value::<MintRequest>(serde_json::json!({"allow": ["delete"]})).is_err()
     );
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Verification never panics, and accepts nothing it did not sign.
+        #[test]
+        fn arbitrary_text_is_refused(text in "\\PC{0,200}", dotted in "upc1\\.k1\\.[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_=-]{0,50}") {
+            let key = k1();
+            prop_assert!(verify(&text, |_| Some(&key), 0).is_err());
+            prop_assert!(verify(&dotted, |_| Some(&key), 0).is_err());
+            let _ = Presigned::parse(&text);
+        }
+
+        /// What is signed verifies to the same claims; any one changed
+        /// character of it does not.
+        #[test]
+        fn signed_claims_round_trip(exp in 1u64..u64::MAX, max in proptest::option::of(any::<u64>()),
+                                    ops in proptest::collection::vec("[a-z.]{1,20}", 0..4), at in any::<prop::sample::Index>()) {
+            let key = k1();
+            let claims = Claims {
+                exp,
+                nbf: None,
+                scope: Scope::Input(InputScope { input: I.parse().unwrap(), max_size: max, ops }),
+                allow: vec![Action::Upload, Action::Result],
+            };
+            let t = sign(&key, &claims);
+            prop_assert_eq!(verify(&t, |_| Some(&key), exp - 1), Ok(claims));
+            let mut bytes = t.into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let altered = String::from_utf8(bytes).unwrap();
+            prop_assert!(verify(&altered, |_| Some(&key), exp - 1).is_err(), "{}", altered);
+        }
+    }
+}

@@ -20,34 +20,64 @@ use upcache_protocol::blocks::encode_ranges;
 use upcache_protocol::lifecycle::Event;
 use upcache_protocol::status::result_path;
 use upcache_protocol::{
-    tree, CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
+    CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
     ResultInfo, State, Status,
 };
 
+pub mod files;
 mod process;
+mod receive;
 
-use crate::commit::Committer;
+pub use receive::Received;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::inputs::{Inputs, Published};
 use crate::metrics;
 use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
-use crate::store::blob::Blobs;
+use crate::store::blob::{BlobName, ByteStream};
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange, UploadRecord};
-use crate::upload::{self, Slots};
+use crate::upload::{self, Completion, UploadId, Uploads};
+
+/// A complete result, as a reader gets it.
+#[derive(Debug, Clone)]
+pub struct ResultView {
+    pub key: Key,
+    /// The BLAKE3 of the result's bytes.
+    pub blake3: InputHash,
+    pub length: u64,
+    pub content_type: String,
+    blob: BlobName,
+}
+
+/// Where an entry stands for a reader of its result.
+#[derive(Debug)]
+pub enum Outcome {
+    Ready(ResultView),
+    Failed(Problem),
+    /// Not yet settled: its status.
+    Pending(Box<Status>),
+}
+
+/// An upload whose every block is in, about to be verified.
+struct ReceivedInFull {
+    entry: EntryRecord,
+    layout: Layout,
+    completion: Completion,
+}
 
 /// Everything the service holds.
 pub struct Core {
-    pub config: Config,
-    pub meta: Meta,
-    pub blobs: Blobs,
-    pub notifier: Arc<Notifier>,
-    pub committer: Committer,
-    pub pool: Arc<Pool>,
+    config: Config,
+    meta: Meta,
+    inputs: Inputs,
+    notifier: Arc<Notifier>,
+    pool: Arc<Pool>,
     /// The executable image operations run in (`upcache op-worker`).
-    pub worker: PathBuf,
-    pub uploads: Slots,
+    worker: PathBuf,
+    uploads: Arc<Uploads>,
     running: Mutex<HashSet<Key>>,
     finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -77,18 +107,21 @@ impl Core {
     pub fn open(config: Config) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data)?;
         let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
-        let blobs = Blobs::open(&config.data)?;
-        migrate_input_records(&meta, &blobs)?;
+        let inputs = Inputs::open(&config.data)?;
+        migrate_input_records(&meta, &inputs)?;
         Ok(Arc::new(Self {
-            committer: Committer::start(meta.clone()),
+            uploads: Arc::new(Uploads::new(
+                meta.clone(),
+                inputs.staging().clone(),
+                &config,
+            )),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
             worker: worker_executable()?,
             notifier: Arc::default(),
-            uploads: Slots::default(),
             running: Mutex::default(),
             finalizing: Mutex::default(),
             meta,
-            blobs,
+            inputs,
             config,
         }))
     }
@@ -117,6 +150,16 @@ impl Core {
             self.finalize(key).await?;
         }
         self.recover_files().await
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Makes every metadata change durable (at shutdown). Blocking.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.meta.flush()?)
     }
 
     /// The block layout of an entry.
@@ -155,12 +198,7 @@ impl Core {
     }
 
     /// Builds a status document.
-    pub fn status_of(
-        &self,
-        key: &Key,
-        entry: &EntryRecord,
-        upload: Option<&UploadRecord>,
-    ) -> Status {
+    fn status_of(&self, key: &Key, entry: &EntryRecord, upload: Option<&UploadRecord>) -> Status {
         let layout = self.layout(entry);
         let total = layout.blocks();
         let (received, missing, offset, digest) = match upload {
@@ -204,32 +242,80 @@ impl Core {
         }
     }
 
-    /// Where a complete result's bytes are.
-    pub fn result_file(&self, key: &Key, entry: &EntryRecord) -> Option<PathBuf> {
-        entry.result.as_ref().map(|r| match r.blob {
-            BlobRef::Input => self.blobs.input_path(&entry.input),
-            BlobRef::Result => self.blobs.result_path(key),
+    /// Where `key` stands for a reader of its result, once it is complete
+    /// or failed — or when `wait` is over.
+    pub async fn outcome(&self, key: &Key, wait: Duration) -> Result<Outcome> {
+        let entry = self.entry(key)?;
+        let entry = match entry.state {
+            State::Complete | State::Failed => entry,
+            _ => self
+                .wait(key, wait)
+                .await?
+                .ok_or_else(|| Error::problem(ProblemType::NotFound, "the entry was deleted"))?,
+        };
+        Ok(match entry.state {
+            State::Complete => {
+                let r = entry
+                    .result
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("complete entry without a result".into()))?;
+                Outcome::Ready(ResultView {
+                    key: *key,
+                    blake3: r.blake3,
+                    length: r.length,
+                    content_type: r.content_type.clone(),
+                    blob: match r.blob {
+                        BlobRef::Input => BlobName::Input(entry.input),
+                        BlobRef::Result => BlobName::Result(*key),
+                    },
+                })
+            }
+            State::Failed => Outcome::Failed(failure(&entry)),
+            _ => {
+                let upload = match entry.state {
+                    State::Uploading => self.meta.upload(key)?,
+                    _ => None,
+                };
+                Outcome::Pending(Box::new(self.status_of(key, &entry, upload.as_ref())))
+            }
         })
+    }
+
+    /// The bytes of a result, all or `range`.
+    pub async fn read_result(
+        &self,
+        result: &ResultView,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<ByteStream> {
+        self.inputs
+            .blobs()
+            .get(result.blob, range)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("the result {} is gone", result.blob)))
     }
 
     /// A stored input, if its file and its record are really there.
     pub(crate) fn stored_input(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
-        Ok(self.blobs.input_record(hash)?)
+        self.inputs.stored(hash)
     }
 
     /// Looks up or creates the entry of `(input, operation)`. Returns the key,
-    /// the entry and whether this call created (or restarted) it.
+    /// the entry's status and whether this call created (or restarted) it.
     /// Counts a hit when nothing has to be uploaded.
     pub async fn create(
         self: &Arc<Self>,
         req: &CreateRequest,
         op: &Operation,
-    ) -> Result<(Key, EntryRecord, bool)> {
-        let found = self.lookup_or_create(req, op).await?;
-        if found.1.state != State::Uploading {
+    ) -> Result<(Key, Status, bool)> {
+        let (key, entry, created) = self.lookup_or_create(req, op).await?;
+        if entry.state != State::Uploading {
             metrics::HITS.inc();
         }
-        Ok(found)
+        let upload = match entry.state {
+            State::Uploading => self.meta.upload(&key)?,
+            _ => None,
+        };
+        Ok((key, self.status_of(&key, &entry, upload.as_ref()), created))
     }
 
     pub(crate) async fn lookup_or_create(
@@ -376,10 +462,10 @@ impl Core {
             return Err(not_found());
         };
         if changed {
-            self.uploads.stop(&key);
+            self.uploads.stop(UploadId(key));
             let core = self.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                core.blobs.remove_staging(&key)?;
+                core.inputs.staging().remove(&key)?;
                 core.meta.clear_cvs(&key)?;
                 Ok(())
             })
@@ -397,16 +483,11 @@ impl Core {
     /// work done, so every caller returns only once the entry has left
     /// `uploading`.
     pub async fn finalize(self: &Arc<Self>, key: Key) -> Result<()> {
-        if let Ok(upload::Owner::File(_)) = self.owner(&key) {
-            return Box::pin(self.finalize_file(key)).await;
-        }
         let core = self.clone();
         let verified = self
-            .in_turn(key, async move {
-                tokio::task::spawn_blocking(move || core.verify_and_publish(&key)).await
-            })
-            .await??;
-        self.uploads.stop(&key);
+            .in_turn(key, async move { core.verify_and_publish(key).await })
+            .await?;
+        self.uploads.stop(UploadId(key));
         match verified {
             Some(true) => self.schedule(key, Priority::Interactive),
             Some(false) => self.notifier.notify(&key),
@@ -439,65 +520,78 @@ impl Core {
         out
     }
 
-    /// Blocking part of [`Core::finalize`]: `None` if there was nothing to do.
-    fn verify_and_publish(&self, key: &Key) -> Result<Option<bool>> {
+    /// Verifies and publishes a fully received upload and records the
+    /// outcome on its entry: `None` if there was nothing to do, else whether
+    /// the bytes were the input.
+    async fn verify_and_publish(self: &Arc<Self>, key: Key) -> Result<Option<bool>> {
+        let core = self.clone();
+        let ready = tokio::task::spawn_blocking(move || core.received_in_full(&key)).await??;
+        let Some(ReceivedInFull {
+            entry,
+            layout,
+            completion,
+        }) = ready
+        else {
+            return Ok(None);
+        };
+        let published = self
+            .inputs
+            .publish(key, layout, completion, entry.input)
+            .await?;
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || core.record_verification(&key, &published)).await?
+    }
+
+    /// Blocking: an uploading entry whose every block is in, its layout and
+    /// the upload's completion.
+    fn received_in_full(&self, key: &Key) -> Result<Option<ReceivedInFull>> {
         let Some(entry) = self.meta.entry(key)? else {
             return Ok(None);
         };
         let layout = self.layout(&entry);
-        let Some(upload) = self.meta.upload(key)? else {
+        let Some(upload) = self.uploads.record(UploadId(*key))? else {
             return Ok(None);
         };
         if entry.state != State::Uploading || upload.received.len() != layout.blocks() {
             return Ok(None);
         }
-        let cvs = self
-            .meta
-            .cvs(key, layout.blocks())?
-            .ok_or_else(|| Error::Internal("chaining values missing".into()))?;
-        let root = InputHash::from(tree::root(&layout, &cvs));
-        let digest = *blake3::hash(&upload.digest.to_bytes()).as_bytes();
-        let ok = root == entry.input;
-        if ok {
-            self.blobs.open_staging(key, layout.length)?; // an empty input has no staged block
-            self.blobs.promote_staging(key, &entry.input)?;
-            let rec = InputRecord {
-                length: layout.length,
-                block_size: layout.block_size,
-                digest,
-            };
-            self.blobs.put_input_record(&entry.input, &rec)?;
-            metrics::INPUTS_VERIFIED.inc();
-        } else {
-            self.blobs.remove_staging(key)?;
-            metrics::INPUTS_REJECTED.inc();
-        }
-        let problem = Problem::new(
-            ProblemType::InputHashMismatch,
-            format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", entry.input),
-        );
-        let event = if ok {
+        let completion = self.uploads.complete(UploadId(*key), &layout)?;
+        Ok(Some(ReceivedInFull {
+            entry,
+            layout,
+            completion,
+        }))
+    }
+
+    /// Blocking: moves the entry on after publication, to processing or to
+    /// failed.
+    fn record_verification(&self, key: &Key, published: &Published) -> Result<Option<bool>> {
+        let stored = matches!(published, Published::Stored { .. });
+        let event = if stored {
             Event::InputVerified
         } else {
             Event::InputRejected
         };
         self.meta.update(key, UploadChange::End, |e| {
-            e.state.on(event).map(|state| match ok {
-                true => EntryRecord {
+            e.state.on(event).map(|state| match published {
+                Published::Stored { record, .. } => EntryRecord {
                     state,
-                    digest: Some(hex::encode(digest)),
+                    digest: Some(hex::encode(record.digest)),
                     ..e.clone()
                 },
-                false => EntryRecord {
+                Published::Rejected { root } => EntryRecord {
                     state,
-                    error: Some(problem.clone()),
+                    error: Some(Problem::new(
+                        ProblemType::InputHashMismatch,
+                        format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", e.input),
+                    )),
                     ..e.clone()
                 },
             })
         })?;
         self.meta.clear_cvs(key)?;
         self.meta.flush()?;
-        Ok(Some(ok))
+        Ok(Some(stored))
     }
 
     /// Waits until the entry is complete or failed, at most `wait`. Returns
@@ -524,22 +618,26 @@ impl Core {
     /// Cancels an upload or invalidates a result. The stored input stays:
     /// other operations may use it.
     pub async fn delete(self: &Arc<Self>, key: Key) -> Result<()> {
-        self.uploads.stop(&key);
+        self.uploads.stop(UploadId(key));
         let core = self.clone();
         let removed = tokio::task::spawn_blocking(move || -> Result<Option<EntryRecord>> {
             let removed = core.meta.remove(&key)?;
             if let Some(e) = &removed {
                 if e.state == State::Uploading {
-                    core.blobs.remove_staging(&key)?;
-                }
-                if e.result.as_ref().is_some_and(|r| r.blob == BlobRef::Result) {
-                    core.blobs.remove_result(&key)?;
+                    core.inputs.staging().remove(&key)?;
                 }
                 core.meta.flush()?;
             }
             Ok(removed)
         })
         .await??;
+        if removed
+            .as_ref()
+            .and_then(|e| e.result.as_ref())
+            .is_some_and(|r| r.blob == BlobRef::Result)
+        {
+            self.inputs.blobs().delete(BlobName::Result(key)).await?;
+        }
         self.notifier.notify(&key);
         removed.map(|_| ()).ok_or_else(not_found)
     }
@@ -550,7 +648,7 @@ impl Core {
         let mut stale = Vec::new();
         for item in self.meta.entries() {
             let (key, entry) = item?;
-            if entry.state != State::Uploading || self.uploads.active(&key) {
+            if entry.state != State::Uploading || self.uploads.active(UploadId(key)) {
                 continue;
             }
             let touched = self.meta.upload(&key)?.map_or(entry.updated, |u| u.touched);
@@ -581,14 +679,14 @@ fn worker_executable() -> std::io::Result<PathBuf> {
 /// release out of the metadata database, beside the inputs. Each record is
 /// durable beside its input before the old tree is dropped, so a crash
 /// half-way is finished by the next start.
-fn migrate_input_records(meta: &Meta, blobs: &Blobs) -> Result<()> {
+fn migrate_input_records(meta: &Meta, inputs: &Inputs) -> Result<()> {
     let legacy = meta.legacy_inputs()?;
     if legacy.is_empty() {
         return Ok(());
     }
     for (hash, rec) in &legacy {
-        if blobs.input_path(hash).exists() {
-            blobs.put_input_record(hash, rec)?;
+        if inputs.has_local(hash) {
+            inputs.record(hash, rec)?;
         }
     }
     meta.forget_legacy_inputs()?;
@@ -633,8 +731,8 @@ mod tests {
         {
             // A data directory as earlier releases left it: records in sled.
             let meta = Meta::open(&data.join("db"), 1 << 20).unwrap();
-            let blobs = Blobs::open(&data).unwrap();
-            std::fs::write(blobs.input_path(&kept), b"kept").unwrap();
+            std::fs::create_dir_all(data.join("inputs")).unwrap();
+            std::fs::write(data.join("inputs").join(kept.to_hex()), b"kept").unwrap();
             meta.put_legacy_input(&kept, &rec).unwrap();
             meta.put_legacy_input(&lost, &rec).unwrap(); // its file is gone
             meta.flush().unwrap();
@@ -643,12 +741,23 @@ mod tests {
             data: data.clone(),
             ..Config::default()
         };
-        let core = Core::open(config).unwrap();
+        // sled lets go of its file lock when its flusher thread notices the
+        // database was dropped, a moment later.
+        let mut tries = 0;
+        let core = loop {
+            match Core::open(config.clone()) {
+                Err(e) if e.to_string().contains("could not acquire lock") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(core.stored_input(&kept).unwrap(), Some(rec));
         assert_eq!(core.stored_input(&lost).unwrap(), None);
         assert!(core.meta.legacy_inputs().unwrap().is_empty());
         // A record without its input is no stored input either.
-        std::fs::remove_file(core.blobs.input_path(&kept)).unwrap();
+        std::fs::remove_file(data.join("inputs").join(kept.to_hex())).unwrap();
         assert_eq!(core.stored_input(&kept).unwrap(), None);
     }
 }

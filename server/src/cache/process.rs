@@ -9,7 +9,6 @@
 //! (no process could be started, the result could not be written) are not:
 //! the entry stays `processing` and is tried again shortly.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::metrics;
 use crate::ops::pool::Priority;
 use crate::ops::worker::{self, Job, Outcome, Written};
 use crate::ops::{self, budget};
+use crate::store::blob::{BlobName, StagedFile};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 
 /// Address space a worker process needs beyond its image buffers: the
@@ -96,7 +96,12 @@ impl Core {
         };
         let core = self.clone();
         let ok = outcome.is_ok();
-        tokio::task::spawn_blocking(move || core.record_outcome(&key, outcome)).await??;
+        let orphan =
+            tokio::task::spawn_blocking(move || core.record_outcome(&key, outcome)).await??;
+        if orphan {
+            // Deleted while it ran: do not leave the result behind.
+            self.inputs.blobs().delete(BlobName::Result(key)).await?;
+        }
         if ok {
             &metrics::OPERATIONS_COMPLETED
         } else {
@@ -116,7 +121,8 @@ impl Core {
         steps: &[upcache_protocol::operation::Step],
         priority: Priority,
     ) -> Result<Ran> {
-        let input = self.blobs.input_path(&entry.input);
+        let local = self.inputs.local(&entry.input).await?;
+        let input = local.path().to_owned();
         let limits = self.limits();
         let header = {
             let input = input.clone();
@@ -144,11 +150,11 @@ impl Core {
             return refused(budget::too_much(need, allowance));
         }
         let _permit = self.pool.admit(priority, need).await;
-        let output = self.blobs.temp_path(key);
+        let output = self.inputs.staging().output(key);
         let job = Job {
             operation: op.canonical().to_owned(),
             input,
-            output: output.clone(),
+            output: output.path().to_owned(),
             max_pixels: limits.max_pixels,
             max_image_input: limits.max_image_input,
         };
@@ -163,22 +169,17 @@ impl Core {
             Ok(Outcome::Failed(problem))
                 if problem.kind() == Some(ProblemType::InsufficientStorage) =>
             {
-                let _ = std::fs::remove_file(&output);
                 return Ok(Err(Shortage(problem.to_string())));
             }
             Ok(Outcome::Failed(problem)) => Err(problem),
             Ok(Outcome::Killed) => {
-                let _ = std::fs::remove_file(&output);
                 return Ok(Err(Shortage("the worker was killed from outside".into())));
             }
             Ok(Outcome::Done(written)) => Ok(written),
         };
         let written = match outcome {
             Ok(w) => w,
-            Err(problem) => {
-                let _ = std::fs::remove_file(&output);
-                return refused(problem);
-            }
+            Err(problem) => return refused(problem),
         };
         Ok(match self.publish_result(key, output, written).await {
             Ok(record) => Ok(Ok(record)),
@@ -186,32 +187,33 @@ impl Core {
         })
     }
 
-    /// Moves a worker's output into place as the result of `key`.
+    /// Publishes a worker's output (synced by the worker) as the result of
+    /// `key`.
     async fn publish_result(
         self: &Arc<Self>,
         key: &Key,
-        output: PathBuf,
+        output: StagedFile,
         written: Written,
     ) -> Result<ResultRecord> {
-        let core = self.clone();
-        let key = *key;
-        tokio::task::spawn_blocking(move || -> Result<ResultRecord> {
-            core.blobs.publish_result(&key, &output)?;
-            Ok(ResultRecord {
-                blake3: written.blake3,
-                length: written.length,
-                content_type: written.content_type,
-                blob: BlobRef::Result,
-            })
+        self.inputs
+            .blobs()
+            .put_file(BlobName::Result(*key), output)
+            .await?;
+        Ok(ResultRecord {
+            blake3: written.blake3,
+            length: written.length,
+            content_type: written.content_type,
+            blob: BlobRef::Result,
         })
-        .await?
     }
 
+    /// Blocking: records the outcome; whether the entry was deleted while
+    /// its result was made (which is then an orphan to delete).
     fn record_outcome(
         &self,
         key: &Key,
         outcome: std::result::Result<ResultRecord, Problem>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (event, result, error) = match outcome {
             Ok(r) => (Event::Succeeded, Some(r), None),
             Err(p) => (Event::Failed, None, Some(p)),
@@ -225,11 +227,7 @@ impl Core {
                 ..e.clone()
             })
         })?;
-        if own_blob && !matches!(updated, Some((_, true))) {
-            // Deleted while it ran: do not leave the result behind.
-            self.blobs.remove_result(key)?;
-        }
         self.meta.flush()?;
-        Ok(())
+        Ok(own_blob && !matches!(updated, Some((_, true))))
     }
 }

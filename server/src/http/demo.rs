@@ -54,7 +54,7 @@ fn lookup(path: &str) -> Option<(&'static str, &'static [u8])> {
 
 /// `GET|HEAD /demo/…`
 pub fn serve(core: &Core, req: &Req) -> Result<Response<Body>> {
-    if !core.config.demo_enabled() {
+    if !core.config().demo_enabled() {
         return Err(Error::problem(
             ProblemType::NotFound,
             "the demo is off (demo = false)",

@@ -15,8 +15,8 @@ use upcache_protocol::{
 
 use super::body::{self, Body};
 use super::result;
-use super::{problem_response, Req};
-use crate::cache::Core;
+use super::Req;
+use crate::cache::{Core, Outcome};
 use crate::error::{Error, Result};
 use crate::upload::Start;
 
@@ -51,8 +51,8 @@ fn prefer(headers: &HeaderMap) -> Prefer {
 pub fn wait_for(core: &Core, headers: &HeaderMap) -> Duration {
     let secs = prefer(headers)
         .wait
-        .unwrap_or(core.config.default_wait)
-        .min(core.config.max_wait);
+        .unwrap_or(core.config().default_wait)
+        .min(core.config().max_wait);
     Duration::from_secs(secs)
 }
 
@@ -125,7 +125,7 @@ pub async fn create(
     req: &mut Req,
     admit: impl FnOnce(&CreateRequest, &Operation) -> Result<()>,
 ) -> Result<Response<Body>> {
-    let limit = core.config.max_json_body.as_u64() as usize;
+    let limit = core.config().max_json_body.as_u64() as usize;
     if content_length(req.headers())?.is_some_and(|l| l > limit as u64) {
         return Err(Error::problem(
             ProblemType::RequestTooLarge,
@@ -156,13 +156,7 @@ pub async fn create(
     })?;
     let op = Operation::parse(&request.operation).map_err(|e| operation_problem(&e))?;
     admit(&request, &op)?;
-    let (key, entry, created) = core.create(&request, &op).await?;
-    let upload = if entry.state == State::Uploading {
-        core.meta.upload(&key)?
-    } else {
-        None
-    };
-    let status = core.status_of(&key, &entry, upload.as_ref());
+    let (key, status, created) = core.create(&request, &op).await?;
     let mut r = json(
         if created {
             StatusCode::CREATED
@@ -327,8 +321,8 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respo
         operation: op.normalized().clone(),
         block_size: None,
     };
-    let (_, entry, _) = core.create(&request, &op).await?;
-    if entry.state == State::Uploading {
+    let (_, status, _) = core.create(&request, &op).await?;
+    if status.state == State::Uploading {
         let progress = core
             .append(key, Start::Whole, None, req.take_stream())
             .await?;
@@ -340,25 +334,17 @@ pub async fn one_shot(core: &Arc<Core>, key: Key, req: &mut Req) -> Result<Respo
         }
     }
     let wait = wait_for(core, &headers);
-    match core.wait(&key, wait).await? {
-        None => Err(Error::problem(
-            ProblemType::NotFound,
-            "the entry was deleted",
-        )),
-        Some(e) if e.state == State::Complete => {
-            if prefer(&headers).return_minimal {
-                let location = upcache_protocol::status::result_path(&key);
-                return Ok(Response::builder()
-                    .status(StatusCode::SEE_OTHER)
-                    .header(header::LOCATION, location)
-                    .header(h::UPLOAD_KEY, key.to_hex())
-                    .header(h::UPLOAD_STATE, State::Complete.as_str())
-                    .body(body::empty())
-                    .expect("valid response"));
-            }
-            result::serve(core, &key, &e, &headers).await
+    match core.outcome(&key, wait).await? {
+        Outcome::Ready(_) if prefer(&headers).return_minimal => {
+            let location = upcache_protocol::status::result_path(&key);
+            Ok(Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::LOCATION, location)
+                .header(h::UPLOAD_KEY, key.to_hex())
+                .header(h::UPLOAD_STATE, State::Complete.as_str())
+                .body(body::empty())
+                .expect("valid response"))
         }
-        Some(e) if e.state == State::Failed => Ok(problem_response(&crate::cache::failure(&e))),
-        Some(e) => Ok(accepted(&core.status_of(&key, &e, None))),
+        outcome => result::answer(core, outcome, &headers).await,
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP front end: one serving layer that owns connections (HTTP/1.1 and
-//! HTTP/2 on one port), authentication, request spans, metrics and error
-//! rendering. Handlers ([`handlers`], [`result`]) return domain results.
+//! HTTP/2 on one port), authentication ([`tokens`]: API keys, upload tokens,
+//! presigned URLs), request spans, metrics and error rendering. Handlers
+//! ([`handlers`], [`result`], [`tokens`], `demo`) return domain results.
 
 pub mod body;
 mod cors;
@@ -159,7 +160,7 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
             body: Some(body),
             streamed: None,
         };
-        let origin = cors::allowed_origin(&core.config, req.headers());
+        let origin = cors::allowed_origin(core.config(), req.headers());
         if let Some(preflight) = origin.as_ref().and_then(|o| cors::preflight(&req, o)) {
             return Ok(preflight);
         }

@@ -2,12 +2,9 @@
 //! strong ETags (the result's BLAKE3), `If-None-Match`, single byte ranges
 //! and immutable caching.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 
 use http::{header, HeaderMap, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 use upcache_protocol::headers::{self as h, IMMUTABLE};
 use upcache_protocol::range::{self, Unsatisfiable};
 use upcache_protocol::{Key, Problem, ProblemType, State};
@@ -15,44 +12,39 @@ use upcache_protocol::{Key, Problem, ProblemType, State};
 use super::body::{self, Body};
 use super::handlers::{accepted, wait_for};
 use super::problem_response;
-use crate::cache::{failure, Core};
-use crate::error::{Error, Result};
-use crate::store::meta::EntryRecord;
+use crate::cache::{Core, Outcome, ResultView};
+use crate::error::Result;
 
 /// `GET|HEAD /v1/ops/{key}/result`
 pub async fn get(core: &Arc<Core>, key: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
-    let entry = core.entry(key)?;
-    let entry = match entry.state {
-        State::Complete | State::Failed => entry,
-        _ => core
-            .wait(key, wait_for(core, headers))
-            .await?
-            .ok_or_else(|| Error::problem(ProblemType::NotFound, "the entry was deleted"))?,
-    };
-    match entry.state {
-        State::Complete => serve(core, key, &entry, headers).await,
-        State::Failed => Ok(problem_response(&failure(&entry))),
-        _ => {
-            let upload = if entry.state == State::Uploading {
-                core.meta.upload(key)?
-            } else {
-                None
-            };
-            Ok(accepted(&core.status_of(key, &entry, upload.as_ref())))
-        }
+    answer(
+        core,
+        core.outcome(key, wait_for(core, headers)).await?,
+        headers,
+    )
+    .await
+}
+
+/// The answer of a result request once its entry is where it is.
+pub async fn answer(
+    core: &Arc<Core>,
+    outcome: Outcome,
+    headers: &HeaderMap,
+) -> Result<Response<Body>> {
+    match outcome {
+        Outcome::Ready(result) => serve(core, &result, headers).await,
+        Outcome::Failed(problem) => Ok(problem_response(&problem)),
+        Outcome::Pending(status) => Ok(accepted(&status)),
     }
 }
 
 /// Serves a complete entry's result.
 pub async fn serve(
     core: &Arc<Core>,
-    key: &Key,
-    entry: &EntryRecord,
+    result: &ResultView,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
-    let (Some(result), Some(path)) = (entry.result.as_ref(), core.result_file(key, entry)) else {
-        return Err(Error::Internal("complete entry without a result".into()));
-    };
+    let key = result.key;
     let etag = format!("\"{}\"", result.blake3);
     let builder = || {
         Response::builder()
@@ -94,9 +86,7 @@ pub async fn serve(
         Ok(None) => (StatusCode::OK, 0, len),
         Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
     };
-    let mut file = tokio::fs::File::open(&path).await?;
-    file.seek(SeekFrom::Start(start)).await?;
-    let stream = ReaderStream::with_capacity(file.take(count), 256 * 1024);
+    let stream = core.read_result(result, Some(start..start + count)).await?;
     let mut b = builder()
         .status(status)
         .header(header::CONTENT_TYPE, &result.content_type)

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use upcache_protocol::headers::{self as h, bearer_token};
+use upcache_protocol::headers::{self as h, bearer_token, Prefer};
 use upcache_protocol::token::{
     self, Action, Claims, MintRequest, MintResponse, PresignError, Presigned, Scope, TokenError,
 };
@@ -24,6 +24,7 @@ use super::router::Endpoint;
 use super::{problem_response, Req};
 use crate::cache::Core;
 use crate::error::{Error, Result};
+use crate::metrics;
 
 /// Lifetime of a token or URL minted without a `ttl`.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -54,6 +55,7 @@ impl Grant {
         {
             return Ok(());
         }
+        metrics::TOKEN_REFUSALS.inc();
         Err(out_of_scope(&format!(
             "the token does not cover {} of input {} ({} bytes)",
             op.name(),
@@ -115,6 +117,32 @@ pub fn authorize(
     req: &mut Req,
     endpoint: &Endpoint,
 ) -> std::result::Result<Grant, Box<Response<Body>>> {
+    let decided = decide(core, req, endpoint);
+    match &decided {
+        Ok(Grant::Token(_) | Grant::Presigned) => metrics::TOKEN_REQUESTS.inc(),
+        Err(refused) if is_token_refusal(refused) => metrics::TOKEN_REFUSALS.inc(),
+        _ => {}
+    }
+    decided
+}
+
+/// Whether a refusal is for a token or a presigned URL: every `403`, and a
+/// `401` other than the plain one of a missing or wrong API key.
+fn is_token_refusal(r: &Response<Body>) -> bool {
+    match r.status() {
+        StatusCode::FORBIDDEN => true,
+        StatusCode::UNAUTHORIZED => {
+            r.headers().get(header::WWW_AUTHENTICATE) != Some(&HeaderValue::from_static("Bearer"))
+        }
+        _ => false,
+    }
+}
+
+fn decide(
+    core: &Core,
+    req: &mut Req,
+    endpoint: &Endpoint,
+) -> std::result::Result<Grant, Box<Response<Body>>> {
     if matches!(
         endpoint,
         Endpoint::Health | Endpoint::TusOptions | Endpoint::Demo | Endpoint::DemoToken
@@ -124,7 +152,7 @@ pub fn authorize(
     if let Endpoint::Result(key) = endpoint {
         if let Some(presigned) = req.parts.uri.query().and_then(Presigned::parse) {
             let checked =
-                presigned.and_then(|p| p.verify(key, |kid| core.config.signing_key(kid), now()));
+                presigned.and_then(|p| p.verify(key, |kid| core.config().signing_key(kid), now()));
             return match checked {
                 Ok(()) => Ok(Grant::Presigned),
                 Err(e) => Err(Box::new(problem_response(&presign_problem(&e)))),
@@ -139,13 +167,22 @@ pub fn authorize(
         .map(str::to_owned);
     match credential {
         Some(t) if token::is_token(&t) => {
-            let claims = token::verify(&t, |kid| core.config.signing_key(kid), now())
+            let claims = token::verify(&t, |kid| core.config().signing_key(kid), now())
                 .map_err(|e| refusal(&token_problem(&e), Some("invalid_token")))?;
-            permit(core, req, endpoint, &claims)
-                .map_err(|e| refusal(&e.to_problem(), Some("insufficient_scope")))?;
+            permit(core, req, endpoint, &claims).map_err(|e| {
+                if let Error::Internal(why) = &e {
+                    tracing::error!(error = %why, "checking a token's scope failed");
+                }
+                let problem = e.to_problem();
+                if problem.status == StatusCode::FORBIDDEN.as_u16() {
+                    refusal(&problem, Some("insufficient_scope"))
+                } else {
+                    Box::new(problem_response(&problem)) // 404: no such entry
+                }
+            })?;
             Ok(Grant::Token(claims))
         }
-        _ if core.config.api_keys.is_empty() => Ok(Grant::Full),
+        _ if core.config().api_keys.is_empty() => Ok(Grant::Full),
         Some(t) if is_api_key(core, &t) => Ok(Grant::Full),
         _ => Err(refusal(
             &Problem::new(
@@ -158,7 +195,7 @@ pub fn authorize(
 }
 
 fn is_api_key(core: &Core, credential: &str) -> bool {
-    core.config
+    core.config()
         .api_keys
         .iter()
         .any(|k| super::constant_time_eq(k.as_bytes(), credential.as_bytes()))
@@ -197,17 +234,14 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
             // The answer to a one-shot upload is the result.
             need(Action::Upload)?;
             need(Action::Result)?;
-            covers_one_shot(req, claims, k)
+            covers_one_shot(req, claims, k)?;
+            no_wait_unless_allowed(req, claims);
+            Ok(())
         }
         Endpoint::Result(k) => {
             need(Action::Result)?;
             covers_entry(core, claims, k)?;
-            if !claims.allows(Action::Wait) {
-                // Answered at once: ready, or 202 with the status.
-                let headers = &mut req.parts.headers;
-                headers.remove(h::PREFER);
-                headers.insert(h::PREFER, HeaderValue::from_static("wait=0"));
-            }
+            no_wait_unless_allowed(req, claims);
             Ok(())
         }
         // Minting checks the body: a token may ask for its result's URL.
@@ -225,9 +259,31 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
     }
 }
 
-/// Whether the existing entry `key` is within the token's scope. An entry
-/// that does not exist is left to the handler (a `404`): there is nothing
-/// to reveal or to change.
+/// Without `wait`, a request that would wait for the result is answered at
+/// once (the result if ready, else `202` with the status): its `Prefer`
+/// says `wait=0`, its other preferences kept.
+fn no_wait_unless_allowed(req: &mut Req, claims: &Claims) {
+    if claims.allows(Action::Wait) {
+        return;
+    }
+    let headers = &mut req.parts.headers;
+    let prefer = Prefer {
+        wait: Some(0),
+        ..Prefer::parse(
+            headers
+                .get_all(h::PREFER)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    };
+    let value = HeaderValue::from_str(&prefer.encode()).expect("preferences are ascii");
+    headers.insert(h::PREFER, value);
+}
+
+/// Whether the entry `key` is within the token's scope. With an input
+/// scope the entry must exist (its input and operation are what is
+/// checked); one that does not is `404 not-found`, answered here so that
+/// nothing can slip in between the check and the handler.
 fn covers_entry(core: &Core, claims: &Claims, key: &Key) -> Result<()> {
     if let Scope::Key(s) = &claims.scope {
         return if s.key == *key {
@@ -239,12 +295,12 @@ fn covers_entry(core: &Core, claims: &Claims, key: &Key) -> Result<()> {
             )))
         };
     }
-    let Ok(entry) = core.entry(key) else {
-        return Ok(());
-    };
-    let op: serde_json::Value = serde_json::from_str(&entry.operation).unwrap_or_default();
-    let op = op["op"].as_str().unwrap_or_default();
-    if claims.scope.covers(key, &entry.input, entry.length, op) {
+    let status = core.status(key)?;
+    let op = status.operation["op"].as_str().unwrap_or_default();
+    if claims
+        .scope
+        .covers(key, &status.input.blake3, status.input.length, op)
+    {
         Ok(())
     } else {
         Err(out_of_scope(&format!(
@@ -279,7 +335,7 @@ fn covers_one_shot(req: &Req, claims: &Claims, key: &Key) -> Result<()> {
 
 /// Reads a JSON body of at most `max_json_body` bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(core: &Core, req: &mut Req) -> Result<T> {
-    let limit = core.config.max_json_body.as_u64() as usize;
+    let limit = core.config().max_json_body.as_u64() as usize;
     let too_large = || {
         Error::problem(
             ProblemType::RequestTooLarge,
@@ -309,6 +365,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(core: &Core, req: &mut Req) -
 }
 
 fn created(answer: &MintResponse) -> Response<Body> {
+    metrics::TOKENS_MINTED.inc();
     Response::builder()
         .status(StatusCode::CREATED)
         .header(header::CONTENT_TYPE, h::JSON)
@@ -329,7 +386,7 @@ fn mint_token(core: &Core, scope: Scope, allow: Vec<Action>, ttl: u64) -> MintRe
         allow,
     };
     MintResponse {
-        token: Some(token::sign(core.config.minting_key(), &claims)),
+        token: Some(token::sign(core.config().minting_key(), &claims)),
         url: None,
         expires: exp,
     }
@@ -345,7 +402,7 @@ pub async fn mint(core: &Core, req: &mut Req, grant: &Grant) -> Result<Response<
             "ttl must be a positive number of seconds",
         ));
     }
-    let ttl = ttl.min(core.config.token_max_ttl);
+    let ttl = ttl.min(core.config().token_max_ttl);
     match (request.scope, request.result_url_for) {
         (Some(scope), None) => {
             if !matches!(grant, Grant::Full) {
@@ -367,16 +424,16 @@ pub async fn mint(core: &Core, req: &mut Req, grant: &Grant) -> Result<Response<
                     return Err(not_allowed("the token does not allow result"));
                 }
                 covers_entry(core, claims, &key)?;
-                if !matches!(claims.scope, Scope::Key(_)) {
-                    // An input scope covers only entries that exist.
-                    core.entry(&key)?;
-                }
                 // A URL obtained with a token does not outlive it.
                 exp = exp.min(claims.exp);
             }
             Ok(created(&MintResponse {
                 token: None,
-                url: Some(token::presign_result(core.config.minting_key(), &key, exp)),
+                url: Some(token::presign_result(
+                    core.config().minting_key(),
+                    &key,
+                    exp,
+                )),
                 expires: exp,
             }))
         }
@@ -393,14 +450,14 @@ pub const DEMO_TTL: u64 = 900;
 /// `POST /demo/token`: a short-lived token for one input, to whoever asks,
 /// when the demo is on (by default only on a loopback bind).
 pub async fn mint_demo(core: &Core, req: &mut Req) -> Result<Response<Body>> {
-    if !core.config.demo_enabled() {
+    if !core.config().demo_enabled() {
         return Err(Error::problem(
             ProblemType::NotFound,
             "the demo is off (demo = false)",
         ));
     }
     let scope: token::InputScope = read_json(core, req).await?;
-    let max = core.config.max_input_size.as_u64();
+    let max = core.config().max_input_size.as_u64();
     let scope = token::InputScope {
         max_size: Some(scope.max_size.unwrap_or(max).min(max)),
         ..scope

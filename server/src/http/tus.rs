@@ -1,5 +1,5 @@
 //! The tus 1.0.0 front end at `/files/` (spec/tus.md). Parses tus headers,
-//! calls the file-upload domain ([`crate::files`]) and shapes tus answers;
+//! calls the file-upload domain ([`crate::cache::files`]) and shapes tus answers;
 //! no upload logic lives here.
 
 use std::sync::Arc;
@@ -16,10 +16,9 @@ use super::body::{self, Body};
 use super::handlers::{operation_problem, wait_for};
 use super::router::Endpoint;
 use super::{result, Req};
+use crate::cache::files::{FileView, NewConcat, NewFile};
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::files::{FileView, NewConcat, NewFile};
-use crate::store::meta::Concat;
 use crate::upload::{BodyCheck, ChecksumAlgorithm};
 
 /// Handles a tus endpoint. Every answer, errors included, carries
@@ -121,7 +120,7 @@ fn options(core: &Core) -> Response<Body> {
     set(
         headers,
         h::TUS_MAX_SIZE,
-        core.config.max_input_size.as_u64(),
+        core.config().max_input_size.as_u64(),
     );
     set(
         headers,
@@ -234,7 +233,7 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// The upload headers of `HEAD`, `PATCH` and creation answers.
 fn upload_headers(headers: &mut HeaderMap, view: &FileView) {
-    match view.record.length {
+    match view.length() {
         Some(l) => set(headers, h::UPLOAD_LENGTH, l),
         None => set(headers, h::UPLOAD_DEFER_LENGTH, 1),
     }
@@ -348,13 +347,13 @@ async fn head(core: &Core, id: &Key) -> Result<Response<Body>> {
     let mut r = empty(StatusCode::OK);
     let headers = r.headers_mut();
     upload_headers(headers, &view);
-    if let Some(m) = &view.record.metadata {
+    if let Some(m) = view.metadata() {
         set(headers, h::UPLOAD_METADATA, m);
     }
-    match &view.record.concat {
-        Concat::None => {}
-        Concat::Partial => set(headers, h::UPLOAD_CONCAT, ConcatHeader::Partial.encode()),
-        Concat::Final(parts) => {
+    match view.concat() {
+        NewConcat::None => {}
+        NewConcat::Partial => set(headers, h::UPLOAD_CONCAT, ConcatHeader::Partial.encode()),
+        NewConcat::Final(parts) => {
             let urls = parts.iter().map(location).collect();
             set(
                 headers,
@@ -379,7 +378,7 @@ async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Bod
     // Refuse what can be refused before reading the body (the domain checks
     // again under the upload's lock).
     let view = core.file_view(&id)?;
-    if matches!(view.record.concat, Concat::Final(_)) {
+    if matches!(view.concat(), NewConcat::Final(_)) {
         return Err(Error::problem(
             ProblemType::FinalUpload,
             "a final upload is made of its partial uploads and takes no bytes",
@@ -388,7 +387,7 @@ async fn append(core: &Arc<Core>, id: Key, req: &mut Req) -> Result<Response<Bod
     if let Some(current) = view.offset.filter(|&c| c != offset) {
         return Err(crate::upload::offset_mismatch(offset, current));
     }
-    if let (Some(len), Some(limit)) = (content_length, length.or(view.record.length)) {
+    if let (Some(len), Some(limit)) = (content_length, length.or(view.length())) {
         if offset.saturating_add(len) > limit {
             return Err(Error::problem(
                 ProblemType::UploadLengthExceeded,
@@ -423,9 +422,9 @@ fn is_media_type(t: &str) -> bool {
 /// An identity result is the uploaded file itself: served with the
 /// `filetype` and `filename` its upload gave, as a browser would expect.
 fn describe_identity(r: &mut Response<Body>, view: &FileView) {
-    let identity = serde_json::from_str::<serde_json::Value>(&view.record.operation)
+    let identity = serde_json::from_str::<serde_json::Value>(view.operation())
         .is_ok_and(|op| op["op"] == "identity");
-    let Some(raw) = view.record.metadata.as_deref().filter(|_| identity) else {
+    let Some(raw) = view.metadata().filter(|_| identity) else {
         return;
     };
     if let Some(t) = metadata_value(raw, "filetype").filter(|t| is_media_type(t)) {

@@ -129,7 +129,7 @@ mod tests {
         // tmpfs refuses O_DIRECT; the plain descriptor then stands in, and
         // the buffering logic is exercised all the same.
         let direct =
-            crate::store::blob::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
+            crate::store::staging::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
         let mut w = DirectWriter::new(direct);
         // A first request from 0 that stops mid-page, a resumed one from
         // there in uneven pieces, and a gap written out of order.

@@ -1,9 +1,18 @@
-//! Receiving input bytes: sequential appends (`PATCH`, one-shot `PUT`) and
-//! parallel blocks. No HTTP types here: bodies arrive as byte streams.
+//! The upload service: receiving input bytes by sequential appends
+//! (`PATCH`, one-shot `PUT`) and parallel blocks. No HTTP types here: bodies
+//! arrive as byte streams.
+//!
+//! It is a leaf: it knows uploads by their [`UploadId`] and nothing of what
+//! they are for. Its owners — `/v1` entries and tus files — open and end an
+//! upload's record together with their own (one transaction in the
+//! metadata store), give the layout with each call, and decide for
+//! themselves what a complete upload becomes: [`Progress::all_in`] says
+//! that every byte is in, and [`Uploads::complete`] hands over the
+//! [`Completion`] (chaining values, root hash, digest) as a value.
 //!
 //! Bytes go to the upload's sparse staging file from a blocking writer task
 //! that also computes each block's BLAKE3 chaining value; finished blocks are
-//! handed to the [`Committer`](crate::commit::Committer) and acknowledged
+//! handed to the [`Committer`] and acknowledged
 //! once durable. All of it runs in a spawned task, so a client that goes away
 //! mid-body (hyper drops the request future) still gets every whole block it
 //! sent — and, for sequential appends, the partial tail — saved.
@@ -14,15 +23,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use upcache_protocol::headers::BlockHash;
-use upcache_protocol::{Key, Layout, Problem, ProblemType, State};
+use upcache_protocol::tree::{self, BlockHasher};
+use upcache_protocol::{Digest, InputHash, Key, Layout, Problem, ProblemType};
 
 mod receive;
 
 use receive::{receive, Ended, Span};
 
-use crate::cache::Core;
+use crate::commit::Committer;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::meta::{EntryRecord, FileRecord, FileState, UploadRecord};
+use crate::store::meta::{Meta, UploadRecord};
+use crate::store::staging::Staging;
 
 mod check;
 mod direct;
@@ -67,9 +79,41 @@ pub enum Start {
 /// What a request left behind.
 #[derive(Debug)]
 pub struct Progress {
-    pub upload: UploadRecord,
+    /// The upload record as it then was; `None` once the upload is over
+    /// (its owner ended it: verified, refused or deleted).
+    pub upload: Option<UploadRecord>,
+    /// Bytes received contiguously from 0.
     pub offset: u64,
-    pub complete: bool,
+    /// Every byte is in: the owner is to complete the upload.
+    pub all_in: bool,
+}
+
+/// The id of an upload: a `/v1` entry's key, or a tus file's random id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UploadId(pub Key);
+
+/// What a complete upload's bytes are, as a value: the chaining value of
+/// every block, the root hash they merge to, and the wire digest.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub cvs: Vec<[u8; 32]>,
+    pub root: InputHash,
+    pub digest: Digest,
+}
+
+/// The upload service. Owns the upload records (through the metadata
+/// store), the staging files, the group committer, and the coordination of
+/// the writers of each upload.
+pub struct Uploads {
+    meta: Meta,
+    staging: Staging,
+    committer: Committer,
+    slots: Slots,
+    /// A body that sends nothing for this long is ended.
+    idle: Duration,
+    /// A body must send at least `min_bytes` over every `rate_window`.
+    rate_window: Duration,
+    min_rate: u64,
 }
 
 /// `Upload-Offset` does not match the bytes received.
@@ -82,64 +126,63 @@ pub fn offset_mismatch(given: u64, current: u64) -> Error {
     .into()
 }
 
-fn too_slow(config: &crate::config::Config) -> Error {
+/// The problem of a body slower than the minimum rate.
+fn too_slow(min_rate: u64, window: Duration) -> Error {
     Error::problem(
         ProblemType::BodyTooSlow,
         format!(
-            "the body arrived more slowly than {} per second over {} s; the request was ended",
-            config.body_min_rate.as_u64(),
-            config.body_rate_window
+            "the body arrived more slowly than {min_rate} per second over {} s; the request was ended",
+            window.as_secs()
         ),
     )
 }
 
-fn not_uploading(what: &str) -> Error {
+/// The upload is not taking bytes (any more).
+pub fn not_uploading(what: &str) -> Error {
     Error::problem(
         ProblemType::NotUploading,
         format!("the {what}, not accepting uploads"),
     )
 }
 
-/// What an upload's bytes are for. The upload service is the same for
-/// both; the owner decides the layout, whether bytes are taken, and what
-/// happens once the last byte is in.
-pub enum Owner {
-    /// A `/v1` entry: the upload id is its key.
-    Entry(EntryRecord),
-    /// A file upload (the tus front end): a random id, no key until hashed.
-    File(FileRecord),
-}
-
-impl Owner {
-    /// The block layout bytes are written with.
-    pub fn layout(&self, core: &Core) -> Layout {
-        match self {
-            Owner::Entry(e) => core.layout(e),
-            Owner::File(f) => core.file_layout(f),
+impl Uploads {
+    /// The upload service over the `uploads` and `cvs` trees of `meta` and
+    /// the files of `staging`; starts the group committer.
+    pub fn new(meta: Meta, staging: Staging, config: &Config) -> Self {
+        let rate_window = Duration::from_secs(config.body_rate_window.max(1));
+        Self {
+            committer: Committer::start(meta.clone()),
+            meta,
+            staging,
+            slots: Slots::default(),
+            idle: Duration::from_secs(config.body_idle_timeout),
+            rate_window,
+            min_rate: config.body_min_rate.as_u64(),
         }
     }
 
-    fn accepting(&self) -> Result<()> {
-        match self {
-            Owner::Entry(e) if e.state == State::Uploading => Ok(()),
-            Owner::Entry(e) => Err(not_uploading(&format!("entry is {}", e.state.as_str()))),
-            Owner::File(f) if f.state == FileState::Receiving && f.input.is_none() => Ok(()),
-            Owner::File(_) => Err(not_uploading("upload is complete")),
-        }
+    /// The record of upload `id`, if it is open.
+    pub fn record(&self, id: UploadId) -> Result<Option<UploadRecord>> {
+        Ok(self.meta.upload(&id.0)?)
     }
 
-    /// Whether every byte is in and `offset` is the end.
-    fn finished(&self, offset: u64) -> bool {
-        match self {
-            Owner::Entry(e) => {
-                matches!(e.state, State::Processing | State::Complete) && offset == e.length
-            }
-            Owner::File(f) => f.input.is_some() && f.length == Some(offset),
-        }
+    /// Whether a request is writing to upload `id` right now.
+    pub fn active(&self, id: UploadId) -> bool {
+        self.slots.active(&id.0)
     }
-}
 
-impl Core {
+    /// Makes every request writing to upload `id` stop (its owner ended it).
+    pub fn stop(&self, id: UploadId) {
+        self.slots.stop(&id.0);
+    }
+
+    /// Drops upload `id`'s staged bytes, after its owner ended it. Blocking.
+    pub fn discard(&self, id: UploadId) -> Result<()> {
+        self.staging.remove(&id.0)?;
+        self.meta.clear_cvs(&id.0)?;
+        Ok(())
+    }
+
     /// Waits, briefly, until no sequential request is appending to `id`. A
     /// client whose connection broke asks for the offset at once, often
     /// before the server has seen the break and saved the request's tail:
@@ -149,8 +192,8 @@ impl Core {
     /// A request that has received nothing for a moment is not waited for:
     /// its connection is dead or stalled, and whatever it has not made
     /// durable is dropped when the client's next request takes over.
-    pub async fn settle(&self, id: &Key) {
-        let Some(slot) = self.uploads.existing(id) else {
+    pub async fn settle(&self, id: UploadId) {
+        let Some(slot) = self.slots.existing(&id.0) else {
             return;
         };
         let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
@@ -170,62 +213,25 @@ impl Core {
         }
     }
 
-    /// The owner of upload `id`.
-    pub fn owner(&self, id: &Key) -> Result<Owner> {
-        if let Some(entry) = self.meta.entry(id)? {
-            return Ok(Owner::Entry(entry));
-        }
-        match self.meta.file(id)? {
-            Some(f) => Ok(Owner::File(f)),
-            None => Err(Error::problem(
-                ProblemType::NotFound,
-                "no entry or upload under this id",
-            )),
-        }
+    fn uploading(&self, id: UploadId) -> Result<UploadRecord> {
+        self.meta
+            .upload(&id.0)?
+            .ok_or_else(|| not_uploading("upload is over"))
     }
 
-    fn uploading(&self, key: &Key) -> Result<(Layout, UploadRecord)> {
-        let owner = self.owner(key)?;
-        owner.accepting()?;
-        let upload = self
-            .meta
-            .upload(key)?
-            .ok_or_else(|| not_uploading("upload is over"))?;
-        Ok((owner.layout(self), upload))
-    }
-
-    async fn progress(self: &Arc<Self>, key: &Key, layout: &Layout) -> Result<Progress> {
-        let upload = match self.meta.upload(key)? {
-            Some(u)
-                if u.received.len() == layout.blocks() || offset(layout, &u) == layout.length =>
-            {
-                self.finalize(*key).await?;
-                self.meta.upload(key)?
-            }
-            other => other,
-        };
-        let Some(upload) = upload else {
-            // Verified (by this request's last block or a concurrent one) — or refused.
-            let (done, length) = match self.owner(key)? {
-                Owner::Entry(entry) => {
-                    if entry.state == State::Failed {
-                        return Err(crate::cache::failure(&entry).into());
-                    }
-                    let done = matches!(entry.state, State::Processing | State::Complete);
-                    (done, entry.length)
-                }
-                Owner::File(f) => (f.input.is_some(), f.length.unwrap_or(0)),
-            };
-            return Ok(Progress {
-                upload: UploadRecord::default(),
-                offset: if done { length } else { 0 },
-                complete: done,
-            });
-        };
-        Ok(Progress {
-            offset: offset(layout, &upload),
-            complete: false,
-            upload,
+    /// Where upload `id` stands.
+    pub fn progress(&self, id: UploadId, layout: &Layout) -> Result<Progress> {
+        Ok(match self.meta.upload(&id.0)? {
+            Some(u) => Progress {
+                offset: offset(layout, &u),
+                all_in: u.received.len() == layout.blocks() || offset(layout, &u) == layout.length,
+                upload: Some(u),
+            },
+            None => Progress {
+                upload: None,
+                offset: 0,
+                all_in: false,
+            },
         })
     }
 
@@ -233,38 +239,36 @@ impl Core {
     /// for the same upload makes an older one stop and let go (a client that
     /// reconnects should not wait for its dead connection to time out). A
     /// one-shot `PUT` instead queues behind the writer in progress: when that
-    /// one delivers the input, the queued ones answer without reading a byte.
+    /// one delivers the input, the queued ones find the upload over.
     ///
     /// With a `check`, nothing of the body is committed unless the whole
     /// body arrived and matches it (tus `Upload-Checksum`).
+    ///
+    /// Runs in a task of its own, so that a client that goes away mid-body
+    /// still gets what it sent saved. An upload that is over is a
+    /// `not-uploading` error: the owner knows whether that means done.
     pub async fn append(
         self: &Arc<Self>,
-        key: Key,
+        id: UploadId,
+        layout: Layout,
         start: Start,
         check: Option<BodyCheck>,
         body: BodyStream,
     ) -> Result<Progress> {
-        let core = self.clone();
-        tokio::spawn(async move { core.append_owned(key, start, check, body).await }).await?
+        let this = self.clone();
+        tokio::spawn(async move { this.append_owned(id, layout, start, check, body).await }).await?
     }
 
     async fn append_owned(
         self: Arc<Self>,
-        key: Key,
+        id: UploadId,
+        layout: Layout,
         start: Start,
         check: Option<BodyCheck>,
         body: BodyStream,
     ) -> Result<Progress> {
-        let length = self.owner(&key)?.layout(&self).length;
-        let done = |core: &Self| match start {
-            // A retried last PATCH whose answer was lost: the bytes are all here.
-            Start::Offset(o) => core.finished(&key, o),
-            Start::Whole => core.finished(&key, length),
-        };
-        if !done(&self) {
-            self.uploading(&key)?;
-        }
-        let slot = self.uploads.get(&key);
+        self.uploading(id)?;
+        let slot = self.slots.get(&id.0);
         let _sequential = match (slot.sequential.try_lock(), start) {
             (Ok(guard), _) => guard,
             (Err(_), Start::Whole) => slot.sequential.lock().await,
@@ -280,13 +284,7 @@ impl Core {
                     })?
             }
         };
-        let (layout, upload) = match self.uploading(&key) {
-            Err(_) if done(&self) => {
-                let layout = self.owner(&key)?.layout(&self);
-                return self.progress(&key, &layout).await;
-            }
-            other => other?,
-        };
+        let upload = self.uploading(id)?;
         let current = offset(&layout, &upload);
         let (from, received) = match start {
             Start::Offset(o) if o != current => return Err(offset_mismatch(o, current)),
@@ -297,7 +295,7 @@ impl Core {
         let span = Span::Sequential { received, check };
         let (_, ended) = receive(
             self.clone(),
-            key,
+            id.0,
             layout,
             &upload,
             span,
@@ -305,7 +303,7 @@ impl Core {
             body,
         )
         .await?;
-        let progress = self.progress(&key, &layout).await?;
+        let progress = self.progress(id, &layout)?;
         match ended {
             Ended::TooLong => Err(Problem::new(
                 if checked {
@@ -329,7 +327,7 @@ impl Core {
                 ProblemType::UploadBusy,
                 "a newer request took over this upload",
             )),
-            Ended::TooSlow => Err(too_slow(&self.config)),
+            Ended::TooSlow => Err(too_slow(self.min_rate, self.rate_window)),
             Ended::Interrupted(why) => Err(Error::problem(
                 ProblemType::BodyLengthMismatch,
                 format!("the body ended early: {why}"),
@@ -338,39 +336,36 @@ impl Core {
         }
     }
 
-    /// Whether the upload's bytes are all in and `offset` is their end.
-    fn finished(&self, key: &Key, offset: u64) -> bool {
-        self.owner(key).is_ok_and(|o| o.finished(offset))
-    }
-
     /// Stores block `n`. A block already received is acknowledged without
-    /// reading the body — also after the upload is complete, so that a
-    /// client retrying a block whose answer it lost gets a success.
-    /// `verify` is the client's BLAKE3 of the block (`Upload-Block-Hash`).
+    /// reading the body. `verify` is the client's BLAKE3 of the block
+    /// (`Upload-Block-Hash`). Runs in a task of its own, like
+    /// [`Uploads::append`].
     pub async fn put_block(
         self: &Arc<Self>,
-        key: Key,
+        id: UploadId,
+        layout: Layout,
         n: u64,
         verify: Option<BlockHash>,
         length: Option<u64>,
         body: BodyStream,
     ) -> Result<Progress> {
-        let core = self.clone();
-        // Spawned: finishing the upload must not depend on the client staying.
-        tokio::spawn(async move { core.put_block_owned(key, n, verify, length, body).await })
-            .await?
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.put_block_owned(id, layout, n, verify, length, body)
+                .await
+        })
+        .await?
     }
 
     async fn put_block_owned(
         self: Arc<Self>,
-        key: Key,
+        id: UploadId,
+        layout: Layout,
         n: u64,
         verify: Option<BlockHash>,
         length: Option<u64>,
         body: BodyStream,
     ) -> Result<Progress> {
-        let entry = self.entry(&key)?;
-        let layout = self.layout(&entry);
         if n >= layout.blocks() {
             return Err(Error::problem(
                 ProblemType::InvalidBlock,
@@ -392,23 +387,20 @@ impl Core {
                 ),
             ));
         }
-        if self.finished(&key, entry.length) {
-            return self.progress(&key, &layout).await;
-        }
-        let (_, upload) = self.uploading(&key)?;
+        let upload = self.uploading(id)?;
         if upload.received.contains(n as u32) {
-            return self.progress(&key, &layout).await;
+            return self.progress(id, &layout);
         }
-        let claim = self.uploads.get(&key).take(n).await?;
+        let claim = self.slots.get(&id.0).take(n).await?;
         // The request that let go may have finished the block just before.
-        let (_, upload) = self.uploading(&key)?;
+        let upload = self.uploading(id)?;
         if upload.received.contains(n as u32) {
-            return self.progress(&key, &layout).await;
+            return self.progress(id, &layout);
         }
         let span = Span::Block { verify, claim };
         let (pos, ended) = receive(
             self.clone(),
-            key,
+            id.0,
             layout,
             &upload,
             span,
@@ -422,7 +414,7 @@ impl Core {
                     "a newer request for block {n} took over; this one's bytes were dropped"
                 )))
             }
-            Ended::TooSlow => return Err(too_slow(&self.config)),
+            Ended::TooSlow => return Err(too_slow(self.min_rate, self.rate_window)),
             _ => {}
         }
         if pos != range.end || !matches!(ended, Ended::Complete) {
@@ -438,6 +430,86 @@ impl Core {
                 ),
             ));
         }
-        self.progress(&key, &layout).await
+        self.progress(id, &layout)
     }
+
+    /// The completion of an upload whose every byte is in: the chaining
+    /// value of every block, their root and digest. Blocks committed whole
+    /// have theirs stored; the others — the tail of an upload whose length
+    /// came late, every block of an assembled upload — are hashed from
+    /// staging (on all cores) and stored. A one-block input's hash is its
+    /// block's root hash, so that block is hashed again in any case: it was
+    /// hashed as a non-root block if its length was not known yet.
+    /// Blocking.
+    pub fn complete(&self, id: UploadId, layout: &Layout) -> Result<Completion> {
+        let count = layout.blocks();
+        let mut cvs = self.meta.cv_list(&id.0, count)?;
+        if count == 1 {
+            cvs[0] = None;
+        }
+        let missing: Vec<u64> = (0..count).filter(|n| cvs[*n as usize].is_none()).collect();
+        if !missing.is_empty() {
+            let staging = self.staging.open_file(&id.0, layout.length)?;
+            let hashed = hash_blocks(&staging, layout, &missing)?;
+            self.meta.put_cvs(&id.0, &hashed)?;
+            for (n, cv) in hashed {
+                cvs[n as usize] = Some(cv);
+            }
+        }
+        let cvs: Vec<[u8; 32]> = cvs
+            .into_iter()
+            .map(|cv| cv.expect("every block hashed"))
+            .collect();
+        let mut digest = Digest::new();
+        for (n, cv) in cvs.iter().enumerate() {
+            digest.add(n as u64, cv);
+        }
+        Ok(Completion {
+            root: InputHash::from(tree::root(layout, &cvs)),
+            digest,
+            cvs,
+        })
+    }
+}
+
+/// Hashes blocks `blocks` of `staging` into their chaining values, on all
+/// cores. Blocking.
+fn hash_blocks(
+    staging: &std::fs::File,
+    layout: &Layout,
+    blocks: &[u64],
+) -> std::io::Result<Vec<(u64, [u8; 32])>> {
+    use std::os::unix::fs::FileExt;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(blocks.len().max(1));
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<u64> = blocks.iter().copied().skip(t).step_by(threads).collect();
+                s.spawn(move || -> std::io::Result<Vec<(u64, [u8; 32])>> {
+                    let mut buf = vec![0u8; layout.block_size.min(1 << 20) as usize];
+                    mine.into_iter()
+                        .map(|n| {
+                            let range = layout.range(n);
+                            let mut hasher = BlockHasher::new(layout, n);
+                            let mut pos = range.start;
+                            while pos < range.end {
+                                let take = ((range.end - pos) as usize).min(buf.len());
+                                staging.read_exact_at(&mut buf[..take], pos)?;
+                                hasher.update(&buf[..take]);
+                                pos += take as u64;
+                            }
+                            Ok((n, hasher.finish()))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("hashing thread"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map(|v| v.into_iter().flatten().collect())
+    })
 }

@@ -6,7 +6,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -18,8 +17,7 @@ use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
 
 use super::check::Running;
 use super::direct::DirectWriter;
-use super::{BodyCheck, BodyStream, Claim, Slot};
-use crate::cache::Core;
+use super::{BodyCheck, BodyStream, Claim, Slot, Uploads};
 use crate::commit::Committed;
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -42,7 +40,7 @@ pub(super) enum Span {
 }
 
 struct Writer {
-    core: Arc<Core>,
+    uploads: Arc<Uploads>,
     slot: Arc<Slot>,
     key: Key,
     epoch: u64,
@@ -182,9 +180,11 @@ impl Writer {
         metrics::BLOCKS_STORED.inc();
         match self.check.as_mut() {
             Some((_, held)) => held.push(commit),
-            None => self
-                .receipts
-                .push(self.core.committer.blocks(self.file.clone(), vec![commit])),
+            None => self.receipts.push(
+                self.uploads
+                    .committer
+                    .blocks(self.file.clone(), vec![commit]),
+            ),
         }
         Ok(())
     }
@@ -221,14 +221,14 @@ impl Writer {
             }
             if !held.is_empty() {
                 self.receipts
-                    .push(self.core.committer.blocks(self.file.clone(), held));
+                    .push(self.uploads.committer.blocks(self.file.clone(), held));
             }
         }
         match (&self.span, &self.block) {
             (Span::Sequential { .. }, Some((n, Some(_)))) if !superseded => {
                 let len = self.pos - self.layout.range(*n).start;
                 if len > 0 {
-                    self.receipts.push(self.core.committer.tail(
+                    self.receipts.push(self.uploads.committer.tail(
                         self.file.clone(),
                         self.key,
                         self.epoch,
@@ -257,7 +257,7 @@ pub(super) enum Ended {
 /// Streams `body` into the staging file over `[start, end)` and waits until
 /// what was written is durable. Runs in its own task: see the module doc.
 pub(super) async fn receive(
-    core: Arc<Core>,
+    uploads: Arc<Uploads>,
     key: Key,
     layout: Layout,
     upload: &UploadRecord,
@@ -266,7 +266,7 @@ pub(super) async fn receive(
     mut body: BodyStream,
 ) -> Result<(u64, Ended)> {
     let (start, end) = range;
-    let slot = core.uploads.get(&key);
+    let slot = uploads.slots.get(&key);
     let mut takeover = slot.takeover.subscribe();
     let mut cancel = slot.cancel.subscribe();
     let sequential = matches!(span, Span::Sequential { .. });
@@ -277,10 +277,10 @@ pub(super) async fn receive(
     if sequential {
         slot.touch();
     }
-    let blobs = core.blobs.clone();
+    let staging = uploads.staging.clone();
     let (file, direct) = tokio::task::spawn_blocking(move || {
-        let file = blobs.open_staging(&key, layout.length)?;
-        std::io::Result::Ok((file, blobs.open_staging_direct(&key)))
+        let file = staging.open_file(&key, layout.length)?;
+        std::io::Result::Ok((file, staging.open_direct(&key)))
     })
     .await??;
     let file = Arc::new(file);
@@ -300,7 +300,7 @@ pub(super) async fn receive(
         _ => None,
     };
     let mut writer = Writer {
-        core: core.clone(),
+        uploads: uploads.clone(),
         slot: slot.clone(),
         key,
         epoch: upload.epoch,
@@ -338,11 +338,11 @@ pub(super) async fn receive(
         }
         (writer, result)
     });
-    let idle = Duration::from_secs(core.config.body_idle_timeout);
+    let idle = uploads.idle;
     // A body must keep up a minimum rate over each window, or it could hold
     // its block or its upload with a byte every second or two.
-    let rate_window = Duration::from_secs(core.config.body_rate_window.max(1));
-    let min_bytes = core.config.body_min_rate.as_u64() * rate_window.as_secs();
+    let rate_window = uploads.rate_window;
+    let min_bytes = uploads.min_rate * rate_window.as_secs();
     let mut window =
         tokio::time::interval_at(tokio::time::Instant::now() + rate_window, rate_window);
     let mut window_bytes = 0u64;

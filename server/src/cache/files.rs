@@ -20,19 +20,16 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use upcache_protocol::tree::{self, BlockHasher};
-use upcache_protocol::{
-    CreateRequest, Digest, InputHash, InputRef, Key, Layout, Operation, Problem, ProblemType,
-};
+use upcache_protocol::{CreateRequest, InputRef, Key, Layout, Operation, Problem, ProblemType};
 
 use crate::cache::Core;
 use crate::error::{Error, Result};
-use crate::store::meta::{Concat, FileRecord, FileState, InputRecord, UploadChange, UploadRecord};
-use crate::upload::{self, BodyCheck, BodyStream, Start};
+use crate::inputs::Published;
+use crate::store::meta::{Concat, FileRecord, FileState, UploadChange, UploadRecord};
+use crate::upload::{self, not_uploading, BodyCheck, BodyStream, Completion, Start, UploadId};
 
 /// How a new upload takes part in concatenation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +54,7 @@ pub struct NewFile {
 #[derive(Debug, Clone)]
 pub struct FileView {
     pub id: Key,
-    pub record: FileRecord,
+    record: FileRecord,
     /// Bytes received; `None` for a final upload not assembled yet.
     pub offset: Option<u64>,
     /// When it expires (seconds since the epoch), while unfinished.
@@ -65,6 +62,30 @@ pub struct FileView {
 }
 
 impl FileView {
+    /// Its length, once declared.
+    pub fn length(&self) -> Option<u64> {
+        self.record.length
+    }
+
+    /// Its `Upload-Metadata`, as the client sent it.
+    pub fn metadata(&self) -> Option<&str> {
+        self.record.metadata.as_deref()
+    }
+
+    /// The canonical JSON of its operation.
+    pub fn operation(&self) -> &str {
+        &self.record.operation
+    }
+
+    /// How it takes part in concatenation.
+    pub fn concat(&self) -> NewConcat {
+        match &self.record.concat {
+            Concat::None => NewConcat::None,
+            Concat::Partial => NewConcat::Partial,
+            Concat::Final(parts) => NewConcat::Final(parts.clone()),
+        }
+    }
+
     /// The key of the entry it is bound to, once it is.
     pub fn key(&self) -> Option<Key> {
         match self.record.state {
@@ -209,7 +230,7 @@ impl Core {
             FileState::Receiving => {
                 let expires =
                     touched(&record, upload.as_ref()).saturating_add(self.config.upload_ttl);
-                if expires <= crate::store::now() && !self.uploads.active(id) {
+                if expires <= crate::store::now() && !self.uploads.active(UploadId(*id)) {
                     return Err(expired());
                 }
                 let offset = match (&upload, &record.concat) {
@@ -259,7 +280,45 @@ impl Core {
             (None, Some(given)) => self.declare_length(&id, &view, given).await?,
             _ => {}
         }
-        self.append(id, Start::Offset(offset), check, body).await?;
+        let core = self.clone();
+        // Spawned: finishing the upload must not depend on the client staying.
+        tokio::spawn(async move {
+            let record = core.meta.file(&id)?.ok_or_else(not_found)?;
+            let layout = core.file_layout(&record);
+            let finished = record.input.is_some() && record.length == Some(offset);
+            let accepting = record.state == FileState::Receiving && record.input.is_none();
+            if !(finished || accepting) {
+                return Err(not_uploading("upload is complete"));
+            }
+            let ran = core
+                .uploads
+                .append(UploadId(id), layout, Start::Offset(offset), check, body)
+                .await;
+            match ran {
+                Ok(p) if p.all_in => core.finalize_file(id).await,
+                Ok(_) => Ok(()),
+                Err(e) if e.is(ProblemType::NotUploading) => {
+                    let record = core.meta.file(&id)?.ok_or_else(not_found)?;
+                    if record.input.is_some() && record.length == Some(offset) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }
+                Err(e) => {
+                    // What the request did deliver may have completed the upload.
+                    if core
+                        .uploads
+                        .progress(UploadId(id), &layout)
+                        .is_ok_and(|p| p.all_in)
+                    {
+                        core.finalize_file(id).await?;
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await??;
         self.file_view(&id)
     }
 
@@ -307,12 +366,12 @@ impl Core {
 
     /// Terminates an upload: its bytes go (a result it produced stays).
     pub async fn delete_file(self: &Arc<Self>, id: Key) -> Result<()> {
-        self.uploads.stop(&id);
+        self.uploads.stop(UploadId(id));
         let core = self.clone();
         let removed = tokio::task::spawn_blocking(move || -> Result<Option<FileRecord>> {
             let removed = core.meta.remove_file(&id)?;
             if removed.is_some() {
-                core.blobs.remove_staging(&id)?;
+                core.inputs.staging().remove(&id)?;
                 core.meta.flush()?;
             }
             Ok(removed)
@@ -346,21 +405,38 @@ impl Core {
         let core = self.clone();
         self.in_turn(id, async move {
             let c = core.clone();
-            let Some(file) = tokio::task::spawn_blocking(move || c.hash_file(&id)).await?? else {
+            let Some((file, completion)) =
+                tokio::task::spawn_blocking(move || c.hash_file(&id)).await??
+            else {
                 return Ok(());
             };
+            let input = file.input.expect("hashed");
+            if let Some(completion) = completion {
+                let layout = Layout {
+                    length: file.length.unwrap_or(0),
+                    block_size: file.block_size,
+                };
+                if let Published::Rejected { root } =
+                    core.inputs.publish(id, layout, completion, input).await?
+                {
+                    return Err(Error::Internal(format!(
+                        "upload {id} was hashed to {input}, its chaining values now give {root}"
+                    )));
+                }
+            }
             core.bind_file(id, file).await
         })
         .await?;
-        self.uploads.stop(&id);
+        self.uploads.stop(UploadId(id));
         self.notifier.notify(&id);
         Ok(())
     }
 
     /// Blocking: the input hash of a complete file upload, recorded before
-    /// anything is published; its bytes published as that input (unless it
-    /// is a partial upload). `None` if it is not complete, or already done.
-    fn hash_file(&self, id: &Key) -> Result<Option<FileRecord>> {
+    /// anything is published, and the completion its bytes are to be
+    /// published with (none for a partial upload, which is not published).
+    /// `None` if it is not complete, or already done.
+    fn hash_file(&self, id: &Key) -> Result<Option<(FileRecord, Option<Completion>)>> {
         let Some(file) = self.meta.file(id)? else {
             return Ok(None);
         };
@@ -374,25 +450,20 @@ impl Core {
             length,
             block_size: file.block_size,
         };
-        // Hashed now, the chaining values are at hand; hashed before a
-        // crash, they are read back (they are stored before the hash).
-        let (file, hashed) = match file.input {
-            Some(_) => (file, None),
+        // A final upload is complete once assembled (its caller's doing).
+        if file.input.is_none() && !matches!(file.concat, Concat::Final(_)) {
+            let progress = self.uploads.progress(UploadId(*id), &layout)?;
+            if progress.upload.is_none() || !progress.all_in {
+                return Ok(None);
+            }
+        }
+        // Hashed before a crash, the chaining values are read back (they are
+        // stored before the hash is recorded).
+        let completion = self.uploads.complete(UploadId(*id), &layout)?;
+        let file = match file.input {
+            Some(_) => file,
             None => {
-                // A final upload is complete once assembled (its caller's doing).
-                if !matches!(file.concat, Concat::Final(_)) {
-                    let Some(upload) = self.meta.upload(id)? else {
-                        return Ok(None);
-                    };
-                    if upload.received.len() != layout.blocks()
-                        && upload::offset(&layout, &upload) != length
-                    {
-                        return Ok(None);
-                    }
-                }
-                let staging = self.blobs.open_staging(id, length)?;
-                let cvs = self.block_cvs(id, &layout, &staging)?;
-                let input = InputHash::from(tree::root(&layout, &cvs));
+                let input = completion.root;
                 let updated = self.meta.update_file(id, UploadChange::Keep, |f| {
                     (f.input.is_none()).then(|| FileRecord {
                         input: Some(input),
@@ -401,99 +472,15 @@ impl Core {
                 })?;
                 self.meta.flush()?;
                 match updated {
-                    Some((f, _)) => (f, Some(cvs)),
+                    Some((f, _)) => f,
                     None => return Ok(None),
                 }
             }
         };
-        let input = file.input.expect("hashed above");
-        if file.concat != Concat::Partial {
-            if self.stored_input(&input)?.is_some() {
-                self.blobs.remove_staging(id)?;
-            } else {
-                let cvs = match hashed {
-                    Some(cvs) => cvs,
-                    None => {
-                        self.blobs.open_staging(id, length)?; // an empty input has no staged bytes
-                        self.meta
-                            .cv_list(id, layout.blocks())?
-                            .into_iter()
-                            .map(|cv| {
-                                cv.ok_or_else(|| Error::Internal("chaining value missing".into()))
-                            })
-                            .collect::<Result<Vec<_>>>()?
-                    }
-                };
-                let mut digest = Digest::new();
-                for (n, cv) in cvs.iter().enumerate() {
-                    digest.add(n as u64, cv);
-                }
-                self.blobs.promote_staging(id, &input)?;
-                let rec = InputRecord {
-                    length,
-                    block_size: layout.block_size,
-                    digest: *blake3::hash(&digest.to_bytes()).as_bytes(),
-                };
-                self.blobs.put_input_record(&input, &rec)?;
-                crate::metrics::INPUTS_VERIFIED.inc();
-            }
+        if file.concat == Concat::Partial {
+            return Ok(Some((file, None)));
         }
-        Ok(Some(file))
-    }
-
-    /// Blocking: the chaining value of every block. Blocks committed whole
-    /// have theirs stored; the others — the tail of an upload whose length
-    /// came late, every block of an assembled final upload — are hashed from
-    /// staging (on all cores) and stored. A one-block input's hash is its
-    /// block's root hash, so that block is hashed again in any case: it was
-    /// hashed as a non-root block if its length was not known yet.
-    fn block_cvs(&self, id: &Key, layout: &Layout, staging: &File) -> Result<Vec<[u8; 32]>> {
-        let count = layout.blocks();
-        let mut cvs = self.meta.cv_list(id, count)?;
-        if count == 1 {
-            cvs[0] = None;
-        }
-        let missing: Vec<u64> = (0..count).filter(|n| cvs[*n as usize].is_none()).collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(missing.len().max(1));
-        let hashed: Vec<(u64, [u8; 32])> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<u64> = missing.iter().copied().skip(t).step_by(threads).collect();
-                    s.spawn(move || -> std::io::Result<Vec<(u64, [u8; 32])>> {
-                        let mut buf = vec![0u8; layout.block_size.min(1 << 20) as usize];
-                        mine.into_iter()
-                            .map(|n| {
-                                let range = layout.range(n);
-                                let mut hasher = BlockHasher::new(layout, n);
-                                let mut pos = range.start;
-                                while pos < range.end {
-                                    let take = ((range.end - pos) as usize).min(buf.len());
-                                    staging.read_exact_at(&mut buf[..take], pos)?;
-                                    hasher.update(&buf[..take]);
-                                    pos += take as u64;
-                                }
-                                Ok((n, hasher.finish()))
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("hashing thread"))
-                .collect::<std::io::Result<Vec<_>>>()
-                .map(|v| v.into_iter().flatten().collect())
-        })?;
-        self.meta.put_cvs(id, &hashed)?;
-        for (n, cv) in hashed {
-            cvs[n as usize] = Some(cv);
-        }
-        Ok(cvs
-            .into_iter()
-            .map(|cv| cv.expect("every block hashed"))
-            .collect())
+        Ok(Some((file, Some(completion))))
     }
 
     /// Binds a hashed file upload to the entry of (input, operation) — found,
@@ -515,7 +502,7 @@ impl Core {
                 operation: op.normalized().clone(),
                 block_size: Some(file.block_size),
             };
-            let (key, _, _) = Box::pin(self.lookup_or_create(&req, &op)).await?;
+            let (key, _, _) = self.lookup_or_create(&req, &op).await?;
             Some(key)
         };
         let core = self.clone();
@@ -546,10 +533,10 @@ impl Core {
             if file.input.is_some() {
                 return Ok(());
             }
-            let mut out = core.blobs.open_staging(&id, length)?;
+            let mut out = core.inputs.staging().open_file(&id, length)?;
             let mut at = 0u64;
             for part in parts {
-                let src = File::open(core.blobs.staging_path(part)).map_err(|e| {
+                let src = File::open(core.inputs.staging().path(part)).map_err(|e| {
                     Error::problem(
                         ProblemType::InvalidHeader,
                         format!("Upload-Concat: the bytes of {part} are gone: {e}"),
@@ -587,7 +574,7 @@ impl Core {
         for item in self.meta.files() {
             let (id, file) = item?;
             let touched = match file.state {
-                FileState::Receiving if self.uploads.active(&id) => continue,
+                FileState::Receiving if self.uploads.active(UploadId(id)) => continue,
                 FileState::Receiving => touched(&file, self.meta.upload(&id)?.as_ref()),
                 FileState::Done { .. } => file.touched,
                 FileState::Expired => file
@@ -602,7 +589,7 @@ impl Core {
         let core = self.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             for (id, state) in due {
-                core.uploads.stop(&id);
+                core.uploads.stop(UploadId(id));
                 if state == FileState::Receiving {
                     tracing::info!(id = %id, "upload expired");
                     core.meta.update_file(&id, UploadChange::End, |f| {
@@ -615,7 +602,7 @@ impl Core {
                 } else {
                     core.meta.remove_file(&id)?;
                 }
-                core.blobs.remove_staging(&id)?;
+                core.inputs.staging().remove(&id)?;
             }
             core.meta.flush()?;
             Ok(())

@@ -1,0 +1,274 @@
+//! The disk blob store: content-addressed files under the data directory.
+//!
+//! ```text
+//! <data>/inputs/<blake3>   verified inputs
+//! <data>/results/<key>     results of operations (identity results are the input)
+//! <data>/tmp/              blobs being written by put_stream; swept at start-up
+//! ```
+//!
+//! Every blob is published whole: written under a temporary name (or staged
+//! and synced by the caller), renamed into place, and the directory fsynced,
+//! so a crash leaves the old state or the whole new file — never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::blob::{BlobHead, BlobName, BlobStore, ByteStream, StagedFile};
+
+/// Chunks a read is streamed in.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Blobs as files under a directory.
+#[derive(Debug, Clone)]
+pub struct DiskStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Fsyncs a directory so that a rename or unlink in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Deletes a temporary file unless it was published.
+struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    /// The file was published: keep it.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl DiskStore {
+    /// Opens the store under `root`, creating its directories, and empties
+    /// its `tmp/` (left-overs of a crash). Blocking.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let store = Self {
+            root: root.to_owned(),
+            tmp: root.join("tmp"),
+        };
+        for dir in ["inputs", "results", "tmp"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        for entry in fs::read_dir(&store.tmp)? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        Ok(store)
+    }
+
+    /// The file of `name`.
+    pub fn path(&self, name: BlobName) -> PathBuf {
+        self.root.join(name.path())
+    }
+
+    fn dir_of(&self, name: BlobName) -> PathBuf {
+        let path = self.path(name);
+        path.parent()
+            .expect("blob paths have a directory")
+            .to_owned()
+    }
+
+    fn temp(&self, name: BlobName) -> PathBuf {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let leaf = name.path().replace('/', "-");
+        self.tmp.join(format!("{leaf}.{}.{n}", std::process::id()))
+    }
+
+    /// Renames a synced file into place and makes the name durable.
+    fn publish(&self, name: BlobName, from: &Path) -> io::Result<()> {
+        fs::rename(from, self.path(name))?;
+        sync_dir(&self.dir_of(name))
+    }
+}
+
+#[async_trait]
+impl BlobStore for DiskStore {
+    async fn put_file(&self, name: BlobName, file: StagedFile) -> io::Result<()> {
+        let store = self.clone();
+        blocking(move || {
+            match store.publish(name, file.path()) {
+                Ok(()) => {
+                    let from = file.into_path();
+                    // The staged name is gone; make that durable too.
+                    if let Some(dir) = from.parent() {
+                        sync_dir(dir)?;
+                    }
+                    Ok(())
+                }
+                // Staged on another filesystem: copy, sync, publish.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    let tmp = store.temp(name);
+                    let guard = TempGuard(Some(tmp.clone()));
+                    fs::copy(file.path(), &tmp)?;
+                    File::open(&tmp)?.sync_all()?;
+                    store.publish(name, &tmp)?;
+                    guard.disarm();
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn put_stream(&self, name: BlobName, mut body: ByteStream) -> io::Result<()> {
+        let tmp = self.temp(name);
+        let guard = TempGuard(Some(tmp.clone()));
+        let mut out = tokio::fs::File::create(&tmp).await?;
+        while let Some(chunk) = body.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
+        }
+        let out = out.into_std().await;
+        let store = self.clone();
+        blocking(move || {
+            out.sync_all()?;
+            store.publish(name, &tmp)?;
+            guard.disarm();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        name: BlobName,
+        range: Option<Range<u64>>,
+    ) -> io::Result<Option<ByteStream>> {
+        let mut file = match tokio::fs::File::open(self.path(name)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let length = file.metadata().await?.len();
+        let range = range.unwrap_or(0..length);
+        if range.start > range.end || range.end > length {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("range {range:?} of a blob of {length} bytes"),
+            ));
+        }
+        file.seek(io::SeekFrom::Start(range.start)).await?;
+        let count = range.end - range.start;
+        let stream = ReaderStream::with_capacity(file.take(count), READ_CHUNK);
+        Ok(Some(Box::pin(stream)))
+    }
+
+    async fn head(&self, name: BlobName) -> io::Result<Option<BlobHead>> {
+        match tokio::fs::metadata(self.path(name)).await {
+            Ok(m) => Ok(Some(BlobHead { length: m.len() })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete(&self, name: BlobName) -> io::Result<bool> {
+        let store = self.clone();
+        blocking(move || match fs::remove_file(store.path(name)) {
+            Ok(()) => {
+                sync_dir(&store.dir_of(name))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<BlobName>> {
+        let store = self.clone();
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            let mut out = Vec::new();
+            for dir in ["inputs", "results"] {
+                let here = format!("{dir}/");
+                if !(prefix.starts_with(&here) || here.starts_with(&prefix)) {
+                    continue;
+                }
+                for entry in fs::read_dir(store.root.join(dir))? {
+                    let entry = entry?;
+                    let Some(leaf) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    // Other files live beside the blobs (input records).
+                    let Some(name) = BlobName::parse(&format!("{here}{leaf}")) else {
+                        continue;
+                    };
+                    if name.path().starts_with(&prefix) {
+                        out.push(name);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn local_path(&self, name: BlobName) -> Option<PathBuf> {
+        Some(self.path(name))
+    }
+}
+
+/// Writes `bytes` to a new file at `path` durably (write, fsync, rename from
+/// a temporary name in `tmp`, directory fsync). Blocking.
+pub(crate) fn write_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let guard = TempGuard(Some(tmp.to_owned()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(tmp, path)?;
+    guard.disarm();
+    sync_dir(path.parent().expect("a file in a directory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::staging::Staging;
+
+    #[tokio::test]
+    async fn the_disk_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let staging = Staging::open(dir.path()).unwrap();
+        crate::store::conformance::check(&store, &staging).await;
+    }
+
+    #[test]
+    fn tmp_is_swept_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        DiskStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join("tmp/leftover"), b"x").unwrap();
+        DiskStore::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
