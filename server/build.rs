@@ -10,10 +10,12 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let dir = manifest.join("../client-js/demo");
     println!("cargo:rerun-if-changed=build.rs");
+    // Cargo watches a directory's whole tree for changes; a path that does
+    // not exist makes it run this script on every build, so that the page
+    // is picked up as soon as it appears.
+    println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
     if dir.is_dir() {
-        // Cargo watches a directory's whole tree for changes.
-        println!("cargo:rerun-if-changed={}", dir.display());
         collect(&dir, "", &mut files);
     }
     files.sort();

@@ -85,10 +85,29 @@ impl ProblemType {
     pub fn uri(self) -> String {
         format!("{TYPE_PREFIX}{}", self.slug())
     }
+    /// Looks a type up by its slug (the last part of its URI).
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|t| t.slug() == slug)
+    }
     /// Looks a type up by its URI.
     pub fn from_uri(uri: &str) -> Option<Self> {
         let slug = uri.strip_prefix(TYPE_PREFIX)?;
         Self::ALL.iter().copied().find(|t| t.slug() == slug)
+    }
+}
+
+/// A problem type travels (and is stored) as its slug.
+impl Serialize for ProblemType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.slug())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProblemType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let slug = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_slug(&slug)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown problem type {slug}")))
     }
 }
 

@@ -8,6 +8,8 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use upcache_protocol::token::{self, SigningKey};
 
+use crate::clock::SharedClock;
+
 /// Every setting of the server. Sizes accept human units (`64GiB`, `8MiB`);
 /// durations are whole seconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +91,14 @@ pub struct Config {
     /// any; empty means no CORS headers.
     #[serde(deserialize_with = "one_or_many")]
     pub cors_origins: Vec<String>,
+    /// The clock the service goes by (tests give one they move by hand).
+    #[serde(skip)]
+    pub clock: SharedClock,
+    /// The executable operations run in (`<it> op-worker`): this process's
+    /// own unless given (tests that run the service in-process name the
+    /// `upcache` binary).
+    #[serde(skip)]
+    pub worker: Option<PathBuf>,
     /// `token_keys` and `token_keys_file` parsed (or the ephemeral key),
     /// filled in by validation; the first signs.
     #[serde(skip)]
@@ -140,6 +150,8 @@ impl Default for Config {
             demo: None,
             allow_unauthenticated: false,
             cors_origins: Vec::new(),
+            clock: SharedClock::default(),
+            worker: None,
             signing_keys: Vec::new(),
         }
     }

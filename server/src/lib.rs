@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! * [`config`] — the settings, layered defaults → TOML → environment → flags.
+//! * [`clock`] — the time the service goes by: the system's, or one a test
+//!   moves by hand.
 //! * [`http`] — the HTTP/1.1 + HTTP/2 front end: serving loop, typed routes,
 //!   handlers, result serving, error rendering; connections that linger when
 //!   closed, answers given before a body was read, hyper's own errors turned
@@ -37,10 +39,11 @@
 //!
 //! Layers point one way: `http` → `cache` → `inputs` → `upload` →
 //! `commit`/`ops` → `error` → `store`, with `config`, `metrics` and `notify`
-//! as leaves, and `http` never names `store`; `tests/architecture.rs`
+//! and `clock` as leaves, and `http` never names `store`; `tests/architecture.rs`
 //! holds the code to it.
 
 pub mod cache;
+pub mod clock;
 pub mod commit;
 pub mod config;
 pub mod error;
@@ -92,13 +95,14 @@ pub async fn run(
         tokio::spawn(async move {
             let every = Duration::from_secs(core.config().upload_ttl.clamp(1, 600));
             loop {
-                tokio::time::sleep(every).await;
+                core.config().clock.sleep(every).await;
                 if let Err(e) = core.expire_uploads().await {
                     tracing::warn!(error = %e, "expiry sweep failed");
                 }
                 if let Err(e) = core.expire_files().await {
                     tracing::warn!(error = %e, "expiry sweep of file uploads failed");
                 }
+                metrics::SWEEPS.inc();
             }
         })
     };

@@ -70,6 +70,15 @@ pub static TOKEN_REFUSALS: Counter = Counter::new(
     "Requests refused for their upload token or presigned URL (invalid, expired, out of scope, not allowed)",
 );
 
+pub static SWEEPS: Counter = Counter::new(
+    "upcache_expiry_sweeps_total",
+    "Sweeps for idle uploads that are due to expire",
+);
+pub static UPLOADS_EXPIRED: Counter = Counter::new(
+    "upcache_uploads_expired_total",
+    "Uploads (/v1 and tus) deleted for sitting idle longer than upload_ttl",
+);
+
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
     &OPERATIONS_STARTED,
@@ -80,6 +89,8 @@ const ALL: &[&Counter] = &[
     &INPUTS_VERIFIED,
     &INPUTS_REJECTED,
     &HITS,
+    &SWEEPS,
+    &UPLOADS_EXPIRED,
     &TOKENS_MINTED,
     &TOKEN_REQUESTS,
     &TOKEN_REFUSALS,

@@ -9,7 +9,7 @@
 //!   commit, ops              group commit; running operations
 //!   error                    the domain error
 //!   store                    sled schema and blob files
-//!   config, metrics, notify  leaves
+//!   config, clock, metrics, notify  leaves
 //! ```
 //!
 //! Modules of one layer may name each other (entries and tus files are two
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 /// Layers, lowest first.
 const LAYERS: &[&[&str]] = &[
-    &["config", "metrics", "notify"],
+    &["config", "clock", "metrics", "notify"],
     &["store"],
     &["error"],
     &["commit", "ops"],

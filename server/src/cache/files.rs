@@ -230,7 +230,7 @@ impl Core {
             FileState::Receiving => {
                 let expires =
                     touched(&record, upload.as_ref()).saturating_add(self.config.upload_ttl);
-                if expires <= crate::store::now() && !self.uploads.active(UploadId(*id)) {
+                if expires <= self.config.clock.now() && !self.uploads.active(UploadId(*id)) {
                     return Err(expired());
                 }
                 let offset = match (&upload, &record.concat) {
@@ -568,7 +568,7 @@ impl Core {
     /// one is forgotten (its result stays under its key). Returns how many
     /// changed.
     pub async fn expire_files(self: &Arc<Self>) -> Result<usize> {
-        let now = crate::store::now();
+        let now = self.config.clock.now();
         let ttl = self.config.upload_ttl;
         let mut due = Vec::new();
         for item in self.meta.files() {
@@ -592,6 +592,7 @@ impl Core {
                 core.uploads.stop(UploadId(id));
                 if state == FileState::Receiving {
                     tracing::info!(id = %id, "upload expired");
+                    crate::metrics::UPLOADS_EXPIRED.inc();
                     core.meta.update_file(&id, UploadChange::End, |f| {
                         Some(FileRecord {
                             state: FileState::Expired,

@@ -39,6 +39,7 @@ use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
 use crate::store::blob::{BlobName, ByteStream};
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange, UploadRecord};
+use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
 
 /// A complete result, as a reader gets it.
@@ -106,9 +107,20 @@ impl Core {
     /// Opens the data directory and starts the committer and the worker pool.
     pub fn open(config: Config) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data)?;
-        let meta = Meta::open(&config.data.join("db"), config.db_cache.as_u64())?;
+        let meta = Meta::open(
+            &config.data.join("db"),
+            config.db_cache.as_u64(),
+            config.clock.clone(),
+        )?;
         let inputs = Inputs::open(&config.data)?;
         migrate_input_records(&meta, &inputs)?;
+        let rewritten = meta.migrate_entries()?;
+        if rewritten > 0 {
+            tracing::info!(
+                entries = rewritten,
+                "entry records rewritten in the current format"
+            );
+        }
         Ok(Arc::new(Self {
             uploads: Arc::new(Uploads::new(
                 meta.clone(),
@@ -116,7 +128,10 @@ impl Core {
                 &config,
             )),
             pool: Pool::new(config.pool_size, config.pool_memory.as_u64()),
-            worker: worker_executable()?,
+            worker: match &config.worker {
+                Some(w) => w.clone(),
+                None => worker_executable()?,
+            },
             notifier: Arc::default(),
             running: Mutex::default(),
             finalizing: Mutex::default(),
@@ -238,7 +253,7 @@ impl Core {
                 content_type: r.content_type.clone(),
                 blake3: r.blake3,
             }),
-            error: entry.error.clone(),
+            error: entry.error.as_ref().map(Failure::to_problem),
         }
     }
 
@@ -401,8 +416,9 @@ impl Core {
             }
         }
         let bad_upload =
-            existing.error.as_ref().and_then(Problem::kind) == Some(ProblemType::InputHashMismatch);
-        let due = crate::store::now().saturating_sub(existing.updated) >= self.config.failure_ttl;
+            existing.error.as_ref().map(|f| f.kind) == Some(ProblemType::InputHashMismatch);
+        let due =
+            self.config.clock.now().saturating_sub(existing.updated) >= self.config.failure_ttl;
         if existing.state == State::Uploading {
             let layout = self.layout(&existing);
             if self
@@ -581,10 +597,11 @@ impl Core {
                 },
                 Published::Rejected { root } => EntryRecord {
                     state,
-                    error: Some(Problem::new(
-                        ProblemType::InputHashMismatch,
-                        format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", e.input),
-                    )),
+                    error: Some(Failure {
+                        kind: ProblemType::InputHashMismatch,
+                        detail: format!("the uploaded bytes hash to {root}, not {}; nothing was stored; create the entry again to re-upload", e.input),
+                        members: Default::default(),
+                    }),
                     ..e.clone()
                 },
             })
@@ -644,7 +661,7 @@ impl Core {
 
     /// Deletes uploads untouched for `upload_ttl`. Returns how many expired.
     pub async fn expire_uploads(self: &Arc<Self>) -> Result<usize> {
-        let now = crate::store::now();
+        let now = self.config.clock.now();
         let mut stale = Vec::new();
         for item in self.meta.entries() {
             let (key, entry) = item?;
@@ -658,7 +675,9 @@ impl Core {
         }
         for key in &stale {
             tracing::info!(key = %key, "upload expired");
-            let _ = self.delete(*key).await;
+            if self.delete(*key).await.is_ok() {
+                metrics::UPLOADS_EXPIRED.inc();
+            }
         }
         Ok(stale.len())
     }
@@ -701,7 +720,8 @@ fn migrate_input_records(meta: &Meta, inputs: &Inputs) -> Result<()> {
 pub fn failure(entry: &EntryRecord) -> Problem {
     entry
         .error
-        .clone()
+        .as_ref()
+        .map(Failure::to_problem)
         .unwrap_or_else(|| Problem::new(ProblemType::OperationFailed, "the operation failed"))
 }
 
@@ -730,7 +750,7 @@ mod tests {
         };
         {
             // A data directory as earlier releases left it: records in sled.
-            let meta = Meta::open(&data.join("db"), 1 << 20).unwrap();
+            let meta = Meta::open(&data.join("db"), 1 << 20, Default::default()).unwrap();
             std::fs::create_dir_all(data.join("inputs")).unwrap();
             std::fs::write(data.join("inputs").join(kept.to_hex()), b"kept").unwrap();
             meta.put_legacy_input(&kept, &rec).unwrap();

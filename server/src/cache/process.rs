@@ -24,6 +24,7 @@ use crate::ops::worker::{self, Job, Outcome, Written};
 use crate::ops::{self, budget};
 use crate::store::blob::{BlobName, StagedFile};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
+use crate::store::records::Failure;
 
 /// Address space a worker process needs beyond its image buffers: the
 /// executable, its libraries, stacks and allocator arenas.
@@ -65,7 +66,7 @@ impl Core {
                 };
                 tracing::warn!(key = %key, why, retry_in = ?pause, "operation postponed");
                 drop(guard);
-                tokio::time::sleep(pause).await;
+                core.config.clock.sleep(pause).await;
                 pause = (pause * 2).min(SHORTAGE_RETRY.1);
             }
         });
@@ -223,7 +224,7 @@ impl Core {
             e.state.on(event).map(|state| EntryRecord {
                 state,
                 result: result.clone(),
-                error: error.clone(),
+                error: error.as_ref().map(Failure::from_problem),
                 ..e.clone()
             })
         })?;

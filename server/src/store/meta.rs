@@ -4,7 +4,7 @@
 //!
 //! | tree      | key                         | value                                   |
 //! |-----------|-----------------------------|-----------------------------------------|
-//! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON with format `fv`  |
+//! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON, format `fv` 2 (1: release 0.1, migrated at start-up) |
 //! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
 //! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
@@ -31,6 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use upcache_protocol::{InputHash, Key};
 
 use super::space::Room;
+use crate::clock::SharedClock;
 
 /// Storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +144,14 @@ pub struct Meta {
     inputs: sled::Tree,
     files: sled::Tree,
     room: Arc<Room>,
+    /// What records are stamped with.
+    clock: SharedClock,
 }
 
 impl Meta {
-    /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+    /// Opens (or creates) the database in `dir`; records are stamped with
+    /// the time of `clock`.
+    pub fn open(dir: &Path, cache_bytes: u64, clock: SharedClock) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -160,6 +164,7 @@ impl Meta {
             inputs: db.open_tree("inputs")?,
             files: db.open_tree("files")?,
             db,
+            clock,
         })
     }
 
@@ -200,7 +205,13 @@ impl Meta {
     pub fn create_file(&self, id: &Key, file: &FileRecord) -> Result<()> {
         self.room()?;
         self.clear_cvs(id)?;
-        let fresh = UploadRecord::fresh().encode();
+        let now = self.clock.now();
+        let fresh = UploadRecord::fresh(now).encode();
+        let file = &FileRecord {
+            created: now,
+            touched: now,
+            ..file.clone()
+        };
         tx_result(
             (&self.files, &self.uploads).transaction(|(files, uploads)| {
                 files.insert(id.as_bytes(), file.encode())?;
@@ -286,7 +297,13 @@ impl Meta {
         if upload {
             self.clear_cvs(key)?;
         }
-        let fresh = UploadRecord::fresh().encode();
+        let now = self.clock.now();
+        let fresh = UploadRecord::fresh(now).encode();
+        let entry = &EntryRecord {
+            created: now,
+            updated: now,
+            ..entry.clone()
+        };
         tx_result(
             (&self.entries, &self.uploads).transaction(|(entries, uploads)| {
                 if let Some(existing) = entries.get(key.as_bytes())? {
@@ -332,7 +349,7 @@ impl Meta {
         if upload == UploadChange::Start {
             self.clear_cvs(id)?;
         }
-        let fresh = UploadRecord::fresh().encode();
+        let fresh = UploadRecord::fresh(self.clock.now()).encode();
         tx_result((tree, &self.uploads).transaction(|(records, uploads)| {
             let Some(bytes) = records.get(id.as_bytes())? else {
                 return Ok(None);
@@ -341,7 +358,7 @@ impl Meta {
             match change(&current) {
                 None => Ok(Some((current, false))),
                 Some(mut next) => {
-                    next.stamp(super::now());
+                    next.stamp(self.clock.now());
                     records.insert(id.as_bytes(), next.encode())?;
                     match upload {
                         UploadChange::Keep => {}
@@ -374,7 +391,7 @@ impl Meta {
     /// received, are skipped. Returns each touched upload's new record.
     pub fn commit_blocks(&self, blocks: &[BlockCommit]) -> Result<Vec<(Key, UploadRecord)>> {
         self.room()?;
-        let now = super::now();
+        let now = self.clock.now();
         tx_result((&self.uploads, &self.cvs).transaction(|(uploads, cvs)| {
             let mut records: Vec<(Key, UploadRecord)> = Vec::new();
             for b in blocks {
@@ -417,7 +434,7 @@ impl Meta {
         tail: Option<(u64, u64)>,
     ) -> Result<Option<UploadRecord>> {
         self.room()?;
-        let now = super::now();
+        let now = self.clock.now();
         let out = self.uploads.fetch_and_update(id.as_bytes(), |old| {
             let mut rec = UploadRecord::decode(old?).ok()?;
             if rec.epoch != epoch {
@@ -494,6 +511,27 @@ impl Meta {
         Ok(())
     }
 
+    /// Writes every entry record stored in an earlier format again, in the
+    /// current one (run at start-up, before anything else touches them).
+    /// Returns how many were rewritten.
+    pub fn migrate_entries(&self) -> Result<usize> {
+        self.room()?;
+        let mut rewritten = 0;
+        for item in self.entries.iter() {
+            let (k, v) = item?;
+            let rec = EntryRecord::decode(&v)?;
+            if !rec.is_current() {
+                // A record changed since it was read was written in the
+                // current format already.
+                let _ = self
+                    .entries
+                    .compare_and_swap(&k, Some(&v), Some(rec.encode()))?;
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
+    }
+
     /// Every entry, for start-up recovery and expiry sweeps.
     pub fn entries(&self) -> impl Iterator<Item = Result<(Key, EntryRecord)>> + '_ {
         self.entries.iter().map(|item| {
@@ -510,11 +548,11 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upcache_protocol::{Digest, State};
+    use upcache_protocol::{Digest, ProblemType, State};
 
     fn meta() -> (tempfile::TempDir, Meta) {
         let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let m = Meta::open(&dir.path().join("db"), 1 << 20, SharedClock::default()).unwrap();
         (dir, m)
     }
 
@@ -526,6 +564,47 @@ mod tests {
             "{}".into(),
             1024,
         )
+    }
+
+    /// An entry as release 0.1 stored it (format 1, the failure as the wire
+    /// problem document), copied from `tests/fixtures/data-0.1.tar.gz`.
+    const ENTRY_V1: &str = r#"{"fv":1,"state":"failed","input":"76e1f842e3d3569f8ade912fbad9764ef337ed5941e8904f7c4056a41959ffd0","length":81920,"operation":"{\"op\":\"identity\",\"v\":1}","block_size":16384,"created":1795684877,"updated":1795684877,"error":{"type":"urn:upcache:problem:input-hash-mismatch","title":"The uploaded bytes do not hash to the claimed input hash","status":422,"detail":"the uploaded bytes hash to 143536dba82c94f5f0186031f7abf9fe9478afbcc0a7ffeab9827c2186f26f69, not 76e1f842e3d3569f8ade912fbad9764ef337ed5941e8904f7c4056a41959ffd0; nothing was stored; create the entry again to re-upload"}}"#;
+
+    #[test]
+    fn entries_of_format_1_are_rewritten_with_a_stored_failure() {
+        let (_d, m) = meta();
+        let key = Key([5; 32]);
+        m.entries.insert(key.as_bytes(), ENTRY_V1).unwrap();
+        m.entries.insert([6; 32], entry().encode()).unwrap();
+        assert_eq!(m.migrate_entries().unwrap(), 1, "only the old record");
+        assert_eq!(m.migrate_entries().unwrap(), 0, "done once");
+
+        let raw: serde_json::Value =
+            serde_json::from_slice(&m.entries.get(key.as_bytes()).unwrap().unwrap()).unwrap();
+        assert_eq!(raw["fv"], 2);
+        assert_eq!(raw["error"]["kind"], "input-hash-mismatch");
+        assert!(
+            raw["error"].get("type").is_none(),
+            "no wire document on disk"
+        );
+        let rec = m.entry(&key).unwrap().unwrap();
+        assert_eq!(rec.state, State::Failed);
+        assert_eq!(rec.length, 81920);
+        let problem = rec.error.unwrap().to_problem();
+        assert_eq!(problem.kind(), Some(ProblemType::InputHashMismatch));
+        assert!(problem
+            .detail
+            .unwrap()
+            .starts_with("the uploaded bytes hash to 1435"));
+    }
+
+    #[test]
+    fn failures_keep_their_members() {
+        let p = upcache_protocol::Problem::new(ProblemType::ImageTooLarge, "too big")
+            .with("width", 9000)
+            .with("height", 9000);
+        let f = super::super::records::Failure::from_problem(&p);
+        assert_eq!(f.to_problem(), p);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use upcache_protocol::{Digest, InputHash, Problem, State};
+use serde_json::{Map, Value};
+use upcache_protocol::{Digest, InputHash, Problem, ProblemType, State};
 
 use super::meta::MetaError;
 
@@ -28,13 +29,53 @@ pub struct ResultRecord {
     pub blob: BlobRef,
 }
 
-const ENTRY_FORMAT: u8 = 1;
+/// Why an entry failed, as stored: the kind of problem (its slug), the
+/// detail and any extension members. Not the wire document: the URIs,
+/// titles and statuses of problems can change without touching a stored
+/// record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: ProblemType,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub members: Map<String, Value>,
+}
+
+impl Failure {
+    /// What is kept of a problem. A type that is not one of ours (none is
+    /// ever stored) is kept as an operation failure.
+    pub fn from_problem(p: &Problem) -> Self {
+        Self {
+            kind: p.kind().unwrap_or(ProblemType::OperationFailed),
+            detail: p.detail.clone().unwrap_or_default(),
+            members: p.extensions.clone(),
+        }
+    }
+
+    /// The problem document it is answered with.
+    pub fn to_problem(&self) -> Problem {
+        let mut p = Problem::new(self.kind, self.detail.clone());
+        p.extensions = self.members.clone();
+        p
+    }
+}
+
+fn current_format() -> u8 {
+    ENTRY_FORMAT
+}
+
+/// Format 1 (release 0.1) stored an entry's failure as the wire problem
+/// document; format 2 stores a [`Failure`].
+const ENTRY_FORMAT: u8 = 2;
 
 /// One (input, operation) entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntryRecord {
     /// Format version of this record.
     pub fv: u8,
+    /// The format it was read in.
+    #[serde(skip, default = "current_format")]
+    pub fv_read: u8,
     pub state: State,
     pub input: InputHash,
     pub length: u64,
@@ -46,7 +87,7 @@ pub struct EntryRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<Problem>,
+    pub error: Option<Failure>,
     /// Wire digest of the input's blocks, once the input is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -64,6 +105,7 @@ impl EntryRecord {
         let now = super::now();
         Self {
             fv: ENTRY_FORMAT,
+            fv_read: ENTRY_FORMAT,
             state,
             input,
             length,
@@ -81,16 +123,38 @@ impl EntryRecord {
         serde_json::to_vec(self).expect("entry records serialize")
     }
 
+    /// Decodes a record of the current format, or of format 1 (migrated on
+    /// the way: see [`EntryRecord::is_current`]).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
-        let rec: Self =
-            serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        if rec.fv != ENTRY_FORMAT {
-            return Err(MetaError::Corrupt(format!(
-                "entry format {} is not known",
-                rec.fv
-            )));
+        let corrupt = |e: serde_json::Error| MetaError::Corrupt(format!("entry record: {e}"));
+        let mut raw: Map<String, Value> = serde_json::from_slice(bytes).map_err(corrupt)?;
+        match raw.get("fv").and_then(Value::as_u64) {
+            Some(1) => {
+                if let Some(error) = raw.remove("error") {
+                    let problem: Problem = serde_json::from_value(error).map_err(corrupt)?;
+                    raw.insert(
+                        "error".into(),
+                        serde_json::to_value(Failure::from_problem(&problem)).map_err(corrupt)?,
+                    );
+                }
+            }
+            Some(fv) if fv == u64::from(ENTRY_FORMAT) => {}
+            other => {
+                return Err(MetaError::Corrupt(format!(
+                    "entry format {other:?} is not known"
+                )))
+            }
         }
+        let mut rec: Self = serde_json::from_value(Value::Object(raw)).map_err(corrupt)?;
+        rec.fv_read = rec.fv;
+        rec.fv = ENTRY_FORMAT;
         Ok(rec)
+    }
+
+    /// Whether the record was stored in the current format (else it is
+    /// written again by the migration at start-up).
+    pub fn is_current(&self) -> bool {
+        self.fv_read == ENTRY_FORMAT
     }
 }
 
@@ -149,10 +213,10 @@ impl UploadRecord {
         })
     }
 
-    /// A new, empty upload record.
-    pub fn fresh() -> Self {
+    /// A new, empty upload record, made at `now`.
+    pub fn fresh(now: u64) -> Self {
         Self {
-            touched: super::now(),
+            touched: now,
             epoch: new_epoch(),
             ..Default::default()
         }

@@ -9,45 +9,146 @@
 //! into an aligned buffer and written in aligned runs; what cannot be
 //! aligned — the start of a request that resumes mid-page, the last bytes
 //! of an input — goes through the ordinary file descriptor. The two never
-//! write the same page. Durability is unchanged: the committer's
+//! write the same page. Full buffers are written by a thread of the
+//! writer's own while the next ones are filled and hashed; a flush waits
+//! for all of them. Durability is unchanged: the committer's
 //! `fdatasync` (on either descriptor: it is per file) flushes the device
 //! cache before a block is acknowledged.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// Alignment of offsets, lengths and memory (covers 512- and 4096-byte devices).
 pub const ALIGN: u64 = 4096;
 /// Bytes gathered before a write.
 const CAPACITY: usize = 1 << 20;
+/// Buffers per writer: one being filled while the others are written out.
+const BUFFERS: usize = 3;
 
-/// The direct descriptor of a staging file and its buffer.
-pub struct DirectWriter {
-    direct: File,
+/// A buffer of [`CAPACITY`] bytes at an aligned address.
+struct Aligned {
     raw: Vec<u8>,
-    /// Where the aligned part of `raw` starts.
     offset: usize,
-    /// File offset of the buffer's first byte.
-    start: u64,
-    len: usize,
 }
 
-impl DirectWriter {
-    pub fn new(direct: File) -> Self {
+impl Aligned {
+    fn new() -> Self {
         let raw = vec![0u8; CAPACITY + ALIGN as usize];
         let offset = raw.as_ptr().align_offset(ALIGN as usize);
-        Self {
-            direct,
-            raw,
-            offset,
-            start: 0,
-            len: 0,
-        }
+        Self { raw, offset }
     }
 
     fn buf(&mut self) -> &mut [u8] {
         &mut self.raw[self.offset..self.offset + CAPACITY]
+    }
+
+    fn bytes(&self, len: usize) -> &[u8] {
+        &self.raw[self.offset..self.offset + len]
+    }
+}
+
+/// A filled buffer to write out at `start`.
+struct Job {
+    buf: Aligned,
+    start: u64,
+    len: usize,
+}
+
+/// The direct descriptor of a staging file, and its buffers. Full buffers
+/// are written out by a thread of the writer's own, so that the request's
+/// bytes are hashed (on the caller's thread) while the previous ones go to
+/// the device: the two no longer take turns.
+pub struct DirectWriter {
+    current: Aligned,
+    /// File offset of the current buffer's first byte.
+    start: u64,
+    len: usize,
+    spare: Vec<Aligned>,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    done: mpsc::Receiver<(Aligned, io::Result<()>)>,
+    in_flight: usize,
+    /// The first failed write, reported by the next flush.
+    failed: Option<io::Error>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DirectWriter {
+    /// Writes through `direct`, falling back to `file` (the same staging
+    /// file, opened without `O_DIRECT`) for what cannot be aligned.
+    pub fn new(direct: File, file: Arc<File>) -> Self {
+        let (jobs, inbox) = mpsc::sync_channel::<Job>(BUFFERS);
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("upcache-direct".into())
+            .spawn(move || {
+                for job in inbox {
+                    let written = write_out(&direct, &file, job.buf.bytes(job.len), job.start);
+                    if done_tx.send((job.buf, written)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("start a writer thread");
+        Self {
+            current: Aligned::new(),
+            start: 0,
+            len: 0,
+            spare: (1..BUFFERS).map(|_| Aligned::new()).collect(),
+            jobs: Some(jobs),
+            done,
+            in_flight: 0,
+            failed: None,
+            thread: Some(thread),
+        }
+    }
+
+    /// Takes back one written buffer, waiting for it.
+    fn reclaim(&mut self) {
+        match self.done.recv() {
+            Ok((buf, written)) => {
+                self.in_flight -= 1;
+                self.spare.push(buf);
+                if let Err(e) = written {
+                    self.failed.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                self.in_flight = 0;
+                self.failed
+                    .get_or_insert_with(|| io::Error::other("the writer thread stopped"));
+            }
+        }
+    }
+
+    /// Hands the current buffer to the writer thread.
+    fn submit(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        if self.spare.is_empty() {
+            self.reclaim();
+        }
+        let Some(next) = self.spare.pop() else {
+            return; // the thread is gone; `failed` says so
+        };
+        let buf = std::mem::replace(&mut self.current, next);
+        let job = Job {
+            buf,
+            start: self.start,
+            len: self.len,
+        };
+        self.len = 0;
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+        if sent {
+            self.in_flight += 1;
+        } else {
+            self.failed
+                .get_or_insert_with(|| io::Error::other("the writer thread stopped"));
+        }
     }
 
     /// Writes `bytes` at `at`: buffered for direct writes where aligned,
@@ -70,41 +171,63 @@ impl DirectWriter {
             }
             let len = self.len;
             let take = (CAPACITY - len).min(bytes.len());
-            self.buf()[len..len + take].copy_from_slice(&bytes[..take]);
+            self.current.buf()[len..len + take].copy_from_slice(&bytes[..take]);
             self.len += take;
             at += take as u64;
             bytes = &bytes[take..];
             if self.len == CAPACITY {
-                self.flush(file)?;
+                self.submit();
             }
         }
-        Ok(())
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    /// Writes out what is buffered: the aligned part directly, the rest
-    /// (less than a page, at the end of the bytes) through `file`.
-    pub fn flush(&mut self, file: &File) -> io::Result<()> {
-        let (start, len) = (self.start, self.len);
-        self.len = 0;
-        let aligned = len / ALIGN as usize * ALIGN as usize;
-        let (offset, raw, direct) = (self.offset, &self.raw, &self.direct);
-        let buf = &raw[offset..offset + len];
-        if aligned > 0 {
-            match direct.write_all_at(&buf[..aligned], start) {
-                Ok(()) => {}
-                // A filesystem that takes O_DIRECT at open but not these
-                // writes: the ordinary descriptor does the same job.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    file.write_all_at(&buf[..aligned], start)?
-                }
-                Err(e) => return Err(e),
-            }
+    /// Writes out everything given so far and waits until it is written:
+    /// the aligned part directly, the rest (less than a page, at the end of
+    /// the bytes) through the plain descriptor.
+    pub fn flush(&mut self, _file: &File) -> io::Result<()> {
+        self.submit();
+        while self.in_flight > 0 {
+            self.reclaim();
         }
-        if len > aligned {
-            file.write_all_at(&buf[aligned..], start + aligned as u64)?;
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+impl Drop for DirectWriter {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes `buf` at `start`: its aligned part through `direct`, the rest
+/// through `file`.
+fn write_out(direct: &File, file: &File, buf: &[u8], start: u64) -> io::Result<()> {
+    let aligned = buf.len() / ALIGN as usize * ALIGN as usize;
+    if aligned > 0 {
+        match direct.write_all_at(&buf[..aligned], start) {
+            Ok(()) => {}
+            // A filesystem that takes O_DIRECT at open but not these
+            // writes: the ordinary descriptor does the same job.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                file.write_all_at(&buf[..aligned], start)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if buf.len() > aligned {
+        file.write_all_at(&buf[aligned..], start + aligned as u64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,7 +253,8 @@ mod tests {
         // the buffering logic is exercised all the same.
         let direct =
             crate::store::staging::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
-        let mut w = DirectWriter::new(direct);
+        let file = Arc::new(file);
+        let mut w = DirectWriter::new(direct, file.clone());
         // A first request from 0 that stops mid-page, a resumed one from
         // there in uneven pieces, and a gap written out of order.
         let cut = 10_001;

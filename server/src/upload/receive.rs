@@ -284,7 +284,7 @@ pub(super) async fn receive(
     })
     .await??;
     let file = Arc::new(file);
-    let direct = direct.map(DirectWriter::new);
+    let direct = direct.map(|d| DirectWriter::new(d, file.clone()));
     // Only a hash of the block alone needs a second hasher; a chaining
     // value is checked against the one computed anyway.
     let verify = matches!(
