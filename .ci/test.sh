@@ -5,7 +5,11 @@
 # npm, tuspy from PyPI, pinned in tests/tus-clients/), builds the workspace (the
 # server binary the end-to-end tests start), then runs every unit, property and
 # end-to-end test with cargo-nextest when it is installed, or cargo test
-# otherwise. Needs the Rust toolchain, Node.js 20+ with npm, and Python 3 with venv.
+# otherwise. Then the JavaScript SDK (client-js/): `npm ci`, its node:test
+# suites against the server binary, and the demo page in headless Chromium
+# (Debian's `chromium`, installed with apt-get when missing and running as
+# root; never downloaded by npm). Needs the Rust toolchain, Node.js 20+ with
+# npm, and Python 3 with venv.
 # The full-disk tests (tests/tests/disk_full.rs) mount small filesystems, so
 # they run as root (as CI does) and skip, saying so, otherwise.
 set -euo pipefail
@@ -42,6 +46,22 @@ if [ ! -x "$venv/bin/python" ] \
     cp "$clients/requirements.txt" "$venv/.installed-from-requirements"
 fi
 
+# The demo page's browser test drives the system Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        missing "Chromium" "install Debian's chromium package (apt-get install chromium)"
+    fi
+fi
+js=client-js
+if ! cmp -s "$js/package-lock.json" "$js/node_modules/.installed-from-lock"; then
+    npm ci --prefix "$js" --no-audit --no-fund --loglevel=error >/dev/null
+    cp "$js/package-lock.json" "$js/node_modules/.installed-from-lock"
+fi
+# Before the server's build: it embeds the demo page with its copy of the package.
+npm run --prefix "$js" --silent build
+
 cargo build --locked --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --workspace --no-fail-fast
@@ -49,4 +69,19 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo test --locked --workspace --doc
 else
     cargo test --locked --workspace --no-fail-fast
+fi
+
+# The JavaScript SDK against the binary just built (target/debug/upcache).
+# Whether the committed WebAssembly is what its Rust source builds today (a
+# change in protocol/ changes it): a warning, since the node:test suites check
+# what matters — that it computes the keys of spec/vectors and the Rust SDK's hashes.
+"$js/wasm/build.sh" --check \
+    || echo "warning: rebuild client-js/wasm/upcache_hash.wasm with client-js/wasm/build.sh and commit it" >&2
+npm test --prefix "$js"
+npm run --prefix "$js" test:browser
+# `npm run build` refreshes the demo page's copy of the package
+# (client-js/demo/lib/, embedded into the server): it must be committed.
+if [ -n "${CI:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
+    git diff --exit-code --stat -- "$js/demo/lib" \
+        || { echo "client-js/demo/lib is stale: commit what npm run build made" >&2; exit 1; }
 fi

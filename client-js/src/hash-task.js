@@ -1,0 +1,72 @@
+// One hashing task, as a worker runs it: the chaining value of one block
+// (or the root hash of a one-block input), read piece by piece from its
+// source straight into the WebAssembly module's memory.
+
+import { Blake3Wasm, PIECE } from './wasm.js'
+
+/** Bytes hashed between two progress messages. */
+const REPORT = 4 * PIECE
+
+/**
+ * Serves the pool's messages on one worker. `port` has `post(msg)` and
+ * `onMessage(fn)`; `reader(src)` returns a reader of the source with
+ * `close()` and one of: `chunks(start, end)`, an async iterable of its
+ * bytes; `read(pos, len)`, the bytes (or a promise of them); or
+ * `read() → null` with `readInto(pos, view)` filling a view of the
+ * module's memory.
+ */
+export function serveHashing (port, reader) {
+  let wasm = null
+  port.onMessage(async (msg) => {
+    if (msg.type === 'init') {
+      wasm = await Blake3Wasm.load(msg.wasm)
+      port.post({ type: 'ready' })
+      return
+    }
+    try {
+      const cv = await hashTask(wasm, msg, reader, (n) => port.post({ id: msg.id, progress: n }))
+      port.post({ id: msg.id, cv })
+    } catch (e) {
+      port.post({ id: msg.id, error: String(e && e.stack ? e.stack : e) })
+    }
+  })
+}
+
+/**
+ * The task `{ src, start, end, offset, root }`: bytes `[start, end)` of the
+ * source, which sit at `offset` in the input; `root` when they are the
+ * whole input.
+ */
+export async function hashTask (wasm, task, reader, progress) {
+  const h = wasm.hasher(task.offset)
+  const r = reader(task.src)
+  try {
+    let unreported = 0
+    if (r.chunks) {
+      // A stream of the bytes: the next chunk is read while this one is hashed.
+      for await (const chunk of r.chunks(task.start, task.end)) {
+        h.update(chunk)
+        unreported += chunk.length
+        if (unreported >= REPORT) { progress(unreported); unreported = 0 }
+      }
+      if (unreported) progress(unreported)
+      return h.finish(task.root)
+    }
+    for (let pos = task.start; pos < task.end; pos += PIECE) {
+      const len = Math.min(PIECE, task.end - pos)
+      // The view is made after the read: an async read may let memory grow.
+      const bytes = await r.read(pos, len)
+      if (bytes) {
+        h.update(bytes)
+      } else {
+        h.updateWith(len, (view) => r.readInto(pos, view))
+      }
+      unreported += len
+      if (unreported >= REPORT) { progress(unreported); unreported = 0 }
+    }
+    if (unreported) progress(unreported)
+    return h.finish(task.root)
+  } finally {
+    r.close()
+  }
+}

@@ -1,0 +1,179 @@
+// The Node build (`exports` condition `node`): HTTP over node:http(s) with
+// a keep-alive agent sized to the concurrency, hashing on worker_threads,
+// inputs from file paths (read block by block, never whole) or memory.
+
+import http from 'node:http'
+import https from 'node:https'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Worker } from 'node:worker_threads'
+import { CoreClient, PutResult, DEFAULT_BLOCK_SIZE } from './client.js'
+import { UpcacheError, CLIENT } from './errors.js'
+
+export { UpcacheError, PutResult, DEFAULT_BLOCK_SIZE, CLIENT }
+
+/** Pieces a request body is written in; each one flushed is upload progress. */
+const WRITE_PIECE = 1 << 20
+
+let wasmBytes = null
+function loadWasm () {
+  if (!wasmBytes) wasmBytes = fsp.readFile(new URL('./upcache_hash.wasm', import.meta.url)).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
+  return wasmBytes
+}
+
+const nodePlatform = {
+  forClient (client) {
+    const opts = { keepAlive: true, maxSockets: client.concurrency + 2 }
+    const agent = client.server.startsWith('https:') ? new https.Agent(opts) : new http.Agent(opts)
+    return {
+      cores: () => (os.availableParallelism ? os.availableParallelism() : os.cpus().length),
+      wasmBytes: loadWasm,
+      spawnHashWorker,
+      describe,
+      send: (req) => send(agent, req),
+      save,
+      close: () => agent.destroy()
+    }
+  }
+}
+
+function spawnHashWorker () {
+  const w = new Worker(new URL('./hash-worker-node.js', import.meta.url))
+  // Idle workers must not keep the process alive.
+  w.unref()
+  return {
+    post: (msg, transfer) => w.postMessage(msg, transfer),
+    onMessage: (fn) => w.on('message', fn),
+    onError: (fn) => { w.on('error', fn); w.on('exit', (code) => code && fn(new Error(`exited with ${code}`))) },
+    terminate: () => w.terminate()
+  }
+}
+
+/** An input's length and readers: worker sources for hashing, bytes, request bodies. */
+async function describe (input) {
+  if (typeof input === 'string' || input instanceof URL) {
+    const file = input instanceof URL ? input : path.resolve(input)
+    const st = await fsp.stat(file).catch((e) => {
+      throw new UpcacheError({ type: CLIENT.invalidInput, detail: `cannot read ${input}: ${e.message}`, cause: e })
+    })
+    if (!st.isFile()) throw new UpcacheError({ type: CLIENT.invalidInput, detail: `${input} is not a file` })
+    const read = async (start, end) => {
+      const fh = await fsp.open(file, 'r')
+      try {
+        const buf = Buffer.allocUnsafe(end - start)
+        let at = 0
+        while (at < buf.length) {
+          const { bytesRead } = await fh.read(buf, at, buf.length - at, start + at)
+          if (bytesRead === 0) throw new UpcacheError({ type: CLIENT.invalidInput, detail: `${input} shrank while being uploaded` })
+          at += bytesRead
+        }
+        return buf
+      } finally {
+        await fh.close()
+      }
+    }
+    return { length: st.size, src: () => ({ path: String(file instanceof URL ? file.pathname : file) }), bytes: read, body: read }
+  }
+  let u8
+  if (input instanceof Uint8Array) u8 = input
+  else if (input instanceof ArrayBuffer) u8 = new Uint8Array(input)
+  else if (ArrayBuffer.isView(input)) u8 = new Uint8Array(input.buffer, input.byteOffset, input.byteLength)
+  else if (typeof Blob !== 'undefined' && input instanceof Blob) u8 = new Uint8Array(await input.arrayBuffer())
+  else throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'the input must be a file path, Blob, Uint8Array or ArrayBuffer' })
+  const sub = async (start, end) => u8.subarray(start, end)
+  // A copy of the block alone goes to the worker (a view would clone the whole buffer).
+  return { length: u8.length, src: (start, end) => ({ bytes: Uint8Array.prototype.slice.call(u8, start, end), base: start }), bytes: sub, body: sub }
+}
+
+function send (agent, { method, url, headers, body, onUpload, signal, timeout, stall }) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url)
+    const mod = u.protocol === 'https:' ? https : http
+    const h = { ...headers }
+    if (body) h['content-length'] = String(body.length)
+    else if (method === 'POST' || method === 'PUT' || method === 'PATCH') h['content-length'] = '0'
+    const req = mod.request(u, { method, headers: h, agent, signal })
+    let answered = false
+    // Idle time on the socket: a body that stops moving, or an answer that does not come.
+    req.setTimeout(body ? Math.max(stall, 1) : timeout, () => {
+      req.destroy(new UpcacheError({ type: answered || !body ? CLIENT.network : CLIENT.stalled, detail: `${method} ${u.pathname}: no progress for ${(body ? stall : timeout) / 1000} s` }))
+    })
+    req.on('error', reject)
+    req.on('response', (res) => {
+      answered = true
+      resolve(wrap(res, req))
+    })
+    if (!body || body.length === 0) return req.end()
+    let at = 0
+    let flushed = 0
+    const pump = () => {
+      while (at < body.length) {
+        const piece = body.subarray(at, Math.min(at + WRITE_PIECE, body.length))
+        at += piece.length
+        const more = req.write(piece, (err) => {
+          if (err) return
+          flushed += piece.length
+          if (onUpload) onUpload(flushed)
+        })
+        if (!more) { req.once('drain', pump); return }
+      }
+      req.end()
+    }
+    pump()
+  })
+}
+
+function wrap (res, req) {
+  return {
+    status: res.statusCode,
+    headers: { get: (name) => { const v = res.headers[name.toLowerCase()]; return v === undefined ? null : String(v) } },
+    async text () {
+      const parts = []
+      for await (const c of res) parts.push(c)
+      return Buffer.concat(parts).toString('utf8')
+    },
+    // The socket goes back to the pool only once the body has been read to its end.
+    discard () {
+      if (res.readableEnded) return Promise.resolve()
+      return new Promise((resolve) => {
+        res.once('end', resolve)
+        res.once('error', resolve)
+        res.once('close', resolve)
+        res.resume()
+      })
+    },
+    chunks () { return res }
+  }
+}
+
+/** Downloads into a temporary file beside `target`, renamed into place once verified. */
+async function save (target, download) {
+  const dir = path.dirname(path.resolve(target))
+  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now()}.part`)
+  let fh = await fsp.open(tmp, 'w')
+  try {
+    const n = await download(async (chunk) => { await fh.write(chunk) }, async () => { await fh.truncate(0); await fh.close(); fh = await fsp.open(tmp, 'w') })
+    await fh.sync()
+    await fh.close()
+    fh = null
+    await fsp.rename(tmp, target)
+    return n
+  } catch (e) {
+    if (fh) await fh.close().catch(() => {})
+    await fsp.rm(tmp, { force: true })
+    throw e
+  }
+}
+
+/**
+ * A client of one upcache server.
+ * @example
+ *   const client = new Client({ server: 'http://127.0.0.1:8080', token, concurrency: 4 })
+ *   const done = await client.put('photo.jpg', { op: 'image.thumbnail', width: 400, height: 400, format: 'webp' })
+ *   await done.save('thumb.webp')
+ */
+export class Client extends CoreClient {
+  constructor (options) { super(nodePlatform, options) }
+}
