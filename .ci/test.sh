@@ -46,14 +46,8 @@ if [ ! -x "$venv/bin/python" ] \
     cp "$clients/requirements.txt" "$venv/.installed-from-requirements"
 fi
 
-# The demo page's browser test drives the system Chromium.
-if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        missing "Chromium" "install Debian's chromium package (apt-get install chromium)"
-    fi
-fi
+# nasm for the AVIF encoder's assembly, Chromium for the demo page's test.
+"$(dirname "$0")/system-deps.sh"
 js=client-js
 if ! cmp -s "$js/package-lock.json" "$js/node_modules/.installed-from-lock"; then
     npm ci --prefix "$js" --no-audit --no-fund --loglevel=error >/dev/null
