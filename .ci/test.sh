@@ -53,7 +53,7 @@ if ! cmp -s "$js/package-lock.json" "$js/node_modules/.installed-from-lock"; the
     npm ci --prefix "$js" --no-audit --no-fund --loglevel=error >/dev/null
     cp "$js/package-lock.json" "$js/node_modules/.installed-from-lock"
 fi
-# Before the server's build: it embeds the demo page with its copy of the package.
+# The package (dist/) the JavaScript tests import.
 npm run --prefix "$js" --silent build
 
 cargo build --locked --workspace --all-targets
@@ -73,9 +73,3 @@ fi
     || echo "warning: rebuild client-js/wasm/upcache_hash.wasm with client-js/wasm/build.sh and commit it" >&2
 npm test --prefix "$js"
 npm run --prefix "$js" test:browser
-# `npm run build` refreshes the demo page's copy of the package
-# (client-js/demo/lib/, embedded into the server): it must be committed.
-if [ -n "${CI:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
-    git diff --exit-code --stat -- "$js/demo/lib" \
-        || { echo "client-js/demo/lib is stale: commit what npm run build made" >&2; exit 1; }
-fi

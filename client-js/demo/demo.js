@@ -1,4 +1,4 @@
-// The demo page's script: @upcache/client's browser build (./lib/), with a
+// The demo page's script: @upcache/client's browser modules (./lib/, embedded by the server from client-js/src/), with a
 // token per input from POST /demo/token. `?block_size=` and
 // `?concurrency=` override the client's settings (the browser test uses
 // small blocks to catch an upload midway).
