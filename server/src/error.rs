@@ -28,7 +28,7 @@ impl Error {
     }
 
     pub fn is_no_space(&self) -> bool {
-        matches!(self, Self::Problem(p) if p.kind() == Some(ProblemType::InsufficientStorage))
+        self.is(ProblemType::InsufficientStorage)
     }
 
     /// The problem shown to the client.

@@ -143,20 +143,18 @@ impl Inputs {
         let name = BlobName::Input(root);
         let this = self.clone();
         let known = tokio::task::spawn_blocking(move || this.stored(&root)).await??;
-        if known.is_none() {
-            if self.blobs.head(name).await?.is_some() {
-                // Published before a crash, its record not yet written.
-                tokio::task::spawn_blocking(move || staging.remove(&id)).await??;
-            } else {
-                let length = layout.length;
-                let staged =
-                    tokio::task::spawn_blocking(move || staging.take(&id, length)).await??;
-                self.blobs.put_file(name, staged).await?;
-            }
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || this.record(&root, &record)).await??;
+        // A blob without a record was published before a crash, its record
+        // not yet written.
+        if known.is_none() && self.blobs.head(name).await?.is_none() {
+            let length = layout.length;
+            let staged = tokio::task::spawn_blocking(move || staging.take(&id, length)).await??;
+            self.blobs.put_file(name, staged).await?;
         } else {
             tokio::task::spawn_blocking(move || staging.remove(&id)).await??;
+        }
+        if known.is_none() {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.record(&root, &record)).await??;
         }
         metrics::INPUTS_VERIFIED.inc();
         Ok(Published::Stored { hash: root, record })

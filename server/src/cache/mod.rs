@@ -38,7 +38,7 @@ use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
 use crate::store::blob::{BlobName, ByteStream};
-use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange, UploadRecord};
+use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange};
 use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
 
@@ -205,18 +205,19 @@ impl Core {
     /// The status document of an entry.
     pub fn status(&self, key: &Key) -> Result<Status> {
         let entry = self.entry(key)?;
-        let upload = match entry.state {
-            State::Uploading => self.meta.upload(key)?,
-            _ => None,
-        };
-        Ok(self.status_of(key, &entry, upload.as_ref()))
+        self.status_of(key, &entry)
     }
 
-    /// Builds a status document.
-    fn status_of(&self, key: &Key, entry: &EntryRecord, upload: Option<&UploadRecord>) -> Status {
+    /// The status document of `entry`, with its upload's progress while
+    /// it is uploading.
+    fn status_of(&self, key: &Key, entry: &EntryRecord) -> Result<Status> {
+        let upload = match entry.state {
+            State::Uploading => self.uploads.record(UploadId(*key))?,
+            _ => None,
+        };
         let layout = self.layout(entry);
         let total = layout.blocks();
-        let (received, missing, offset, digest) = match upload {
+        let (received, missing, offset, digest) = match &upload {
             Some(u) => (
                 u.received.len(),
                 encode_ranges((0..total).filter(|n| !u.received.contains(*n as u32))),
@@ -233,7 +234,7 @@ impl Core {
                 entry.digest.clone().unwrap_or_default(),
             ),
         };
-        Status {
+        Ok(Status {
             key: *key,
             state: entry.state,
             input: InputRef {
@@ -254,7 +255,7 @@ impl Core {
                 blake3: r.blake3,
             }),
             error: entry.error.as_ref().map(Failure::to_problem),
-        }
+        })
     }
 
     /// Where `key` stands for a reader of its result, once it is complete
@@ -286,13 +287,7 @@ impl Core {
                 })
             }
             State::Failed => Outcome::Failed(failure(&entry)),
-            _ => {
-                let upload = match entry.state {
-                    State::Uploading => self.meta.upload(key)?,
-                    _ => None,
-                };
-                Outcome::Pending(Box::new(self.status_of(key, &entry, upload.as_ref())))
-            }
+            _ => Outcome::Pending(Box::new(self.status_of(key, &entry)?)),
         })
     }
 
@@ -326,11 +321,7 @@ impl Core {
         if entry.state != State::Uploading {
             metrics::HITS.inc();
         }
-        let upload = match entry.state {
-            State::Uploading => self.meta.upload(&key)?,
-            _ => None,
-        };
-        Ok((key, self.status_of(&key, &entry, upload.as_ref()), created))
+        Ok((key, self.status_of(&key, &entry)?, created))
     }
 
     pub(crate) async fn lookup_or_create(

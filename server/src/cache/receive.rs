@@ -11,7 +11,7 @@ use upcache_protocol::{Key, Layout, ProblemType, State};
 use super::{failure, Core};
 use crate::error::{Error, Result};
 use crate::store::meta::EntryRecord;
-use crate::upload::{not_uploading, BodyCheck, BodyStream, Progress, Start, UploadId};
+use crate::upload::{not_uploading, BodyCheck, BodyStream, Progress, Start, UploadId, Uploads};
 
 /// What an entry's upload request left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,6 @@ impl Core {
     }
 
     /// Appends a body to the entry's upload (`PATCH`, one-shot `PUT`).
-    /// Runs in a task of its own: the upload is finished even if the client
-    /// goes away after its last byte.
     pub async fn append(
         self: &Arc<Self>,
         key: Key,
@@ -52,24 +50,14 @@ impl Core {
         check: Option<BodyCheck>,
         body: BodyStream,
     ) -> Result<Received> {
-        let core = self.clone();
-        tokio::spawn(async move {
-            let entry = core.entry(&key)?;
-            let layout = core.layout(&entry);
-            let end = match start {
-                Start::Offset(o) => o,
-                Start::Whole => entry.length,
-            };
-            if !finished(&entry, end) {
-                accepting(&entry)?;
-            }
-            let ran = core
-                .uploads
-                .append(UploadId(key), layout, start, check, body)
-                .await;
-            core.after(key, layout, ran, end).await
+        let end = move |entry: &EntryRecord| match start {
+            Start::Offset(o) => o,
+            Start::Whole => entry.length,
+        };
+        self.receive(key, end, move |uploads, id, layout| async move {
+            uploads.append(id, layout, start, check, body).await
         })
-        .await?
+        .await
     }
 
     /// Stores block `n` of the entry's upload. A block already received is
@@ -84,18 +72,33 @@ impl Core {
         length: Option<u64>,
         body: BodyStream,
     ) -> Result<Received> {
+        let end = |entry: &EntryRecord| entry.length;
+        self.receive(key, end, move |uploads, id, layout| async move {
+            uploads.put_block(id, layout, n, verify, length, body).await
+        })
+        .await
+    }
+
+    /// Runs `upload` on the entry's upload if it takes bytes — or if its
+    /// bytes are all in and `end` (where the request ends) is their end:
+    /// a retried last request whose answer was lost — then
+    /// [`Core::after`]. In a task of its own: the upload is finished even
+    /// if the client goes away after its last byte.
+    async fn receive<E, U, F>(self: &Arc<Self>, key: Key, end: E, upload: U) -> Result<Received>
+    where
+        E: FnOnce(&EntryRecord) -> u64 + Send + 'static,
+        U: FnOnce(Arc<Uploads>, UploadId, Layout) -> F + Send + 'static,
+        F: std::future::Future<Output = Result<Progress>> + Send,
+    {
         let core = self.clone();
         tokio::spawn(async move {
             let entry = core.entry(&key)?;
             let layout = core.layout(&entry);
-            let end = entry.length;
+            let end = end(&entry);
             if !finished(&entry, end) {
                 accepting(&entry)?;
             }
-            let ran = core
-                .uploads
-                .put_block(UploadId(key), layout, n, verify, length, body)
-                .await;
+            let ran = upload(core.uploads.clone(), UploadId(key), layout).await;
             core.after(key, layout, ran, end).await
         })
         .await?
