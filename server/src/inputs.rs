@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use upcache_protocol::{InputHash, Key, Layout};
 
+use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::store::blob::{BlobName, BlobStore, StagedFile};
@@ -22,12 +23,14 @@ use crate::store::catalog::InputCatalog;
 use crate::store::disk::DiskStore;
 use crate::store::records::InputRecord;
 use crate::store::staging::Staging;
+use crate::store::tiers::{RemoteTier, Tiers};
+use crate::store::write_behind::WriteBehind;
 use crate::upload::Completion;
 
 /// The stored inputs, their records, and the staging their uploads use.
 #[derive(Debug, Clone)]
 pub struct Inputs {
-    blobs: Arc<dyn BlobStore>,
+    blobs: Tiers,
     staging: Staging,
     catalog: InputCatalog,
 }
@@ -58,18 +61,30 @@ pub enum Published {
 }
 
 impl Inputs {
-    /// The inputs of the data directory `root`. Blocking.
-    pub fn open(root: &std::path::Path) -> std::io::Result<Self> {
+    /// The inputs of the data directory `root`, on its disk alone or with
+    /// a remote tier behind it (and the write-behind queue to it). Blocking.
+    pub fn open(
+        root: &std::path::Path,
+        clock: SharedClock,
+        remote: Option<(RemoteTier, WriteBehind)>,
+    ) -> std::io::Result<Self> {
         let staging = Staging::open(root)?;
+        let local: Arc<dyn BlobStore> = Arc::new(DiskStore::open(root)?);
+        let blobs = match remote {
+            None => Tiers::local(local, staging.clone(), clock),
+            Some((remote, queue)) => {
+                Tiers::with_remote(local, staging.clone(), clock, remote, queue)
+            }
+        };
         Ok(Self {
-            blobs: Arc::new(DiskStore::open(root)?),
+            blobs,
             catalog: InputCatalog::open(root, staging.clone())?,
             staging,
         })
     }
 
-    /// The blob store inputs and results live in.
-    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+    /// The blob store inputs and results live in: its tiers.
+    pub fn blobs(&self) -> &Tiers {
         &self.blobs
     }
 
@@ -96,12 +111,24 @@ impl Inputs {
     /// that lasts as long as the returned value.
     pub async fn local(&self, hash: &InputHash) -> Result<LocalFile> {
         let name = BlobName::Input(*hash);
-        if let Some(path) = self.blobs.local_path(name) {
-            return Ok(LocalFile { path, _copy: None });
+        let local = self.blobs.local_path(name);
+        if let Some(path) = &local {
+            if tokio::fs::try_exists(path).await? {
+                return Ok(LocalFile {
+                    path: path.clone(),
+                    _copy: None,
+                });
+            }
         }
+        // Read from a slower tier, which fills the local one on the way.
         let body = self.blobs.get(name, None).await?.ok_or_else(|| {
             Error::Internal(format!("the stored input {hash} is not in the blob store"))
         })?;
+        if let Some(path) = local {
+            if tokio::fs::try_exists(&path).await? {
+                return Ok(LocalFile { path, _copy: None });
+            }
+        }
         let copy = StagedFile::new(self.staging.fresh(&hash.to_hex()));
         let mut out = tokio::fs::File::create(copy.path()).await?;
         let mut reader = tokio_util::io::StreamReader::new(body);

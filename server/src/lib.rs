@@ -106,8 +106,11 @@ pub async fn run(
             }
         })
     };
+    let write_behind = tokio::spawn(core.write_behind());
     http::serve(listener, core.clone(), shutdown).await?;
     sweeper.abort();
+    // The queue is durable: a job cut short runs again at the next start.
+    write_behind.abort();
     tokio::task::spawn_blocking(move || core.flush()).await??;
     Ok(())
 }

@@ -29,6 +29,29 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down.
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    value: AtomicU64,
+}
+
+impl Gauge {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
+    }
+    pub fn set(&self, v: u64) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
 pub static HTTP_REQUESTS: Counter =
     Counter::new("upcache_http_requests_total", "HTTP requests received");
 pub static OPERATIONS_STARTED: Counter =
@@ -79,6 +102,49 @@ pub static UPLOADS_EXPIRED: Counter = Counter::new(
     "Uploads (/v1 and tus) deleted for sitting idle longer than upload_ttl",
 );
 
+pub static REMOTE_HITS: Counter = Counter::new(
+    "upcache_remote_hits_total",
+    "Reads the local tier missed and the remote tier (S3) answered",
+);
+pub static REMOTE_MISSES: Counter = Counter::new(
+    "upcache_remote_misses_total",
+    "Reads that neither the local nor the remote tier had",
+);
+pub static REMOTE_BYTES_READ: Counter = Counter::new(
+    "upcache_remote_bytes_read_total",
+    "Bytes read from the remote tier",
+);
+pub static FILL_BACKS: Counter = Counter::new(
+    "upcache_fill_backs_total",
+    "Blobs copied from the remote tier into the local one on a read",
+);
+pub static WRITE_BEHIND_DONE: Counter = Counter::new(
+    "upcache_write_behind_uploads_total",
+    "Blobs copied up to the remote tier by the write-behind queue",
+);
+pub static WRITE_BEHIND_FAILURES: Counter = Counter::new(
+    "upcache_write_behind_failures_total",
+    "Write-behind jobs that failed and stay queued",
+);
+pub static WRITE_BEHIND_DEPTH: Gauge = Gauge::new(
+    "upcache_write_behind_depth",
+    "Jobs in the write-behind queue to the remote tier",
+);
+pub static WRITE_BEHIND_AGE: Gauge = Gauge::new(
+    "upcache_write_behind_oldest_seconds",
+    "Seconds the oldest job of the write-behind queue has waited",
+);
+pub static REMOTE_BREAKER_STATE: Gauge = Gauge::new(
+    "upcache_remote_breaker_state",
+    "The remote tier's circuit breaker: 0 closed, 1 open, 2 half-open",
+);
+
+const GAUGES: &[&Gauge] = &[
+    &WRITE_BEHIND_DEPTH,
+    &WRITE_BEHIND_AGE,
+    &REMOTE_BREAKER_STATE,
+];
+
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
     &OPERATIONS_STARTED,
@@ -94,6 +160,12 @@ const ALL: &[&Counter] = &[
     &TOKENS_MINTED,
     &TOKEN_REQUESTS,
     &TOKEN_REFUSALS,
+    &REMOTE_HITS,
+    &REMOTE_MISSES,
+    &REMOTE_BYTES_READ,
+    &FILL_BACKS,
+    &WRITE_BEHIND_DONE,
+    &WRITE_BEHIND_FAILURES,
 ];
 
 /// The Prometheus text exposition of every counter.
@@ -107,6 +179,16 @@ pub fn render() -> String {
             c.name,
             c.name,
             c.get()
+        ));
+    }
+    for g in GAUGES {
+        out.push_str(&format!(
+            "# HELP {} {}\n# TYPE {} gauge\n{} {}\n",
+            g.name,
+            g.help,
+            g.name,
+            g.name,
+            g.get()
         ));
     }
     out

@@ -37,7 +37,8 @@ use crate::metrics;
 use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
-use crate::store::blob::{BlobName, ByteStream};
+use crate::store::blob::{BlobName, BlobStore, ByteStream};
+use crate::store::breaker::BreakerState;
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange};
 use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
@@ -112,7 +113,7 @@ impl Core {
             config.db_cache.as_u64(),
             config.clock.clone(),
         )?;
-        let inputs = Inputs::open(&config.data)?;
+        let inputs = Inputs::open(&config.data, config.clock.clone(), None)?;
         migrate_input_records(&meta, &inputs)?;
         let rewritten = meta.migrate_entries()?;
         if rewritten > 0 {
@@ -178,6 +179,27 @@ impl Core {
     }
 
     /// The block layout of an entry.
+    /// Copies what the local tier holds up to the remote tier, as long as
+    /// the service runs (nothing to do without a remote tier).
+    pub fn write_behind(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inputs
+            .blobs()
+            .clone()
+            .run_write_behind(std::future::pending())
+    }
+
+    /// How the service is: `None` when all is well, else what is degraded
+    /// (it keeps serving from its local tiers meanwhile).
+    pub fn degraded(&self) -> Option<String> {
+        let h = self.inputs.blobs().remote_health()?;
+        (h.breaker != BreakerState::Closed || h.queue_age > 60).then(|| {
+            format!(
+                "remote tier: breaker {}; {} writes queued, the oldest for {} s",
+                h.breaker, h.queue_depth, h.queue_age
+            )
+        })
+    }
+
     pub fn layout(&self, entry: &EntryRecord) -> Layout {
         Layout {
             length: entry.length,

@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::ops::pool::Priority;
 use crate::ops::worker::{self, Job, Outcome, Written};
 use crate::ops::{self, budget};
-use crate::store::blob::{BlobName, StagedFile};
+use crate::store::blob::{BlobName, BlobStore, StagedFile};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 use crate::store::records::Failure;
 

@@ -318,7 +318,11 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(body::full(metrics::render()))
             .expect("valid response")),
-        Endpoint::Health => Ok(Response::new(body::full("ok\n"))),
+        // Degraded is still up: the local tiers serve and take writes.
+        Endpoint::Health => Ok(Response::new(body::full(match core.degraded() {
+            None => "ok\n".to_owned(),
+            Some(why) => format!("ok, degraded: {why}\n"),
+        }))),
         Endpoint::Img(path) => img::get(&core, &path, req.headers()).await,
     }
 }

@@ -8,6 +8,7 @@
 //! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
 //! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
+//! | `write_behind` | blob name              | a job for the remote tier ([`super::write_behind`]) |
 //!
 //! Records of stored inputs are kept beside the inputs ([`super::blob`]).
 //! Releases before that kept them here, in an `inputs` tree (input BLAKE3 →
@@ -178,6 +179,12 @@ impl Meta {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The write-behind queue to a remote tier, kept in this database
+    /// (its own tree: see [`super::write_behind`]). Blocking.
+    pub fn write_behind(&self) -> Result<super::write_behind::WriteBehind> {
+        Ok(super::write_behind::WriteBehind::open(&self.db)?)
     }
 
     pub fn entry(&self, key: &Key) -> Result<Option<EntryRecord>> {

@@ -8,8 +8,12 @@
 //! * [`catalog`] — what is known of each stored input.
 //! * [`meta`] — the sled metadata schema, and [`records`] its records.
 //! * [`space`] — the room sled keeps for itself on a full disk.
+//! * [`tiers`] — the local tier and an optional remote one as one store:
+//!   read-through with fill-back, writes copied up by the durable
+//!   [`write_behind`] queue, remote calls guarded by a [`breaker`].
 
 pub mod blob;
+pub mod breaker;
 pub mod catalog;
 pub mod conformance;
 pub mod disk;
@@ -17,6 +21,8 @@ pub mod meta;
 pub mod records;
 pub mod space;
 pub mod staging;
+pub mod tiers;
+pub mod write_behind;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
