@@ -80,6 +80,14 @@ pub static HITS: Counter = Counter::new(
     "upcache_hits_total",
     "Creates and one-shot PUTs that needed no upload (result or input already stored)",
 );
+pub static LOOKUPS: Counter = Counter::new(
+    "upcache_lookups_total",
+    "Creates and one-shot PUTs: the hit ratio is upcache_hits_total over this",
+);
+pub static UPLOAD_BYTES_AVOIDED: Counter = Counter::new(
+    "upcache_upload_bytes_avoided_total",
+    "Input bytes clients did not upload because the result or the input was already stored",
+);
 pub static TOKENS_MINTED: Counter = Counter::new(
     "upcache_tokens_minted_total",
     "Upload tokens and presigned result URLs minted (POST /v1/tokens, POST /demo/token)",
@@ -155,6 +163,8 @@ const ALL: &[&Counter] = &[
     &INPUTS_VERIFIED,
     &INPUTS_REJECTED,
     &HITS,
+    &LOOKUPS,
+    &UPLOAD_BYTES_AVOIDED,
     &SWEEPS,
     &UPLOADS_EXPIRED,
     &TOKENS_MINTED,

@@ -340,8 +340,10 @@ impl Core {
         op: &Operation,
     ) -> Result<(Key, Status, bool)> {
         let (key, entry, created) = self.lookup_or_create(req, op).await?;
+        metrics::LOOKUPS.inc();
         if entry.state != State::Uploading {
             metrics::HITS.inc();
+            metrics::UPLOAD_BYTES_AVOIDED.add(entry.length);
         }
         Ok((key, self.status_of(&key, &entry)?, created))
     }
