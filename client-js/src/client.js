@@ -65,20 +65,25 @@ export class CoreClient {
     const report = (n) => { hashed += n; onProgress && onProgress({ phase: 'hashing', loaded: hashed, total: length }) }
     report(0)
     let cvs
-    if (length <= INLINE_HASH) {
-      cvs = []
-      for (let n = 0; n < blocks; n++) {
-        const start = n * bs; const end = Math.min(start + bs, length)
-        const h = wasm.hasher(start)
-        h.update(await source.bytes(start, end))
-        cvs.push(h.finish(blocks === 1))
-        report(end - start)
+    try {
+      if (length <= INLINE_HASH) {
+        cvs = []
+        for (let n = 0; n < blocks; n++) {
+          const start = n * bs; const end = Math.min(start + bs, length)
+          const h = wasm.hasher(start)
+          h.update(await source.bytes(start, end))
+          cvs.push(h.finish(blocks === 1))
+          report(end - start)
+        }
+      } else {
+        const tasks = Array.from({ length: blocks }, (_, n) => ({
+          start: n * bs, end: Math.min((n + 1) * bs, length), offset: n * bs, root: blocks === 1
+        }))
+        cvs = await this.#pool.run(tasks, (t) => source.src(t.start, t.end), report, signal)
       }
-    } else {
-      const tasks = Array.from({ length: blocks }, (_, n) => ({
-        start: n * bs, end: Math.min((n + 1) * bs, length), offset: n * bs, root: blocks === 1
-      }))
-      cvs = await this.#pool.run(tasks, (t) => source.src(t.start, t.end), report, signal)
+    } finally {
+      // A file read here is opened again, if needed, by the upload.
+      if (source.close) await source.close()
     }
     if (signal && signal.aborted) throw aborted(signal)
     const root = blocks === 0 ? wasm.hash(new Uint8Array(0)) : blocks === 1 ? hex(cvs[0]) : hex(wasm.root(cvs))
@@ -104,6 +109,14 @@ export class CoreClient {
   async put (input, op, { onProgress, signal } = {}) {
     const report = onProgress || (() => {})
     const hashed = await this.hash(input, { onProgress: report, signal })
+    try {
+      return await this.#put(hashed, op, report, signal)
+    } finally {
+      if (hashed.source.close) await hashed.source.close()
+    }
+  }
+
+  async #put (hashed, op, report, signal) {
     const { key, canonical } = await this.#keyOf(hashed.input, op)
     report({ phase: 'hashed', key, input: hashed.input, loaded: hashed.length, total: hashed.length })
     const operation = JSON.parse(canonical)
@@ -246,6 +259,8 @@ export class CoreClient {
           inflight.delete(n)
           await expectOk(res)
           await res.discard()
+          // Answered: the body is off our hands, its buffer can take another block.
+          if (hashed.source.release) hashed.source.release(bytes)
           stored(n)
           if (res.headers.get('upload-state') !== 'uploading') over = true
         } catch (e) {
