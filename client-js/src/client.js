@@ -125,6 +125,10 @@ export class CoreClient {
       : this.token
     const retrier = new Retrier(this.retry, signal, (r) => report({ phase: 'retrying', ...r }))
     const sent = { n: 0 }
+    if (this.#p.expectContinue && hashed.length > 0 && hashed.length <= this.blockSize) {
+      const done = await this.#oneShot(key, hashed, canonical, sent, retrier, report, signal, auth)
+      if (done) return done
+    }
     for (;;) {
       let status
       try {
@@ -157,6 +161,53 @@ export class CoreClient {
       report({ phase: 'done', hit: result.hit, bytesUploaded: sent.n, loaded: hashed.length, total: hashed.length })
       return result
     }
+  }
+
+  /**
+   * An input of one block in one request: `PUT /v1/ops/{key}` with
+   * `Expect: 100-continue` (spec/protocol.md §7.4), so that a hit — result
+   * ready or input stored — is answered from the headers and no input byte
+   * is sent, in one round trip instead of a probe and a block. Any failure
+   * but an abort returns null: the resumable flow then takes over (and
+   * reports the entry's own problem, if that is what it was).
+   */
+  async #oneShot (key, hashed, canonical, sent, retrier, report, signal, auth) {
+    let res
+    try {
+      const body = await hashed.source.body(0, hashed.length)
+      let counted = 0
+      res = await this.#send('PUT', `/v1/ops/${key}`, {
+        headers: {
+          'upload-input-hash': hashed.input,
+          'upload-operation': base64url(canonical),
+          'content-type': 'application/octet-stream',
+          prefer: `return=minimal, wait=${this.waitPerRequest}`
+        },
+        body,
+        expectContinue: true,
+        auth,
+        signal,
+        timeout: this.waitPerRequest * 1000 + this.responseTimeout,
+        onUpload: (loaded) => {
+          sent.n += loaded - counted
+          counted = loaded
+          report({ phase: 'uploading', loaded, total: hashed.length, bytesUploaded: sent.n, blocksDone: 0, blocksTotal: 1 })
+        }
+      })
+      // 303 to the result (return=minimal), 200 with it, 202 when the wait ran out.
+      if (res.status !== 303) await expectOk(res)
+      await res.discard()
+      if (hashed.source.release) hashed.source.release(body)
+    } catch (e) {
+      if (signal && signal.aborted) throw aborted(signal)
+      return null
+    }
+    retrier.progressed()
+    const done = res.status === 202 ? await this.#wait(key, retrier, report, signal, auth) : await this.status(key, { signal, auth })
+    if (done.state !== 'complete') return null
+    const result = new PutResult(this, this.#p, done, sent.n, auth)
+    report({ phase: 'done', hit: result.hit, bytesUploaded: sent.n, loaded: hashed.length, total: hashed.length })
+    return result
   }
 
   /**
@@ -412,7 +463,7 @@ export class CoreClient {
   }
 
   /** One HTTP request; network failures become retryable `UpcacheError`s. */
-  async #send (method, path, { headers = {}, body, json, onUpload, signal, timeout, auth } = {}) {
+  async #send (method, path, { headers = {}, body, json, onUpload, signal, timeout, auth, expectContinue } = {}) {
     const h = { ...this.headers, ...headers }
     if (auth) h.authorization = `Bearer ${auth}`
     if (json !== undefined) {
@@ -428,6 +479,7 @@ export class CoreClient {
         body,
         onUpload,
         signal,
+        expectContinue,
         timeout: timeout || this.responseTimeout,
         stall: this.stallTimeout
       })
@@ -487,6 +539,13 @@ export class PutResult {
     if (!this.#p.save) throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'save(path) needs Node; use blob() in a browser' })
     return this.#p.save(path, (sink, reset) => this.#c.download(this.status, sink, { signal, reset, auth: this.#auth }))
   }
+}
+
+/** Base64url without padding of a text's UTF-8 bytes (RFC 4648 §5). */
+function base64url (text) {
+  let bin = ''
+  for (const b of new TextEncoder().encode(text)) bin += String.fromCharCode(b)
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
 }
 
 async function expectOk (res) {

@@ -32,6 +32,8 @@ const nodePlatform = {
       wasmBytes: loadWasm,
       spawnHashWorker,
       describe: (input) => describe(input, client),
+      // node:http can hold a body back until `100 Continue` (a hit sends none).
+      expectContinue: true,
       send: (req) => send(agent, req),
       save,
       close: () => agent.destroy()
@@ -127,25 +129,52 @@ class BlockBuffers {
   }
 }
 
-function send (agent, { method, url, headers, body, onUpload, signal, timeout, stall }) {
+/** How long a request with `Expect: 100-continue` waits for `100 Continue` before it sends its body anyway (RFC 9110 §10.1.1). */
+const CONTINUE_WAIT = 1000
+
+function send (agent, { method, url, headers, body, onUpload, signal, timeout, stall, expectContinue }) {
   return new Promise((resolve, reject) => {
     const u = new URL(url)
     const mod = u.protocol === 'https:' ? https : http
     const h = { ...headers }
     if (body) h['content-length'] = String(body.length)
     else if (method === 'POST' || method === 'PUT' || method === 'PATCH') h['content-length'] = '0'
+    const waitForContinue = expectContinue && body && body.length > 0
+    if (waitForContinue) h.expect = '100-continue'
     const req = mod.request(u, { method, headers: h, agent, signal })
     let answered = false
     // Idle time on the socket: a body that stops moving, or an answer that does not come.
     req.setTimeout(body ? Math.max(stall, 1) : timeout, () => {
       req.destroy(new UpcacheError({ type: answered || !body ? CLIENT.network : CLIENT.stalled, detail: `${method} ${u.pathname}: no progress for ${(body ? stall : timeout) / 1000} s` }))
     })
+    // Whether the body is on its way (or there is none): only a request
+    // waiting for `100 Continue` can be answered before.
+    let started = !waitForContinue
+    let continueTimer = null
     req.on('error', reject)
+    req.on('close', () => clearTimeout(continueTimer))
     req.on('response', (res) => {
       answered = true
+      if (!started) {
+        // Answered from the headers (a hit): the body is never sent, and
+        // the connection, with a request left unfinished, not reused.
+        started = true
+        clearTimeout(continueTimer)
+        res.once('end', () => req.destroy())
+      }
       resolve(wrap(res, req))
     })
     if (!body || body.length === 0) return req.end()
+    const start = () => {
+      if (started && waitForContinue) return
+      started = true
+      clearTimeout(continueTimer)
+      if (waitForContinue) {
+        // Once the body is out, the answer may take the server's wait for the operation.
+        req.once('finish', () => req.setTimeout(Math.max(timeout, stall)))
+      }
+      pump()
+    }
     let at = 0
     let flushed = 0
     const pump = () => {
@@ -161,7 +190,13 @@ function send (agent, { method, url, headers, body, onUpload, signal, timeout, s
       }
       req.end()
     }
-    pump()
+    if (waitForContinue) {
+      req.flushHeaders()
+      req.once('continue', start)
+      continueTimer = setTimeout(start, CONTINUE_WAIT)
+    } else {
+      start()
+    }
   })
 }
 
