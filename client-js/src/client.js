@@ -47,7 +47,11 @@ export class CoreClient {
   }
 
   async #w () {
-    if (!this.#wasm) this.#wasm = this.#p.wasmBytes().then((b) => Blake3Wasm.load(b))
+    // The module the workers get, compiled once.
+    if (!this.#wasm) {
+      this.#wasm = this.#pool.wasmModule().then((m) => Blake3Wasm.load(m))
+      this.#wasm.catch(() => { this.#wasm = null })
+    }
     return this.#wasm
   }
 

@@ -32,11 +32,13 @@ export class HashPool {
   async #worker (i) {
     if (!this.workers[i]) {
       this.workers[i] = (async () => {
-        const module = await this.wasmModule()
+        // The worker starts while the module compiles (its handlers set
+        // at once: an error starting it must not go unheard).
         const w = this.spawn()
         const pending = new Map()
         let ready
         const isReady = new Promise((resolve, reject) => { ready = { resolve, reject } })
+        isReady.catch(() => {}) // awaited below, maybe after it failed
         w.onMessage((msg) => {
           if (msg.type === 'ready') return ready.resolve()
           const p = pending.get(msg.id)
@@ -53,6 +55,13 @@ export class HashPool {
           pending.clear()
           this.workers[i] = null
         })
+        let module
+        try {
+          module = await this.wasmModule()
+        } catch (e) {
+          w.terminate()
+          throw e
+        }
         w.post({ type: 'init', wasm: module })
         await isReady
         return {
