@@ -83,7 +83,7 @@ export class CoreClient {
         const tasks = Array.from({ length: blocks }, (_, n) => ({
           start: n * bs, end: Math.min((n + 1) * bs, length), offset: n * bs, root: blocks === 1
         }))
-        cvs = await this.#pool.run(tasks, (t) => source.src(t.start, t.end), report, signal)
+        cvs = await this.#pool.run(tasks, (t, spare) => source.src(t.start, t.end, spare), report, signal)
       }
     } finally {
       // A file read here is opened again, if needed, by the upload.

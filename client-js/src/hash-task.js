@@ -8,7 +8,7 @@ import { Blake3Wasm, PIECE } from './wasm.js'
 const REPORT = 4 * PIECE
 
 /**
- * Serves the pool's messages on one worker. `port` has `post(msg)` and
+ * Serves the pool's messages on one worker. `port` has `post(msg, transfer)` and
  * `onMessage(fn)`; `reader(src)` returns a reader of the source with
  * `close()` and one of: `chunks(start, end)`, an async iterable of its
  * bytes; `read(pos, len)`, the bytes (or a promise of them); or
@@ -25,7 +25,9 @@ export function serveHashing (port, reader) {
     }
     try {
       const cv = await hashTask(wasm, msg, reader, (n) => port.post({ id: msg.id, progress: n }))
-      port.post({ id: msg.id, cv })
+      // A copy of the block goes back, for the pool to copy the next block into.
+      const spare = msg.src.bytes ? msg.src.bytes.buffer : null
+      port.post({ id: msg.id, cv, spare }, spare ? [spare] : [])
     } catch (e) {
       port.post({ id: msg.id, error: String(e && e.stack ? e.stack : e) })
     }

@@ -11,7 +11,7 @@ const READ = 512 << 10
 /** Buffers of READ bytes not in use (one per task in flight). */
 const spare = []
 
-serveHashing({ post: (m) => self.postMessage(m), onMessage: (fn) => { self.onmessage = (e) => fn(e.data) } }, (src) => src.bytes ? {
+serveHashing({ post: (m, transfer) => self.postMessage(m, transfer || []), onMessage: (fn) => { self.onmessage = (e) => fn(e.data) } }, (src) => src.bytes ? {
   read: (pos, len) => src.bytes.subarray(pos - src.base, pos - src.base + len),
   close () {}
 } : {

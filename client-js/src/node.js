@@ -95,7 +95,14 @@ async function describe (input, client) {
   else throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'the input must be a file path, Blob, Uint8Array or ArrayBuffer' })
   const sub = async (start, end) => u8.subarray(start, end)
   // A copy of the block alone goes to the worker (a view would clone the whole buffer).
-  return { length: u8.length, src: (start, end) => ({ bytes: Uint8Array.prototype.slice.call(u8, start, end), base: start }), bytes: sub, body: sub }
+  return { length: u8.length, src: (start, end, spare) => ({ bytes: copyOf(u8, start, end, spare), base: start }), bytes: sub, body: sub }
+}
+
+/** Bytes [start, end) of `u8`, copied into `spare` (an ArrayBuffer) if it is large enough. */
+function copyOf (u8, start, end, spare) {
+  const out = spare && spare.byteLength >= end - start ? new Uint8Array(spare, 0, end - start) : new Uint8Array(end - start)
+  out.set(u8.subarray(start, end))
+  return out
 }
 
 /**
