@@ -58,8 +58,10 @@ async function describe (input) {
   const blob = input
   return {
     length: blob.size,
-    // Workers get the Blob itself (a reference, not a copy) and read their block of it.
+    // Workers get the Blob itself (a reference, not a copy) and read their
+    // blocks of it, several blocks to a stream.
     src: () => ({ blob }),
+    spans: true,
     bytes: async (start, end) => new Uint8Array(await blob.slice(start, end).arrayBuffer()),
     body: async (start, end) => blob.slice(start, end)
   }

@@ -80,10 +80,22 @@ export class CoreClient {
           report(end - start)
         }
       } else {
-        const tasks = Array.from({ length: blocks }, (_, n) => ({
-          start: n * bs, end: Math.min((n + 1) * bs, length), offset: n * bs, root: blocks === 1
-        }))
-        cvs = await this.#pool.run(tasks, (t, spare) => source.src(t.start, t.end, spare), report, signal)
+        // A source read as a stream (a browser's File) goes in runs of
+        // blocks, one stream each: opening a stream per block costs more
+        // than the reading. Four runs per worker keep the workers even.
+        const span = source.spans ? Math.max(1, Math.ceil(blocks / (4 * this.#pool.size))) : 1
+        const tasks = []
+        for (let n = 0; n < blocks; n += span) {
+          tasks.push({
+            start: n * bs,
+            end: Math.min((n + span) * bs, length),
+            offset: n * bs,
+            root: blocks === 1,
+            ...(span > 1 ? { blockSize: bs } : {})
+          })
+        }
+        const results = await this.#pool.run(tasks, (t, spare) => source.src(t.start, t.end, spare), report, signal)
+        cvs = span > 1 ? results.flat() : results
       }
     } finally {
       // A file read here is opened again, if needed, by the upload.
