@@ -10,7 +10,9 @@
 //    operation, 8 MiB blocks, each on a fresh server (so nothing is
 //    there): one PATCH by curl (after POST /v1/ops), the Rust SDK
 //    (`upcache put`) and the Node SDK (bench/put.js), with 1 and 4 streams.
-//    Seconds are the client process's, start to exit, hashing included.
+//    Seconds are the client process's, start to exit, hashing included;
+//    CPU s/GiB the client's (all its threads, by GNU time when installed)
+//    and the server's (from /proc) over the same put.
 //
 //   node bench/js-bench.js --upcache target/release/upcache --work-dir DIR [--size 1GiB] [--browser-size 512MiB] [--runs 1]
 
@@ -55,15 +57,35 @@ function row (group, label, bytes, msList, note = '') {
   console.log(`  ${label.padEnd(44)} ${(ms / 1000).toFixed(2).padStart(7)} s ${rate(bytes, ms).toFixed(0).padStart(7)} MiB/s ${note}`)
 }
 
+// The client's CPU seconds (user + system, all its threads) come from
+// GNU time when it is installed.
+const TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : null
+const CPU_MARK = 'js-bench-cpu'
+
 function run (cmd, argv, opts = {}) {
   return new Promise((resolve, reject) => {
     const t = performance.now()
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...opts })
+    const [c, a] = TIME ? [TIME, ['-f', `${CPU_MARK} %U %S`, cmd, ...argv]] : [cmd, argv]
+    const p = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], ...opts })
     let out = ''; let err = ''
     p.stdout.on('data', (d) => { out += d })
     p.stderr.on('data', (d) => { err += d })
-    p.on('exit', (code) => code === 0 ? resolve({ ms: performance.now() - t, out, err }) : reject(new Error(`${cmd} ${argv.join(' ')}: exit ${code}\n${err.slice(-2000)}`)))
+    p.on('exit', (code) => {
+      const m = new RegExp(`${CPU_MARK} ([\\d.]+) ([\\d.]+)`).exec(err)
+      const cpu = m ? Number(m[1]) + Number(m[2]) : null
+      code === 0 ? resolve({ ms: performance.now() - t, out, err, cpu }) : reject(new Error(`${cmd} ${argv.join(' ')}: exit ${code}\n${err.slice(-2000)}`))
+    })
   })
+}
+
+/** CPU seconds a process has used so far (Linux). */
+function cpuOf (pid) {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return null
+  }
 }
 
 async function startServer (dir) {
@@ -78,6 +100,7 @@ async function startServer (dir) {
   p.stdout.resume()
   return {
     url,
+    cpu: () => cpuOf(p.pid),
     async stop () { const e = new Promise((resolve) => p.once('exit', resolve)); p.kill('SIGTERM'); await e; fs.rmSync(dir, { recursive: true, force: true }) }
   }
 }
@@ -163,32 +186,41 @@ try {
 // --- uploads ---
 console.log(`\n## Uploads over loopback (${args.size}, identity, 8 MiB blocks, a fresh server each)\n`)
 const uploads = {}
+// Each scenario returns { ms, cpu }: wall time and the client's CPU seconds.
 async function scenario (label, fn) {
-  const ms = []
+  const ms = []; const cpu = []; const serverCpu = []
   for (let r = 0; r < runs; r++) {
     await settle()
     const server = await startServer(path.join(work, `server-${Object.keys(uploads).length}-${r}`))
-    try { ms.push(await fn(server.url)) } finally { await server.stop() }
+    try {
+      const s0 = server.cpu()
+      const o = await fn(server.url)
+      ms.push(o.ms)
+      if (o.cpu != null) cpu.push(o.cpu)
+      const s1 = server.cpu()
+      if (s0 != null && s1 != null) serverCpu.push(s1 - s0)
+    } finally { await server.stop() }
   }
   uploads[label] = median(ms)
-  row('upload', label, size, ms)
+  const perGiB = (xs) => xs.length ? (median(xs) / (size / 2 ** 30)).toFixed(2) : '?'
+  row('upload', label, size, ms, `CPU s/GiB: client ${perGiB(cpu)}, server ${perGiB(serverCpu)}`)
 }
 const { hash: inputHash } = await (async () => { const c = new Client({ server: 'http://x' }); const h = await c.hash(input); await c.close(); return { hash: h.input } })()
 await scenario('(a) PATCH, curl', async (url) => {
   const t = performance.now()
   const res = await fetch(url + '/v1/ops', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { blake3: inputHash, length: size }, operation: { op: 'identity' } }) })
   const { key } = await res.json()
-  await run(args.curl, ['-sS', '-f', '-o', '/dev/null', '-X', 'PATCH', '-T', input, '-H', 'Content-Type: application/offset+octet-stream', '-H', 'Upload-Offset: 0', '-H', 'Expect:', `${url}/v1/ops/${key}`])
-  return performance.now() - t
+  const r = await run(args.curl, ['-sS', '-f', '-o', '/dev/null', '-X', 'PATCH', '-T', input, '-H', 'Content-Type: application/offset+octet-stream', '-H', 'Upload-Offset: 0', '-H', 'Expect:', `${url}/v1/ops/${key}`])
+  return { ms: performance.now() - t, cpu: r.cpu }
 })
 for (const streams of [1, 4]) {
   await scenario(`Rust SDK put, ${streams} stream${streams > 1 ? 's' : ''}`, async (url) =>
-    (await run(bin, ['put', input, '--op', '{"op":"identity"}', '--server', url, '--concurrency', String(streams)])).ms)
+    await run(bin, ['put', input, '--op', '{"op":"identity"}', '--server', url, '--concurrency', String(streams)]))
   await scenario(`Node SDK put, ${streams} stream${streams > 1 ? 's' : ''}`, async (url) => {
     const r = await run(process.execPath, [path.join(here, 'put.js'), url, input, String(streams)])
     const o = JSON.parse(r.out)
     if (o.hit || o.bytesUploaded !== size) throw new Error(`the Node SDK sent ${o.bytesUploaded} bytes`)
-    return r.ms
+    return r
   })
 }
 fs.rmSync(input)

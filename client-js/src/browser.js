@@ -49,7 +49,7 @@ async function describe (input) {
     return {
       length: u8.length,
       // A copy of the block alone goes to its worker (a view would clone the whole buffer).
-      src: (start, end) => ({ bytes: u8.slice(start, end), base: start }),
+      src: (start, end, spare) => ({ bytes: copyOf(u8, start, end, spare), base: start }),
       bytes: sub,
       body: sub
     }
@@ -58,11 +58,20 @@ async function describe (input) {
   const blob = input
   return {
     length: blob.size,
-    // Workers get the Blob itself (a reference, not a copy) and read their block of it.
+    // Workers get the Blob itself (a reference, not a copy) and read their
+    // blocks of it, several blocks to a stream.
     src: () => ({ blob }),
+    spans: true,
     bytes: async (start, end) => new Uint8Array(await blob.slice(start, end).arrayBuffer()),
     body: async (start, end) => blob.slice(start, end)
   }
+}
+
+/** Bytes [start, end) of `u8`, copied into `spare` (an ArrayBuffer) if it is large enough. */
+function copyOf (u8, start, end, spare) {
+  const out = spare && spare.byteLength >= end - start ? new Uint8Array(spare, 0, end - start) : new Uint8Array(end - start)
+  out.set(u8.subarray(start, end))
+  return out
 }
 
 function send (req) {

@@ -47,7 +47,11 @@ export class CoreClient {
   }
 
   async #w () {
-    if (!this.#wasm) this.#wasm = this.#p.wasmBytes().then((b) => Blake3Wasm.load(b))
+    // The module the workers get, compiled once.
+    if (!this.#wasm) {
+      this.#wasm = this.#pool.wasmModule().then((m) => Blake3Wasm.load(m))
+      this.#wasm.catch(() => { this.#wasm = null })
+    }
     return this.#wasm
   }
 
@@ -65,20 +69,37 @@ export class CoreClient {
     const report = (n) => { hashed += n; onProgress && onProgress({ phase: 'hashing', loaded: hashed, total: length }) }
     report(0)
     let cvs
-    if (length <= INLINE_HASH) {
-      cvs = []
-      for (let n = 0; n < blocks; n++) {
-        const start = n * bs; const end = Math.min(start + bs, length)
-        const h = wasm.hasher(start)
-        h.update(await source.bytes(start, end))
-        cvs.push(h.finish(blocks === 1))
-        report(end - start)
+    try {
+      if (length <= INLINE_HASH) {
+        cvs = []
+        for (let n = 0; n < blocks; n++) {
+          const start = n * bs; const end = Math.min(start + bs, length)
+          const h = wasm.hasher(start)
+          h.update(await source.bytes(start, end))
+          cvs.push(h.finish(blocks === 1))
+          report(end - start)
+        }
+      } else {
+        // A source read as a stream (a browser's File) goes in runs of
+        // blocks, one stream each: opening a stream per block costs more
+        // than the reading. Four runs per worker keep the workers even.
+        const span = source.spans ? Math.max(1, Math.ceil(blocks / (4 * this.#pool.size))) : 1
+        const tasks = []
+        for (let n = 0; n < blocks; n += span) {
+          tasks.push({
+            start: n * bs,
+            end: Math.min((n + span) * bs, length),
+            offset: n * bs,
+            root: blocks === 1,
+            ...(span > 1 ? { blockSize: bs } : {})
+          })
+        }
+        const results = await this.#pool.run(tasks, (t, spare) => source.src(t.start, t.end, spare), report, signal)
+        cvs = span > 1 ? results.flat() : results
       }
-    } else {
-      const tasks = Array.from({ length: blocks }, (_, n) => ({
-        start: n * bs, end: Math.min((n + 1) * bs, length), offset: n * bs, root: blocks === 1
-      }))
-      cvs = await this.#pool.run(tasks, (t) => source.src(t.start, t.end), report, signal)
+    } finally {
+      // A file read here is opened again, if needed, by the upload.
+      if (source.close) await source.close()
     }
     if (signal && signal.aborted) throw aborted(signal)
     const root = blocks === 0 ? wasm.hash(new Uint8Array(0)) : blocks === 1 ? hex(cvs[0]) : hex(wasm.root(cvs))
@@ -104,6 +125,14 @@ export class CoreClient {
   async put (input, op, { onProgress, signal } = {}) {
     const report = onProgress || (() => {})
     const hashed = await this.hash(input, { onProgress: report, signal })
+    try {
+      return await this.#put(hashed, op, report, signal)
+    } finally {
+      if (hashed.source.close) await hashed.source.close()
+    }
+  }
+
+  async #put (hashed, op, report, signal) {
     const { key, canonical } = await this.#keyOf(hashed.input, op)
     report({ phase: 'hashed', key, input: hashed.input, loaded: hashed.length, total: hashed.length })
     const operation = JSON.parse(canonical)
@@ -112,6 +141,10 @@ export class CoreClient {
       : this.token
     const retrier = new Retrier(this.retry, signal, (r) => report({ phase: 'retrying', ...r }))
     const sent = { n: 0 }
+    if (this.#p.expectContinue && hashed.length > 0 && hashed.length <= this.blockSize) {
+      const done = await this.#oneShot(key, hashed, canonical, sent, retrier, report, signal, auth)
+      if (done) return done
+    }
     for (;;) {
       let status
       try {
@@ -144,6 +177,53 @@ export class CoreClient {
       report({ phase: 'done', hit: result.hit, bytesUploaded: sent.n, loaded: hashed.length, total: hashed.length })
       return result
     }
+  }
+
+  /**
+   * An input of one block in one request: `PUT /v1/ops/{key}` with
+   * `Expect: 100-continue` (spec/protocol.md §7.4), so that a hit — result
+   * ready or input stored — is answered from the headers and no input byte
+   * is sent, in one round trip instead of a probe and a block. Any failure
+   * but an abort returns null: the resumable flow then takes over (and
+   * reports the entry's own problem, if that is what it was).
+   */
+  async #oneShot (key, hashed, canonical, sent, retrier, report, signal, auth) {
+    let res
+    try {
+      const body = await hashed.source.body(0, hashed.length)
+      let counted = 0
+      res = await this.#send('PUT', `/v1/ops/${key}`, {
+        headers: {
+          'upload-input-hash': hashed.input,
+          'upload-operation': base64url(canonical),
+          'content-type': 'application/octet-stream',
+          prefer: `return=minimal, wait=${this.waitPerRequest}`
+        },
+        body,
+        expectContinue: true,
+        auth,
+        signal,
+        timeout: this.waitPerRequest * 1000 + this.responseTimeout,
+        onUpload: (loaded) => {
+          sent.n += loaded - counted
+          counted = loaded
+          report({ phase: 'uploading', loaded, total: hashed.length, bytesUploaded: sent.n, blocksDone: 0, blocksTotal: 1 })
+        }
+      })
+      // 303 to the result (return=minimal), 200 with it, 202 when the wait ran out.
+      if (res.status !== 303) await expectOk(res)
+      await res.discard()
+      if (hashed.source.release) hashed.source.release(body)
+    } catch (e) {
+      if (signal && signal.aborted) throw aborted(signal)
+      return null
+    }
+    retrier.progressed()
+    const done = res.status === 202 ? await this.#wait(key, retrier, report, signal, auth) : await this.status(key, { signal, auth })
+    if (done.state !== 'complete') return null
+    const result = new PutResult(this, this.#p, done, sent.n, auth)
+    report({ phase: 'done', hit: result.hit, bytesUploaded: sent.n, loaded: hashed.length, total: hashed.length })
+    return result
   }
 
   /**
@@ -246,6 +326,8 @@ export class CoreClient {
           inflight.delete(n)
           await expectOk(res)
           await res.discard()
+          // Answered: the body is off our hands, its buffer can take another block.
+          if (hashed.source.release) hashed.source.release(bytes)
           stored(n)
           if (res.headers.get('upload-state') !== 'uploading') over = true
         } catch (e) {
@@ -397,7 +479,7 @@ export class CoreClient {
   }
 
   /** One HTTP request; network failures become retryable `UpcacheError`s. */
-  async #send (method, path, { headers = {}, body, json, onUpload, signal, timeout, auth } = {}) {
+  async #send (method, path, { headers = {}, body, json, onUpload, signal, timeout, auth, expectContinue } = {}) {
     const h = { ...this.headers, ...headers }
     if (auth) h.authorization = `Bearer ${auth}`
     if (json !== undefined) {
@@ -413,6 +495,7 @@ export class CoreClient {
         body,
         onUpload,
         signal,
+        expectContinue,
         timeout: timeout || this.responseTimeout,
         stall: this.stallTimeout
       })
@@ -472,6 +555,13 @@ export class PutResult {
     if (!this.#p.save) throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'save(path) needs Node; use blob() in a browser' })
     return this.#p.save(path, (sink, reset) => this.#c.download(this.status, sink, { signal, reset, auth: this.#auth }))
   }
+}
+
+/** Base64url without padding of a text's UTF-8 bytes (RFC 4648 §5). */
+function base64url (text) {
+  let bin = ''
+  for (const b of new TextEncoder().encode(text)) bin += String.fromCharCode(b)
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
 }
 
 async function expectOk (res) {

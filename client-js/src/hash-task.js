@@ -8,7 +8,7 @@ import { Blake3Wasm, PIECE } from './wasm.js'
 const REPORT = 4 * PIECE
 
 /**
- * Serves the pool's messages on one worker. `port` has `post(msg)` and
+ * Serves the pool's messages on one worker. `port` has `post(msg, transfer)` and
  * `onMessage(fn)`; `reader(src)` returns a reader of the source with
  * `close()` and one of: `chunks(start, end)`, an async iterable of its
  * bytes; `read(pos, len)`, the bytes (or a promise of them); or
@@ -25,7 +25,9 @@ export function serveHashing (port, reader) {
     }
     try {
       const cv = await hashTask(wasm, msg, reader, (n) => port.post({ id: msg.id, progress: n }))
-      port.post({ id: msg.id, cv })
+      // A copy of the block goes back, for the pool to copy the next block into.
+      const spare = msg.src.bytes ? msg.src.bytes.buffer : null
+      port.post({ id: msg.id, cv, spare }, spare ? [spare] : [])
     } catch (e) {
       port.post({ id: msg.id, error: String(e && e.stack ? e.stack : e) })
     }
@@ -33,24 +35,42 @@ export function serveHashing (port, reader) {
 }
 
 /**
- * The task `{ src, start, end, offset, root }`: bytes `[start, end)` of the
- * source, which sit at `offset` in the input; `root` when they are the
- * whole input.
+ * The task `{ src, start, end, offset, root, blockSize }`: bytes
+ * `[start, end)` of the source, which sit at `offset` in the input; `root`
+ * when they are the whole input. Its result is their chaining value (or
+ * root hash) — or, with `blockSize` (a run of whole blocks, read as one
+ * stream), the chaining values of its blocks, in order.
  */
 export async function hashTask (wasm, task, reader, progress) {
-  const h = wasm.hasher(task.offset)
+  let h = wasm.hasher(task.offset)
   const r = reader(task.src)
   try {
     let unreported = 0
     if (r.chunks) {
       // A stream of the bytes: the next chunk is read while this one is hashed.
+      const cvs = []
+      const stop = task.offset + (task.end - task.start)
+      const bs = task.blockSize || (task.end - task.start)
+      let at = task.offset
+      let blockEnd = task.offset + bs
       for await (const chunk of r.chunks(task.start, task.end)) {
-        h.update(chunk)
+        for (let i = 0; i < chunk.length;) {
+          const take = Math.min(chunk.length - i, blockEnd - at)
+          h.update(take === chunk.length ? chunk : chunk.subarray(i, i + take))
+          i += take
+          at += take
+          if (at === blockEnd && at < stop) {
+            cvs.push(h.finish(false))
+            h = wasm.hasher(at)
+            blockEnd += bs
+          }
+        }
         unreported += chunk.length
         if (unreported >= REPORT) { progress(unreported); unreported = 0 }
       }
       if (unreported) progress(unreported)
-      return h.finish(task.root)
+      cvs.push(h.finish(task.root))
+      return task.blockSize ? cvs : cvs[0]
     }
     for (let pos = task.start; pos < task.end; pos += PIECE) {
       const len = Math.min(PIECE, task.end - pos)

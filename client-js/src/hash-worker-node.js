@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import { parentPort } from 'node:worker_threads'
 import { serveHashing } from './hash-task.js'
 
-serveHashing({ post: (m) => parentPort.postMessage(m), onMessage: (fn) => parentPort.on('message', fn) }, (src) => {
+serveHashing({ post: (m, transfer) => parentPort.postMessage(m, transfer), onMessage: (fn) => parentPort.on('message', fn) }, (src) => {
   if (src.bytes) {
     return { read: (pos, len) => src.bytes.subarray(pos - src.base, pos - src.base + len), close () {} }
   }

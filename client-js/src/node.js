@@ -31,7 +31,9 @@ const nodePlatform = {
       cores: () => (os.availableParallelism ? os.availableParallelism() : os.cpus().length),
       wasmBytes: loadWasm,
       spawnHashWorker,
-      describe,
+      describe: (input) => describe(input, client),
+      // node:http can hold a body back until `100 Continue` (a hit sends none).
+      expectContinue: true,
       send: (req) => send(agent, req),
       save,
       close: () => agent.destroy()
@@ -52,29 +54,38 @@ function spawnHashWorker () {
 }
 
 /** An input's length and readers: worker sources for hashing, bytes, request bodies. */
-async function describe (input) {
+async function describe (input, client) {
   if (typeof input === 'string' || input instanceof URL) {
     const file = input instanceof URL ? input : path.resolve(input)
     const st = await fsp.stat(file).catch((e) => {
       throw new UpcacheError({ type: CLIENT.invalidInput, detail: `cannot read ${input}: ${e.message}`, cause: e })
     })
     if (!st.isFile()) throw new UpcacheError({ type: CLIENT.invalidInput, detail: `${input} is not a file` })
-    const read = async (start, end) => {
-      const fh = await fsp.open(file, 'r')
-      try {
-        const buf = Buffer.allocUnsafe(end - start)
-        let at = 0
-        while (at < buf.length) {
-          const { bytesRead } = await fh.read(buf, at, buf.length - at, start + at)
-          if (bytesRead === 0) throw new UpcacheError({ type: CLIENT.invalidInput, detail: `${input} shrank while being uploaded` })
-          at += bytesRead
-        }
-        return buf
-      } finally {
-        await fh.close()
+    // One descriptor for the whole put, and block buffers recycled once
+    // their request is answered (see BlockBuffers).
+    let fh = null
+    let buffers = null
+    const read = async (start, end, buf = Buffer.allocUnsafe(end - start)) => {
+      if (!fh) fh = fsp.open(file, 'r')
+      const h = await fh
+      let at = 0
+      while (at < buf.length) {
+        const { bytesRead } = await h.read(buf, at, buf.length - at, start + at)
+        if (bytesRead === 0) throw new UpcacheError({ type: CLIENT.invalidInput, detail: `${input} shrank while being uploaded` })
+        at += bytesRead
       }
+      return buf
     }
-    return { length: st.size, src: () => ({ path: String(file instanceof URL ? file.pathname : file) }), bytes: read, body: read }
+    const body = (start, end) => {
+      if (!buffers) buffers = new BlockBuffers(client.blockSize, 2 * client.concurrency + 2)
+      return read(start, end, buffers.take(end - start))
+    }
+    const release = (b) => { if (buffers) buffers.give(b) }
+    const close = async () => {
+      buffers = null
+      if (fh) { const h = fh; fh = null; await (await h.catch(() => null))?.close() }
+    }
+    return { length: st.size, src: () => ({ path: String(file instanceof URL ? file.pathname : file) }), bytes: (start, end) => read(start, end), body, release, close }
   }
   let u8
   if (input instanceof Uint8Array) u8 = input
@@ -84,28 +95,93 @@ async function describe (input) {
   else throw new UpcacheError({ type: CLIENT.invalidInput, detail: 'the input must be a file path, Blob, Uint8Array or ArrayBuffer' })
   const sub = async (start, end) => u8.subarray(start, end)
   // A copy of the block alone goes to the worker (a view would clone the whole buffer).
-  return { length: u8.length, src: (start, end) => ({ bytes: Uint8Array.prototype.slice.call(u8, start, end), base: start }), bytes: sub, body: sub }
+  return { length: u8.length, src: (start, end, spare) => ({ bytes: copyOf(u8, start, end, spare), base: start }), bytes: sub, body: sub }
 }
 
-function send (agent, { method, url, headers, body, onUpload, signal, timeout, stall }) {
+/** Bytes [start, end) of `u8`, copied into `spare` (an ArrayBuffer) if it is large enough. */
+function copyOf (u8, start, end, spare) {
+  const out = spare && spare.byteLength >= end - start ? new Uint8Array(spare, 0, end - start) : new Uint8Array(end - start)
+  out.set(u8.subarray(start, end))
+  return out
+}
+
+/**
+ * Request bodies of a put: `slots` buffers of `size` bytes, page-aligned
+ * (views of one WebAssembly memory, whose base is page-aligned; malloc's
+ * large buffers are not, and the kernel copies file pages into them and out
+ * of them to sockets at half the speed), reused once a block is answered
+ * instead of a fresh buffer per block (page faults, garbage collection: CPU
+ * the server on the same machine may need). A block that does not fit, or
+ * finds no free slot, gets a buffer of its own.
+ */
+class BlockBuffers {
+  constructor (size, slots) {
+    this.size = Math.ceil(size / 65536) * 65536
+    this.free = []
+    try {
+      this.memory = new WebAssembly.Memory({ initial: (this.size * slots) / 65536, maximum: (this.size * slots) / 65536 })
+      for (let i = 0; i < slots; i++) this.free.push(i * this.size)
+    } catch {
+      this.memory = null // too large for one memory: plain buffers
+    }
+  }
+
+  take (len) {
+    if (len > this.size || this.free.length === 0) return undefined
+    return new Uint8Array(this.memory.buffer, this.free.pop(), len)
+  }
+
+  give (view) {
+    if (this.memory && view.buffer === this.memory.buffer) this.free.push(view.byteOffset)
+  }
+}
+
+/** How long a request with `Expect: 100-continue` waits for `100 Continue` before it sends its body anyway (RFC 9110 §10.1.1). */
+const CONTINUE_WAIT = 1000
+
+function send (agent, { method, url, headers, body, onUpload, signal, timeout, stall, expectContinue }) {
   return new Promise((resolve, reject) => {
     const u = new URL(url)
     const mod = u.protocol === 'https:' ? https : http
     const h = { ...headers }
     if (body) h['content-length'] = String(body.length)
     else if (method === 'POST' || method === 'PUT' || method === 'PATCH') h['content-length'] = '0'
+    const waitForContinue = expectContinue && body && body.length > 0
+    if (waitForContinue) h.expect = '100-continue'
     const req = mod.request(u, { method, headers: h, agent, signal })
     let answered = false
     // Idle time on the socket: a body that stops moving, or an answer that does not come.
     req.setTimeout(body ? Math.max(stall, 1) : timeout, () => {
       req.destroy(new UpcacheError({ type: answered || !body ? CLIENT.network : CLIENT.stalled, detail: `${method} ${u.pathname}: no progress for ${(body ? stall : timeout) / 1000} s` }))
     })
+    // Whether the body is on its way (or there is none): only a request
+    // waiting for `100 Continue` can be answered before.
+    let started = !waitForContinue
+    let continueTimer = null
     req.on('error', reject)
+    req.on('close', () => clearTimeout(continueTimer))
     req.on('response', (res) => {
       answered = true
+      if (!started) {
+        // Answered from the headers (a hit): the body is never sent, and
+        // the connection, with a request left unfinished, not reused.
+        started = true
+        clearTimeout(continueTimer)
+        res.once('end', () => req.destroy())
+      }
       resolve(wrap(res, req))
     })
     if (!body || body.length === 0) return req.end()
+    const start = () => {
+      if (started && waitForContinue) return
+      started = true
+      clearTimeout(continueTimer)
+      if (waitForContinue) {
+        // Once the body is out, the answer may take the server's wait for the operation.
+        req.once('finish', () => req.setTimeout(Math.max(timeout, stall)))
+      }
+      pump()
+    }
     let at = 0
     let flushed = 0
     const pump = () => {
@@ -121,7 +197,13 @@ function send (agent, { method, url, headers, body, onUpload, signal, timeout, s
       }
       req.end()
     }
-    pump()
+    if (waitForContinue) {
+      req.flushHeaders()
+      req.once('continue', start)
+      continueTimer = setTimeout(start, CONTINUE_WAIT)
+    } else {
+      start()
+    }
   })
 }
 

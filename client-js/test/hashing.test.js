@@ -62,3 +62,27 @@ test('an invalid operation is refused before any request', async () => {
     return true
   })
 })
+
+test('a run of blocks read as one stream gives each block its chaining value, at any chunk size', async () => {
+  const { hashTask } = await import('../src/hash-task.js')
+  const { Blake3Wasm, hex } = await import('../src/wasm.js')
+  const wasm = await Blake3Wasm.load(fs.readFileSync(path.join(REPO, 'client-js', 'wasm', 'upcache_hash.wasm')))
+  const bs = 1 << 16
+  const small = new Client({ server: 'http://127.0.0.1:9', blockSize: bs, workers: 1 })
+  try {
+    const bytes = random(7 * bs + 1234)
+    const want = (await small.hash(bytes)).cvs.map(hex)
+    // Streams cut into chunks that straddle block ends (as a browser's File reads).
+    const reader = (chunk) => () => ({
+      async * chunks (start, end) { for (let at = start; at < end; at += chunk) yield bytes.subarray(at, Math.min(at + chunk, end)) },
+      close () {}
+    })
+    for (const chunk of [1000, bs, 3 * bs + 7, 8 * bs]) {
+      const head = await hashTask(wasm, { src: {}, start: 0, end: 4 * bs, offset: 0, root: false, blockSize: bs }, reader(chunk), () => {})
+      const tail = await hashTask(wasm, { src: {}, start: 4 * bs, end: bytes.length, offset: 4 * bs, root: false, blockSize: bs }, reader(chunk), () => {})
+      assert.deepEqual([...head, ...tail].map(hex), want, `chunks of ${chunk} bytes`)
+    }
+  } finally {
+    await small.close()
+  }
+})

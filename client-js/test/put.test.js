@@ -51,6 +51,59 @@ test('a new input goes up in parallel blocks; the same put again is a hit with 0
   }
 })
 
+test('an input of one block goes in one PUT with Expect: 100-continue; a hit then sends no byte', async () => {
+  const proxy = await startProxy(server.url, { record: true })
+  const c = client({ server: proxy.url })
+  try {
+    const bytes = random(BS - 7)
+    const phases = new Set()
+    const before = await server.metrics()
+    const done = await c.put(tempFile(bytes), { op: 'identity' }, { onProgress: (p) => phases.add(p.phase) })
+    assert.equal(done.hit, false)
+    assert.equal(done.bytesUploaded, bytes.length)
+    assert.deepEqual([...phases], ['hashing', 'hashed', 'uploading', 'done'])
+    const first = proxy.stats.sent
+    assert.match(first, new RegExp(`^PUT /v1/ops/${done.key} HTTP/1.1\r$`, 'm'))
+    assert.match(first, /^expect: 100-continue\r$/im)
+    assert.doesNotMatch(first, /^POST \/v1\/ops /m, 'no probe before the one-shot PUT')
+    const afterFirst = await server.metrics()
+    assert.equal(afterFirst.upcache_bytes_stored_total - before.upcache_bytes_stored_total, bytes.length)
+    assert.deepEqual(await done.bytes(), bytes)
+
+    const up = proxy.stats.up
+    const mark = proxy.stats.sent.length
+    const again = await c.put(bytes, { op: 'identity' })
+    assert.equal(again.hit, true)
+    assert.equal(again.bytesUploaded, 0)
+    assert.equal(again.key, done.key)
+    assert.ok(proxy.stats.up - up < 4096, `a hit sent ${proxy.stats.up - up} bytes`)
+    const second = proxy.stats.sent.slice(mark)
+    assert.match(second, new RegExp(`^PUT /v1/ops/${done.key} HTTP/1.1\\r$`, 'm'), 'the hit came from the one-shot PUT')
+    assert.doesNotMatch(second, /^POST /m)
+    assert.equal((await server.metrics()).upcache_bytes_stored_total, afterFirst.upcache_bytes_stored_total)
+    assert.deepEqual(await again.bytes(), bytes)
+  } finally {
+    await c.close()
+    await proxy.close()
+  }
+})
+
+test('a one-shot PUT whose connection is cut falls back to the resumable flow', async () => {
+  const proxy = await startProxy(server.url)
+  const c = client({ server: proxy.url })
+  try {
+    const bytes = random(BS)
+    proxy.armResetOnRequest('PUT /v1/ops/', 0)
+    const done = await c.put(bytes, { op: 'identity' })
+    assert.equal(proxy.stats.resets, 1)
+    assert.equal(done.hit, false)
+    assert.deepEqual(await done.bytes(), bytes)
+  } finally {
+    await c.close()
+    await proxy.close()
+  }
+})
+
 test('a thumbnail: put a PNG, get the WebP; another operation on the same input sends nothing', async () => {
   const c = client({ blockSize: undefined })
   try {
