@@ -145,6 +145,54 @@ async fn multipart_objects_round_trip_and_read_across_parts() {
 }
 
 #[tokio::test]
+async fn part_uploads_out_of_order_publish_once_complete() {
+    let weed = SeaweedFs::start().await;
+    let store = weed.store("parts/").await;
+    let parts = store.parts().expect("S3 has part uploads");
+    let size = parts.min_part_size() as usize;
+    let bytes = pseudo_random(2 * size + 999, 41);
+    let hash = InputHash::of(&bytes);
+    let name = BlobName::Input(hash);
+    let record = InputRecord {
+        length: bytes.len() as u64,
+        block_size: size as u64,
+        digest: [4; 32],
+    };
+    let meta = BlobMeta::input(hash, record);
+    let id = parts.begin(name, meta.clone()).await.unwrap();
+    // Blocks arrive in any order, concurrently (block n is part n + 1).
+    let send = |n: u32| {
+        let block = &bytes[(n as usize - 1) * size..(n as usize * size).min(bytes.len())];
+        parts.put_part(name, &id, n, block.len() as u64, chunks(block, 70_000))
+    };
+    let (t3, t1, t2) = tokio::join!(send(3), send(1), send(2));
+    assert!(
+        store.head(name).await.unwrap().is_none(),
+        "nothing is visible before completion"
+    );
+    let short = parts
+        .put_part(name, &id, 4, 10, chunks(&bytes[..9], 9))
+        .await
+        .unwrap_err();
+    assert_eq!(short.kind(), io::ErrorKind::InvalidData, "{short}");
+    let tags = [(1, t1.unwrap()), (2, t2.unwrap()), (3, t3.unwrap())];
+    parts.complete(name, &id, &tags).await.unwrap();
+    assert!(read(&store, name, None).await == bytes);
+    let head = store.head(name).await.unwrap().unwrap();
+    assert_eq!(head.meta, Some(meta.clone()), "metadata fixed at begin");
+
+    // An aborted upload publishes nothing.
+    let other = BlobName::Result(Key([0x77; 32]));
+    let id = parts.begin(other, meta).await.unwrap();
+    parts
+        .put_part(other, &id, 1, 5, chunks(b"abcde", 2))
+        .await
+        .unwrap();
+    parts.abort(other, &id).await.unwrap();
+    assert!(store.head(other).await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn default_parts_of_16_mib() {
     let weed = SeaweedFs::start().await;
     let store = weed.store("big/").await;

@@ -71,6 +71,9 @@ use crate::config::S3Config;
 /// The smallest part but the last S3 accepts.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// The largest part S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
 /// S3's limit on user metadata: keys and values, in bytes, together.
 const METADATA_LIMIT: usize = 2048;
 
@@ -128,10 +131,14 @@ impl S3Store {
     /// A store on the bucket `config` names. Credentials are the
     /// configuration's, or the usual AWS sources'. Nothing is sent yet.
     pub async fn with_tuning(config: &S3Config, tuning: S3Tuning) -> io::Result<Self> {
-        if tuning.part_size < MIN_PART_SIZE || tuning.parts_in_flight == 0 {
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&tuning.part_size)
+            || tuning.parts_in_flight == 0
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("parts of at least {MIN_PART_SIZE} bytes, at least one at a time"),
+                format!(
+                    "parts of {MIN_PART_SIZE} to {MAX_PART_SIZE} bytes, at least one at a time"
+                ),
             ));
         }
         // HTTPS through rustls with ring, sharing the SDK's hyper 1 client.
@@ -527,6 +534,12 @@ impl PartUploads for S3Store {
         length: u64,
         mut body: ByteStream,
     ) -> io::Result<String> {
+        if length > MAX_PART_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("part {n} of {name}: {length} bytes, over S3's {MAX_PART_SIZE}"),
+            ));
+        }
         // Held in memory (a part is a block, a few MiB) so a retry can
         // send it again.
         let mut part = BytesMut::with_capacity(length as usize);
