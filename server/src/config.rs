@@ -119,6 +119,152 @@ pub struct Config {
     /// Named sets of image URL options for `pr:{name}`, e.g.
     /// `thumb = "rs:fill:300:300/q:70"`.
     pub url_presets: BTreeMap<String, String>,
+    /// The S3 tier: an `[s3]` table (or any `UPCACHE_S3_*` variable). Unset,
+    /// everything stays on this node's memory and disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+}
+
+/// The S3 (or S3-compatible) bucket results and inputs are kept in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// URL of the service (`http://127.0.0.1:8333`, `https://s3.example`);
+    /// unset: AWS's own endpoint for the region.
+    pub endpoint: Option<String>,
+    /// The bucket (required); it must exist.
+    pub bucket: String,
+    /// The region requests are signed for. Unset: `AWS_REGION` or the AWS
+    /// profile's, else `us-east-1`.
+    pub region: Option<String>,
+    /// Name buckets in the path (`endpoint/bucket/name`) rather than the
+    /// host name; most S3-compatible servers need it.
+    pub path_style: bool,
+    /// Put before every object name, so that several services (or tests)
+    /// share one bucket; a missing final `/` is added.
+    pub prefix: String,
+    /// Access key id; unset: `AWS_ACCESS_KEY_ID`, or the usual AWS sources
+    /// (profile, web identity, container or instance credentials) when no
+    /// key is given at all.
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key; unset: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The keys found by validation; `None`: the usual AWS sources.
+    #[serde(skip)]
+    pub credentials: Option<S3Credentials>,
+}
+
+/// A static S3 access key. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `AWS_*` variables the S3 settings fall back on.
+#[derive(Debug, Default)]
+struct AwsEnv {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+}
+
+impl S3Config {
+    /// Checks the table and settles its credentials from its own settings
+    /// and `aws`.
+    fn validated(mut self, aws: &AwsEnv) -> Result<Self, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("s3: {m}")));
+        let b = &self.bucket;
+        if b.is_empty() {
+            return bad("bucket is required (set it in [s3] or as UPCACHE_S3_BUCKET)".into());
+        }
+        let name_chars = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c);
+        if !(3..=63).contains(&b.len()) || !b.chars().all(name_chars) {
+            return bad(format!(
+                "bucket {b:?} is not a bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+            ));
+        }
+        if let Some(e) = &self.endpoint {
+            let host = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+                return bad(format!("endpoint {e:?} is not an http:// or https:// URL"));
+            }
+        }
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return bad("region is empty; leave it out to use AWS_REGION".into());
+        }
+        let prefix = self.prefix.trim_start_matches('/');
+        if prefix.split('/').any(|p| p == "." || p == "..")
+            || prefix.contains("//")
+            || prefix.contains('\\')
+        {
+            return bad(format!(
+                "prefix {:?} has an empty, '.' or '..' segment",
+                self.prefix
+            ));
+        }
+        self.prefix = match prefix {
+            "" => String::new(),
+            p if p.ends_with('/') => p.to_owned(),
+            p => format!("{p}/"),
+        };
+        let secret = match &self.secret_access_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let secret = text.trim().to_owned();
+                if secret.is_empty() {
+                    return bad(format!(
+                        "secret_access_key_file {} is empty",
+                        path.display()
+                    ));
+                }
+                Some(secret)
+            }
+            None => aws.secret_access_key.clone(),
+        };
+        let id = self
+            .access_key_id
+            .clone()
+            .or_else(|| aws.access_key_id.clone());
+        self.credentials = match (id, secret) {
+            (Some(id), Some(secret)) if !id.trim().is_empty() => Some(S3Credentials {
+                access_key_id: id.trim().to_owned(),
+                secret_access_key: secret,
+                // A session token belongs to the environment's own pair only.
+                session_token: (self.access_key_id.is_none()
+                    && self.secret_access_key_file.is_none())
+                .then(|| aws.session_token.clone())
+                .flatten(),
+            }),
+            (Some(_), Some(_)) => return bad("access_key_id is empty".into()),
+            (Some(_), None) => {
+                return bad("an access key id is given but no secret: set \
+                     secret_access_key_file or AWS_SECRET_ACCESS_KEY"
+                    .into())
+            }
+            (None, Some(_)) => {
+                return bad("a secret access key is given but no key id: set \
+                     access_key_id or AWS_ACCESS_KEY_ID"
+                    .into())
+            }
+            (None, None) => None,
+        };
+        Ok(self)
+    }
 }
 
 /// A list, or a single string standing for a list of one.
@@ -176,6 +322,7 @@ impl Default for Config {
             url_salt: Vec::new(),
             url_unsigned: false,
             url_presets: BTreeMap::new(),
+            s3: None,
         }
     }
 }
@@ -216,7 +363,18 @@ impl Config {
                     })?;
             table.extend(parsed);
         }
+        let mut aws = AwsEnv::default();
         for (name, value) in env {
+            match name.as_str() {
+                "AWS_ACCESS_KEY_ID" => aws.access_key_id = Some(value.clone()),
+                "AWS_SECRET_ACCESS_KEY" => aws.secret_access_key = Some(value.clone()),
+                "AWS_SESSION_TOKEN" => aws.session_token = Some(value.clone()),
+                _ => {}
+            }
+            if let Some(field) = name.strip_prefix("UPCACHE_S3_") {
+                Self::set_s3(&mut table, &name, field, value)?;
+                continue;
+            }
             let Some(field) = name.strip_prefix("UPCACHE_") else {
                 continue;
             };
@@ -235,7 +393,51 @@ impl Config {
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
-        config.validated()
+        let mut config = config.validated()?;
+        config.s3 = config.s3.take().map(|s3| s3.validated(&aws)).transpose()?;
+        Ok(config)
+    }
+
+    /// Puts `UPCACHE_S3_<FIELD>` into the `[s3]` table, making it if needed.
+    fn set_s3(
+        table: &mut toml::Table,
+        name: &str,
+        field: &str,
+        value: String,
+    ) -> Result<(), ConfigError> {
+        const FIELDS: &[&str] = &[
+            "endpoint",
+            "bucket",
+            "region",
+            "path_style",
+            "prefix",
+            "access_key_id",
+            "secret_access_key_file",
+        ];
+        let field = field.to_ascii_lowercase();
+        if !FIELDS.contains(&field.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "unknown environment variable {name}"
+            )));
+        }
+        let value = match (field.as_str(), value.as_str()) {
+            ("path_style", "true" | "1") => toml::Value::Boolean(true),
+            ("path_style", "false" | "0") => toml::Value::Boolean(false),
+            ("path_style", other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: {other:?} is neither true nor false"
+                )))
+            }
+            _ => toml::Value::String(value),
+        };
+        let s3 = table
+            .entry("s3")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(s3) = s3 else {
+            return Err(ConfigError::Invalid("s3 must be a table".into()));
+        };
+        s3.insert(field, value);
+        Ok(())
     }
 
     fn optional_fields() -> &'static [&'static str] {
@@ -548,5 +750,159 @@ mod tests {
         assert!(Config::load(None, Vec::new(), public)
             .unwrap()
             .demo_enabled());
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn s3_is_off_unless_configured() {
+        let c = Config::load(
+            None,
+            vars(&[("AWS_ACCESS_KEY_ID", "AKIA")]),
+            toml::Table::new(),
+        );
+        assert!(
+            c.unwrap().s3.is_none(),
+            "AWS variables alone turn nothing on"
+        );
+    }
+
+    #[test]
+    fn s3_settings_layer_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cr3t\n").unwrap();
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[s3]\nbucket = \"results\"\nregion = \"eu-west-1\"\nprefix = \"/team/a\"\n\
+                 access_key_id = \"AKIAFILE\"\nsecret_access_key_file = {:?}\n",
+                secret.display().to_string()
+            ),
+        )
+        .unwrap();
+        let env = vars(&[
+            ("UPCACHE_S3_ENDPOINT", "http://127.0.0.1:8333"),
+            ("UPCACHE_S3_PATH_STYLE", "true"),
+            ("UPCACHE_S3_REGION", "us-east-2"),
+            ("AWS_ACCESS_KEY_ID", "AKIAENV"),
+            ("AWS_SECRET_ACCESS_KEY", "from-env"),
+        ]);
+        let s3 = Config::load(Some(&file), env, toml::Table::new())
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(s3.bucket, "results");
+        assert_eq!(s3.region.as_deref(), Some("us-east-2"), "env beats file");
+        assert!(s3.path_style);
+        assert_eq!(s3.prefix, "team/a/", "prefix normalised");
+        let creds = s3.credentials.unwrap();
+        assert_eq!(creds.access_key_id, "AKIAFILE", "the setting beats AWS_*");
+        assert_eq!(creds.secret_access_key, "s3cr3t");
+        assert!(
+            !format!("{creds:?}").contains("s3cr3t"),
+            "no secret in Debug"
+        );
+    }
+
+    #[test]
+    fn s3_from_the_environment_alone_with_aws_keys() {
+        let env = vars(&[
+            ("UPCACHE_S3_BUCKET", "b-1.x"),
+            ("UPCACHE_S3_PREFIX", "p"),
+            ("AWS_ACCESS_KEY_ID", "AKIAENV"),
+            ("AWS_SECRET_ACCESS_KEY", "from-env"),
+            ("AWS_SESSION_TOKEN", "tok"),
+        ]);
+        let s3 = Config::load(None, env, toml::Table::new())
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("b-1.x", "p/"));
+        assert!(!s3.path_style);
+        assert_eq!(
+            s3.credentials,
+            Some(S3Credentials {
+                access_key_id: "AKIAENV".into(),
+                secret_access_key: "from-env".into(),
+                session_token: Some("tok".into()),
+            })
+        );
+        let bare = Config::load(
+            None,
+            vars(&[("UPCACHE_S3_BUCKET", "bkt")]),
+            toml::Table::new(),
+        );
+        assert_eq!(
+            bare.unwrap().s3.unwrap().credentials,
+            None,
+            "no key at all: the usual AWS sources"
+        );
+    }
+
+    #[test]
+    fn bad_s3_settings_are_refused_clearly() {
+        let refused = |pairs: &[(&str, &str)]| {
+            Config::load(None, vars(pairs), toml::Table::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused(&[("UPCACHE_S3_ENDPOINT", "http://localhost:1")]);
+        assert!(e.contains("bucket is required"), "{e}");
+        let e = refused(&[("UPCACHE_S3_BUCKET", "Has_Caps")]);
+        assert!(e.contains("not a bucket name"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_ENDPOINT", "localhost:9000"),
+        ]);
+        assert!(e.contains("not an http:// or https:// URL"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_PATH_STYLE", "yes"),
+        ]);
+        assert!(e.contains("UPCACHE_S3_PATH_STYLE"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_PREFIX", "a/../b"),
+        ]);
+        assert!(e.contains("prefix"), "{e}");
+        let e = refused(&[("UPCACHE_S3_BUKET", "bkt")]);
+        assert!(
+            e.contains("unknown environment variable UPCACHE_S3_BUKET"),
+            "{e}"
+        );
+        let e = refused(&[("UPCACHE_S3_BUCKET", "bkt"), ("AWS_ACCESS_KEY_ID", "AKIA")]);
+        assert!(e.contains("no secret"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_SECRET_ACCESS_KEY_FILE", "/nonexistent/secret"),
+        ]);
+        assert!(
+            e.contains("/nonexistent/secret"),
+            "an unreadable secret file is named: {e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_ACCESS_KEY_ID", "AKIA"),
+            ("UPCACHE_S3_SECRET_ACCESS_KEY_FILE", empty.to_str().unwrap()),
+        ]);
+        assert!(e.contains("is empty"), "{e}");
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(&file, "[s3]\nbucket = \"bkt\"\nendpont = \"x\"\n").unwrap();
+        let e = Config::load(Some(&file), Vec::new(), toml::Table::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpont"), "a misspelt setting is named: {e}");
     }
 }

@@ -18,7 +18,7 @@ use upcache_protocol::{InputHash, Key, Layout};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::store::blob::{BlobName, BlobStore, StagedFile};
+use crate::store::blob::{BlobMeta, BlobName, BlobStore, StagedFile};
 use crate::store::catalog::InputCatalog;
 use crate::store::disk::DiskStore;
 use crate::store::records::InputRecord;
@@ -175,7 +175,9 @@ impl Inputs {
         if known.is_none() && self.blobs.head(name).await?.is_none() {
             let length = layout.length;
             let staged = tokio::task::spawn_blocking(move || staging.take(&id, length)).await??;
-            self.blobs.put_file(name, staged).await?;
+            self.blobs
+                .put_file(name, staged, BlobMeta::input(root, record))
+                .await?;
         } else {
             tokio::task::spawn_blocking(move || staging.remove(&id)).await??;
         }

@@ -30,7 +30,7 @@
 //!   processes they run in (killed at their timeout), and their admission
 //!   against slots and a memory budget.
 //! * [`store`] — all blob bytes behind the [`store::blob::BlobStore`] trait
-//!   (the disk layout is its first implementation, held to
+//!   (the disk layout and an S3 bucket, [`store::s3`], implement it, held to
 //!   [`store::conformance`]), staging, input records, the sled metadata
 //!   schema ([`store::meta`]) and its records ([`store::records`]), and the
 //!   room sled keeps for itself on a full disk ([`store::space`]).

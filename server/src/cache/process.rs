@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::ops::pool::Priority;
 use crate::ops::worker::{self, Job, Outcome, Written};
 use crate::ops::{self, budget};
-use crate::store::blob::{BlobName, BlobStore, StagedFile};
+use crate::store::blob::{BlobMeta, BlobName, BlobStore, ResultOf, StagedFile};
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 use crate::store::records::Failure;
 
@@ -182,10 +182,12 @@ impl Core {
             Ok(w) => w,
             Err(problem) => return refused(problem),
         };
-        Ok(match self.publish_result(key, output, written).await {
-            Ok(record) => Ok(Ok(record)),
-            Err(e) => Err(Shortage(format!("storing the result: {e}"))),
-        })
+        Ok(
+            match self.publish_result(key, entry, output, written).await {
+                Ok(record) => Ok(Ok(record)),
+                Err(e) => Err(Shortage(format!("storing the result: {e}"))),
+            },
+        )
     }
 
     /// Publishes a worker's output (synced by the worker) as the result of
@@ -193,12 +195,19 @@ impl Core {
     async fn publish_result(
         self: &Arc<Self>,
         key: &Key,
+        entry: &EntryRecord,
         output: StagedFile,
         written: Written,
     ) -> Result<ResultRecord> {
+        let of = ResultOf {
+            input: entry.input,
+            input_length: entry.length,
+            operation: entry.operation.clone(),
+        };
+        let meta = BlobMeta::result(written.blake3, written.length, &written.content_type, of);
         self.inputs
             .blobs()
-            .put_file(BlobName::Result(*key), output)
+            .put_file(BlobName::Result(*key), output, meta)
             .await?;
         Ok(ResultRecord {
             blake3: written.blake3,

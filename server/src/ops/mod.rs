@@ -30,8 +30,8 @@ pub struct Limits {
     pub max_image_input: u64,
 }
 
-/// Media type of results that are the input itself.
-pub const OCTET_STREAM: &str = "application/octet-stream";
+/// Media type of results that are the input itself (that of stored inputs).
+pub const OCTET_STREAM: &str = crate::store::blob::OCTET_STREAM;
 
 /// Refuses, before anything is uploaded or run, an operation whose output
 /// would exceed the pixel limit whatever its input (a resize to 16384 ×

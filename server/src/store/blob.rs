@@ -10,6 +10,21 @@
 //! [`PartUploads`] for large objects sent in parts, [`Presign`] for URLs a
 //! client fetches from the backend itself — asked for with
 //! [`BlobStore::parts`] and [`BlobStore::presign`].
+//!
+//! Every blob is published with its [`BlobMeta`] — its length, BLAKE3 and
+//! content type, and how it came to be (the record of an input, the input
+//! and operation of a result) — so that a store shared by several nodes
+//! describes itself: a node with empty metadata can serve any result in it.
+//! A store that keeps the metadata says so ([`BlobStore::keeps_meta`]) and
+//! returns it from [`BlobStore::head`]; one that does not returns only the
+//! length.
+//!
+//! Errors are `io::Error`s whose kind tells callers what happened:
+//! `NotFound` (mostly answered as `None` instead), `PermissionDenied` (the
+//! backend refused our credentials), `InvalidInput` (a bad range, metadata
+//! the backend cannot carry), `InvalidData` (bytes that disagree with their
+//! metadata), and the kinds [`is_unavailable`] accepts for a backend that is
+//! down, unreachable, overloaded or too slow — what a circuit breaker counts.
 
 use std::fmt;
 use std::io;
@@ -22,6 +37,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 use upcache_protocol::{InputHash, Key};
+
+use super::records::InputRecord;
 
 /// Bytes read from, or written to, a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync>>;
@@ -64,10 +81,97 @@ impl fmt::Display for BlobName {
     }
 }
 
+/// What a blob carries besides its bytes. Given to every put; returned by
+/// [`BlobStore::head`] of a store that keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// Length of the bytes.
+    pub length: u64,
+    /// BLAKE3 of the bytes (for an input, its name).
+    pub blake3: InputHash,
+    /// Media type of the bytes.
+    pub content_type: String,
+    /// For an input: its record (block size and digest of its upload).
+    pub input: Option<InputRecord>,
+    /// For a result: what it was made from.
+    pub result: Option<ResultOf>,
+}
+
+/// How a result was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultOf {
+    /// The input it was made from, and that input's length.
+    pub input: InputHash,
+    pub input_length: u64,
+    /// Canonical JSON of the normalized operation.
+    pub operation: String,
+}
+
+/// The media type of inputs (their type is not known).
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+impl BlobMeta {
+    /// The metadata of a stored input.
+    pub fn input(hash: InputHash, record: InputRecord) -> Self {
+        Self {
+            length: record.length,
+            blake3: hash,
+            content_type: OCTET_STREAM.into(),
+            input: Some(record),
+            result: None,
+        }
+    }
+
+    /// The metadata of a result of `length` bytes hashing to `blake3`.
+    pub fn result(blake3: InputHash, length: u64, content_type: &str, of: ResultOf) -> Self {
+        Self {
+            length,
+            blake3,
+            content_type: content_type.into(),
+            input: None,
+            result: Some(of),
+        }
+    }
+
+    /// Metadata of bare bytes: their length, hash and type only.
+    pub fn of_bytes(bytes: &[u8], content_type: &str) -> Self {
+        Self {
+            length: bytes.len() as u64,
+            blake3: InputHash::of(bytes),
+            content_type: content_type.into(),
+            input: None,
+            result: None,
+        }
+    }
+}
+
 /// What a store knows of a blob without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobHead {
     pub length: u64,
+    /// What the blob was published with, where the store keeps it.
+    pub meta: Option<BlobMeta>,
+}
+
+/// Whether `e` says the backend is down, unreachable, overloaded or too
+/// slow (worth retrying later, and counted by a circuit breaker), rather
+/// than refusing the request.
+pub fn is_unavailable(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::TimedOut
+            | K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::ResourceBusy
+    )
 }
 
 /// A complete local file handed to a store to publish. Its bytes are
@@ -106,13 +210,16 @@ impl Drop for StagedFile {
 /// too. Writes are durable when they return.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug {
-    /// Publishes `file` as `name`. Readers see the old blob or the whole new
-    /// one, never a part.
-    async fn put_file(&self, name: BlobName, file: StagedFile) -> io::Result<()>;
+    /// Publishes `file`, described by `meta`, as `name`. Readers see the old
+    /// blob or the whole new one, never a part. An input already stored may
+    /// be kept instead (its name is its content).
+    async fn put_file(&self, name: BlobName, file: StagedFile, meta: BlobMeta) -> io::Result<()>;
 
-    /// Publishes the bytes of `body` as `name`; nothing is published unless
-    /// the whole stream was read.
-    async fn put_stream(&self, name: BlobName, body: ByteStream) -> io::Result<()>;
+    /// Publishes the bytes of `body`, described by `meta`, as `name`;
+    /// nothing is published unless the whole stream was read (and, in a
+    /// store that keeps metadata, unless the bytes have `meta`'s length and
+    /// BLAKE3: `InvalidData` otherwise).
+    async fn put_stream(&self, name: BlobName, body: ByteStream, meta: BlobMeta) -> io::Result<()>;
 
     /// Reads `range` of `name` (all of it for `None`); `None` if there is no
     /// such blob. A range that ends past the blob is an `InvalidInput` error.
@@ -125,6 +232,12 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// What is known of `name`, or `None` if there is no such blob.
     async fn head(&self, name: BlobName) -> io::Result<Option<BlobHead>>;
+
+    /// Whether [`BlobStore::head`] returns the [`BlobMeta`] a blob was
+    /// published with.
+    fn keeps_meta(&self) -> bool {
+        false
+    }
 
     /// Deletes `name`; whether it was there.
     async fn delete(&self, name: BlobName) -> io::Result<bool>;
@@ -160,8 +273,9 @@ pub trait PartUploads: Send + Sync {
     /// The smallest part but the last the backend accepts.
     fn min_part_size(&self) -> u64;
 
-    /// Begins a part upload of `name`; returns its id.
-    async fn begin(&self, name: BlobName) -> io::Result<String>;
+    /// Begins a part upload of `name`, to be published with `meta`;
+    /// returns its id.
+    async fn begin(&self, name: BlobName, meta: BlobMeta) -> io::Result<String>;
 
     /// Sends part `n` (from 1) of upload `id`; returns the part's tag.
     async fn put_part(
@@ -181,9 +295,10 @@ pub trait PartUploads: Send + Sync {
 }
 
 /// URLs that let a client read a blob from the backend directly.
+#[async_trait]
 pub trait Presign: Send + Sync {
     /// A URL for `GET` of `name`, valid for `ttl`.
-    fn get_url(&self, name: BlobName, ttl: Duration) -> io::Result<String>;
+    async fn get_url(&self, name: BlobName, ttl: Duration) -> io::Result<String>;
 }
 
 /// Reads a whole stream into memory (small blobs; tests).

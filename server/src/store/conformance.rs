@@ -1,7 +1,8 @@
 //! The behaviour every [`BlobStore`] must have, as one suite that each
 //! backend's tests run against an instance of it: `check(&store, &staging)`.
 //! A new backend is done when this passes against the real service it talks
-//! to.
+//! to. A store that keeps metadata ([`BlobStore::keeps_meta`]) is also held
+//! to giving it back whole, and to refusing bytes that disagree with it.
 
 use std::io;
 
@@ -9,7 +10,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use upcache_protocol::{InputHash, Key};
 
-use super::blob::{read_all, BlobName, BlobStore, ByteStream};
+use super::blob::{read_all, BlobMeta, BlobName, BlobStore, ByteStream, ResultOf};
+use super::records::InputRecord;
 use super::staging::Staging;
 
 fn stream_of(bytes: &[u8], chunk: usize) -> ByteStream {
@@ -39,6 +41,10 @@ async fn get(
     read_all(body).await.expect("read the blob")
 }
 
+fn meta_of(bytes: &[u8]) -> BlobMeta {
+    BlobMeta::of_bytes(bytes, "application/octet-stream")
+}
+
 /// Runs every check against `store`; staged files come from `staging`.
 /// Panics, naming the check, at the first failure.
 pub async fn check(store: &dyn BlobStore, staging: &Staging) {
@@ -51,6 +57,10 @@ pub async fn check(store: &dyn BlobStore, staging: &Staging) {
     a_broken_stream_publishes_nothing(store).await;
     listing(store).await;
     reads_outlive_deletes(store).await;
+    if store.keeps_meta() {
+        metadata_round_trips(store, staging).await;
+        streams_must_match_their_meta(store).await;
+    }
 }
 
 async fn absent_names(store: &dyn BlobStore) {
@@ -73,7 +83,7 @@ async fn streams_round_trip(store: &dyn BlobStore) {
     let bytes = pattern(3 * 1024 * 1024 + 17, 1);
     let name = BlobName::Input(InputHash::of(&bytes));
     store
-        .put_stream(name, stream_of(&bytes, 64 * 1024 + 3))
+        .put_stream(name, stream_of(&bytes, 64 * 1024 + 3), meta_of(&bytes))
         .await
         .unwrap();
     assert_eq!(
@@ -100,7 +110,7 @@ async fn staged_files_are_taken_over(store: &dyn BlobStore, staging: &Staging) {
     let staged = staging.output(&Key([0xb1; 32]));
     let path = staged.path().to_owned();
     std::fs::write(&path, &bytes).unwrap();
-    store.put_file(name, staged).await.unwrap();
+    store.put_file(name, staged, meta_of(&bytes)).await.unwrap();
     assert!(
         get(store, name, None).await == bytes,
         "a staged file reads back"
@@ -113,7 +123,7 @@ async fn ranges(store: &dyn BlobStore) {
     let bytes = pattern(1_000_000, 3);
     let name = BlobName::Result(Key([0xc2; 32]));
     store
-        .put_stream(name, stream_of(&bytes, 100_000))
+        .put_stream(name, stream_of(&bytes, 100_000), meta_of(&bytes))
         .await
         .unwrap();
     for (a, b) in [
@@ -137,7 +147,10 @@ async fn ranges(store: &dyn BlobStore) {
 
 async fn empty_blobs(store: &dyn BlobStore) {
     let name = BlobName::Input(InputHash::of(b""));
-    store.put_stream(name, stream_of(b"", 1)).await.unwrap();
+    store
+        .put_stream(name, stream_of(b"", 1), meta_of(b""))
+        .await
+        .unwrap();
     assert_eq!(store.head(name).await.unwrap().map(|h| h.length), Some(0));
     assert!(get(store, name, None).await.is_empty());
     store.delete(name).await.unwrap();
@@ -149,12 +162,12 @@ async fn rewrites_are_whole(store: &dyn BlobStore) {
     let bytes = pattern(2_000_000, 4);
     let name = BlobName::Input(InputHash::of(&bytes));
     store
-        .put_stream(name, stream_of(&bytes, 1 << 16))
+        .put_stream(name, stream_of(&bytes, 1 << 16), meta_of(&bytes))
         .await
         .unwrap();
     let reads = (0..4).map(|_| get(store, name, None));
     let (_, read) = tokio::join!(
-        store.put_stream(name, stream_of(&bytes, 1 << 15)),
+        store.put_stream(name, stream_of(&bytes, 1 << 15), meta_of(&bytes)),
         futures_util::future::join_all(reads)
     );
     for r in read {
@@ -169,7 +182,10 @@ async fn a_broken_stream_publishes_nothing(store: &dyn BlobStore) {
         Ok(Bytes::from_static(b"partial")),
         Err(io::Error::other("the client went away")),
     ]));
-    assert!(store.put_stream(name, broken).await.is_err());
+    assert!(store
+        .put_stream(name, broken, meta_of(b"partial"))
+        .await
+        .is_err());
     assert!(
         store.head(name).await.unwrap().is_none(),
         "nothing published"
@@ -183,12 +199,15 @@ async fn listing(store: &dyn BlobStore) {
         k[0] = 0x10 * (i % 2) + 0x0e;
         k[1] = i;
         let name = BlobName::Result(Key(k));
-        store.put_stream(name, stream_of(&[i], 1)).await.unwrap();
+        store
+            .put_stream(name, stream_of(&[i], 1), meta_of(&[i]))
+            .await
+            .unwrap();
         names.push(name);
     }
     let input = BlobName::Input(InputHash::of(b"listed"));
     store
-        .put_stream(input, stream_of(b"listed", 3))
+        .put_stream(input, stream_of(b"listed", 3), meta_of(b"listed"))
         .await
         .unwrap();
 
@@ -225,7 +244,7 @@ async fn reads_outlive_deletes(store: &dyn BlobStore) {
     let bytes = pattern(4 * 1024 * 1024, 5);
     let name = BlobName::Result(Key([0xf4; 32]));
     store
-        .put_stream(name, stream_of(&bytes, 1 << 20))
+        .put_stream(name, stream_of(&bytes, 1 << 20), meta_of(&bytes))
         .await
         .unwrap();
     let mut body = store.get(name, None).await.unwrap().unwrap();
@@ -237,4 +256,66 @@ async fn reads_outlive_deletes(store: &dyn BlobStore) {
         got == bytes,
         "a read begun before a delete reads to its end"
     );
+}
+
+async fn metadata_round_trips(store: &dyn BlobStore, staging: &Staging) {
+    let input = pattern(70_000, 6);
+    let hash = InputHash::of(&input);
+    let record = InputRecord {
+        length: input.len() as u64,
+        block_size: 1 << 16,
+        digest: [0x5a; 32],
+    };
+    let name = BlobName::Input(hash);
+    let meta = BlobMeta::input(hash, record);
+    store
+        .put_stream(name, stream_of(&input, 8192), meta.clone())
+        .await
+        .unwrap();
+    let head = store.head(name).await.unwrap().expect("the input is there");
+    assert_eq!(head.length, input.len() as u64);
+    assert_eq!(head.meta, Some(meta), "an input's metadata round-trips");
+
+    let result = pattern(12_345, 7);
+    let key = Key([0x6b; 32]);
+    let of = ResultOf {
+        input: hash,
+        input_length: input.len() as u64,
+        // Canonical JSON may hold any Unicode text.
+        operation: r#"{"name":"image.thumbnail","text":"é ☃ \"%\"","v":1}"#.into(),
+    };
+    let meta = BlobMeta::result(InputHash::of(&result), 12_345, "image/webp", of);
+    let staged = staging.output(&key);
+    std::fs::write(staged.path(), &result).unwrap();
+    store
+        .put_file(BlobName::Result(key), staged, meta.clone())
+        .await
+        .unwrap();
+    let head = store.head(BlobName::Result(key)).await.unwrap().unwrap();
+    assert_eq!(head.meta, Some(meta), "a result's metadata round-trips");
+    assert!(get(store, BlobName::Result(key), None).await == result);
+
+    store.delete(name).await.unwrap();
+    store.delete(BlobName::Result(key)).await.unwrap();
+}
+
+async fn streams_must_match_their_meta(store: &dyn BlobStore) {
+    let bytes = pattern(50_000, 8);
+    let name = BlobName::Result(Key([0x7c; 32]));
+    let mut wrong_hash = meta_of(&bytes);
+    wrong_hash.blake3 = InputHash::of(b"something else");
+    let mut wrong_length = meta_of(&bytes);
+    wrong_length.length += 1;
+    for (what, meta) in [("hash", wrong_hash), ("length", wrong_length)] {
+        let refused = store.put_stream(name, stream_of(&bytes, 4096), meta).await;
+        assert_eq!(
+            refused.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidData),
+            "bytes with the wrong {what} are refused"
+        );
+        assert!(
+            store.head(name).await.unwrap().is_none(),
+            "nothing published with the wrong {what}"
+        );
+    }
 }

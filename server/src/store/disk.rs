@@ -9,6 +9,10 @@
 //! Every blob is published whole: written under a temporary name (or staged
 //! and synced by the caller), renamed into place, and the directory fsynced,
 //! so a crash leaves the old state or the whole new file — never a torn one.
+//!
+//! A blob's [`BlobMeta`] is not kept: the files are a node's own copy, whose
+//! entries and input records in sled say what they are; `head` knows the
+//! length only.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -21,7 +25,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::blob::{BlobHead, BlobName, BlobStore, ByteStream, StagedFile};
+use super::blob::{BlobHead, BlobMeta, BlobName, BlobStore, ByteStream, StagedFile};
 
 /// Chunks a read is streamed in.
 const READ_CHUNK: usize = 256 * 1024;
@@ -109,7 +113,7 @@ impl DiskStore {
 
 #[async_trait]
 impl BlobStore for DiskStore {
-    async fn put_file(&self, name: BlobName, file: StagedFile) -> io::Result<()> {
+    async fn put_file(&self, name: BlobName, file: StagedFile, _: BlobMeta) -> io::Result<()> {
         let store = self.clone();
         blocking(move || {
             match store.publish(name, file.path()) {
@@ -137,7 +141,12 @@ impl BlobStore for DiskStore {
         .await
     }
 
-    async fn put_stream(&self, name: BlobName, mut body: ByteStream) -> io::Result<()> {
+    async fn put_stream(
+        &self,
+        name: BlobName,
+        mut body: ByteStream,
+        _: BlobMeta,
+    ) -> io::Result<()> {
         let tmp = self.temp(name);
         let guard = TempGuard(Some(tmp.clone()));
         let mut out = tokio::fs::File::create(&tmp).await?;
@@ -181,7 +190,10 @@ impl BlobStore for DiskStore {
 
     async fn head(&self, name: BlobName) -> io::Result<Option<BlobHead>> {
         match tokio::fs::metadata(self.path(name)).await {
-            Ok(m) => Ok(Some(BlobHead { length: m.len() })),
+            Ok(m) => Ok(Some(BlobHead {
+                length: m.len(),
+                meta: None,
+            })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -1,8 +1,9 @@
 //! Storage. None of it knows about HTTP.
 //!
 //! * [`blob`] — the [`blob::BlobStore`] trait all blob bytes go through, and
-//!   its capability traits; [`disk`] is its first implementation and
-//!   [`conformance`] the suite every implementation passes.
+//!   its capability traits; [`disk`] (files under the data directory) and
+//!   [`s3`] (objects in a bucket, `spec/s3-objects.md`) implement it, and
+//!   [`conformance`] is the suite every implementation passes.
 //! * [`staging`] — local files uploads and operation outputs are written to
 //!   before they are published to the blob store.
 //! * [`catalog`] — what is known of each stored input.
@@ -19,6 +20,7 @@ pub mod conformance;
 pub mod disk;
 pub mod meta;
 pub mod records;
+pub mod s3;
 pub mod space;
 pub mod staging;
 pub mod tiers;

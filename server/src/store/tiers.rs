@@ -30,7 +30,9 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::blob::{BlobHead, BlobName, BlobStore, ByteStream, StagedFile};
+use super::blob::{
+    is_unavailable, BlobHead, BlobMeta, BlobName, BlobStore, ByteStream, StagedFile,
+};
 use super::breaker::{Breaker, BreakerSettings, BreakerState};
 use super::staging::Staging;
 use super::write_behind::{Job, Taken, WriteBehind};
@@ -79,15 +81,6 @@ fn unavailable(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionRefused,
         format!("the remote tier is unavailable (breaker open): {what}"),
-    )
-}
-
-/// Whether an error means the remote tier did not answer properly (as
-/// opposed to an answer about the blob).
-fn is_failure(e: &io::Error) -> bool {
-    !matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::InvalidInput
     )
 }
 
@@ -141,7 +134,7 @@ impl Tiers {
     pub fn only_local(&self, name: BlobName) -> bool {
         self.remote
             .as_ref()
-            .is_some_and(|r| r.queue.pending(name) == Some(Job::Put))
+            .is_some_and(|r| r.queue.put_pending(name))
     }
 
     async fn queue(&self, name: BlobName, job: Job) -> io::Result<()> {
@@ -174,7 +167,7 @@ impl Tiers {
         let out = f(r.store.clone()).await;
         r.breaker.record(
             permit,
-            out.as_ref().map_or_else(|e| !is_failure(e), |_| true),
+            out.as_ref().map_or_else(|e| !is_unavailable(e), |_| true),
         );
         out
     }
@@ -185,7 +178,7 @@ impl Tiers {
         let Some(r) = &self.remote else {
             return Ok(false);
         };
-        if r.queue.pending(name) == Some(Job::Delete) {
+        if r.queue.delete_pending(name) {
             return Ok(false);
         }
         let flight = r
@@ -200,24 +193,48 @@ impl Tiers {
             if self.local.head(name).await?.is_some() {
                 return Ok(true);
             }
-            let Some(mut body) = self
-                .call(&name, |s| async move { s.get(name, None).await })
-                .await?
-            else {
+            let head = self.call(&name, |s| async move { s.head(name).await }).await?;
+            let body = match head {
+                Some(_) => self.call(&name, |s| async move { s.get(name, None).await }).await?,
+                None => None,
+            };
+            let (Some(head), Some(mut body)) = (head, body) else {
                 metrics::REMOTE_MISSES.inc();
                 return Ok(false);
             };
             let staged = StagedFile::new(self.staging.fresh(&name.path().replace('/', "-")));
             let mut out = tokio::fs::File::create(staged.path()).await?;
             let mut bytes = 0u64;
+            let mut hasher = blake3::Hasher::new();
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 bytes += chunk.len() as u64;
+                hasher.update(&chunk);
                 out.write_all(&chunk).await?;
             }
             out.sync_all().await?;
             drop(out);
-            self.local.put_file(name, staged).await?;
+            // What comes back is checked before the local tier trusts it.
+            let blake3 = upcache_protocol::InputHash(*hasher.finalize().as_bytes());
+            let expected = match (name, &head.meta) {
+                (BlobName::Input(h), _) => Some(h),
+                (_, Some(m)) => Some(m.blake3),
+                _ => None,
+            };
+            if bytes != head.length || expected.is_some_and(|h| h != blake3) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name} from the remote tier: {bytes} bytes hashing to {blake3}, not what its metadata says"),
+                ));
+            }
+            let meta = head.meta.unwrap_or(BlobMeta {
+                length: bytes,
+                blake3,
+                content_type: super::blob::OCTET_STREAM.into(),
+                input: None,
+                result: None,
+            });
+            self.local.put_file(name, staged, meta).await?;
             metrics::REMOTE_HITS.inc();
             metrics::REMOTE_BYTES_READ.add(bytes);
             metrics::FILL_BACKS.inc();
@@ -230,6 +247,18 @@ impl Tiers {
             fills.remove(&name);
         }
         filled
+    }
+
+    /// What the remote tier knows of `name`, metadata included (`None`
+    /// without a remote tier, or when a delete of it is queued).
+    pub async fn remote_head(&self, name: BlobName) -> io::Result<Option<BlobHead>> {
+        match &self.remote {
+            Some(r) if !r.queue.delete_pending(name) => {
+                self.call(&name, |s| async move { s.head(name).await })
+                    .await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Drains the write-behind queue until `shutdown` resolves: up to the
@@ -273,8 +302,8 @@ impl Tiers {
 
     async fn work(&self, taken: Taken) {
         let r = self.remote.as_ref().expect("a remote tier");
-        let outcome = match taken.job {
-            Job::Put => self.copy_up(taken.name).await,
+        let outcome = match &taken.job {
+            Job::Put(meta) => self.copy_up(taken.name, meta.clone()).await,
             Job::Delete => self
                 .call(&taken.name, |s| async move { s.delete(taken.name).await })
                 .await
@@ -282,7 +311,7 @@ impl Tiers {
         };
         match &outcome {
             Ok(()) => {
-                if taken.job == Job::Put {
+                if taken.job.is_put() {
                     metrics::WRITE_BEHIND_DONE.inc();
                 }
             }
@@ -304,14 +333,17 @@ impl Tiers {
 
     /// Copies the local blob `name` up; a blob deleted locally since is
     /// nothing to copy.
-    async fn copy_up(&self, name: BlobName) -> io::Result<()> {
+    async fn copy_up(&self, name: BlobName, meta: BlobMeta) -> io::Result<()> {
         let Some(path) = self.local.local_path(name) else {
             // A local tier without files: stream it.
             let Some(body) = self.local.get(name, None).await? else {
                 return Ok(());
             };
             return self
-                .call(&name, |s| async move { s.put_stream(name, body).await })
+                .call(
+                    &name,
+                    |s| async move { s.put_stream(name, body, meta).await },
+                )
                 .await;
         };
         // The remote store takes the staged file over: hand it a link.
@@ -330,8 +362,11 @@ impl Tiers {
             }
         }
         let staged = StagedFile::new(link);
-        self.call(&name, |s| async move { s.put_file(name, staged).await })
-            .await
+        self.call(
+            &name,
+            |s| async move { s.put_file(name, staged, meta).await },
+        )
+        .await
     }
 }
 
@@ -345,14 +380,14 @@ fn publish_health(health: &Option<RemoteHealth>) {
 
 #[async_trait]
 impl BlobStore for Tiers {
-    async fn put_file(&self, name: BlobName, file: StagedFile) -> io::Result<()> {
-        self.local.put_file(name, file).await?;
-        self.queue(name, Job::Put).await
+    async fn put_file(&self, name: BlobName, file: StagedFile, meta: BlobMeta) -> io::Result<()> {
+        self.local.put_file(name, file, meta.clone()).await?;
+        self.queue(name, Job::Put(meta)).await
     }
 
-    async fn put_stream(&self, name: BlobName, body: ByteStream) -> io::Result<()> {
-        self.local.put_stream(name, body).await?;
-        self.queue(name, Job::Put).await
+    async fn put_stream(&self, name: BlobName, body: ByteStream, meta: BlobMeta) -> io::Result<()> {
+        self.local.put_stream(name, body, meta.clone()).await?;
+        self.queue(name, Job::Put(meta)).await
     }
 
     async fn get(
@@ -373,13 +408,7 @@ impl BlobStore for Tiers {
         if let Some(h) = self.local.head(name).await? {
             return Ok(Some(h));
         }
-        match &self.remote {
-            Some(r) if r.queue.pending(name) != Some(Job::Delete) => {
-                self.call(&name, |s| async move { s.head(name).await })
-                    .await
-            }
-            _ => Ok(None),
-        }
+        self.remote_head(name).await
     }
 
     async fn delete(&self, name: BlobName) -> io::Result<bool> {
@@ -387,7 +416,7 @@ impl BlobStore for Tiers {
         let Some(r) = &self.remote else {
             return Ok(local);
         };
-        let queued_put = r.queue.pending(name) == Some(Job::Put);
+        let queued_put = r.queue.put_pending(name);
         let remote = if local || queued_put {
             true
         } else {
@@ -411,11 +440,7 @@ impl BlobStore for Tiers {
             let remote = self
                 .call(&what, |s| async move { s.list(&p).await })
                 .await?;
-            names.extend(
-                remote
-                    .into_iter()
-                    .filter(|n| r.queue.pending(*n) != Some(Job::Delete)),
-            );
+            names.extend(remote.into_iter().filter(|n| !r.queue.delete_pending(*n)));
             names.sort();
             names.dedup();
         }
@@ -487,7 +512,14 @@ mod tests {
     async fn writes_are_copied_up_and_reads_fill_back() {
         let f = fixture();
         let name = BlobName::Result(Key([3; 32]));
-        f.tiers.put_stream(name, bytes(1000)).await.unwrap();
+        f.tiers
+            .put_stream(
+                name,
+                bytes(1000),
+                BlobMeta::of_bytes(&[7u8; 1000], "image/png"),
+            )
+            .await
+            .unwrap();
         assert!(f.tiers.only_local(name), "queued until copied up");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(f.tiers.clone().run_write_behind(async {
@@ -526,9 +558,12 @@ mod tests {
     async fn a_restart_resumes_the_queue() {
         let f = fixture();
         let name = BlobName::Result(Key([4; 32]));
-        f.tiers.put_stream(name, bytes(10)).await.unwrap();
+        f.tiers
+            .put_stream(name, bytes(10), BlobMeta::of_bytes(&[7u8; 10], "image/png"))
+            .await
+            .unwrap();
         // The process dies before the worker ran: the queue is on disk.
         let reopened = WriteBehind::open(&f.db).unwrap();
-        assert_eq!(reopened.pending(name), Some(Job::Put));
+        assert!(reopened.put_pending(name));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! | tree           | key                          | value                                  |
 //! |----------------|------------------------------|----------------------------------------|
-//! | `write_behind` | [`BlobName::path`] (UTF-8)   | format 1, job (1 put, 2 delete), queued at (u64 BE seconds) |
+//! | `write_behind` | [`BlobName::path`] (UTF-8)   | format 1, job (1 put, 2 delete), queued at (u64 BE seconds), then for a put the blob's [`BlobMeta`] as JSON |
 //!
 //! One record per name: a later job replaces an earlier one (a delete
 //! after a put of the same name needs only the delete). A job taken by the
@@ -19,39 +19,89 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
+use serde_json::json;
 use tokio::sync::Notify;
+use upcache_protocol::InputHash;
 
-use super::blob::BlobName;
+use super::blob::{BlobMeta, BlobName, ResultOf};
+use super::records::InputRecord;
 
 /// What the remote tier must be told of a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
-    /// Copy the local blob up.
-    Put,
+    /// Copy the local blob up, described by its metadata.
+    Put(BlobMeta),
     /// Delete the remote copy.
     Delete,
 }
 
 impl Job {
-    fn byte(self) -> u8 {
+    fn byte(&self) -> u8 {
         match self {
-            Job::Put => 1,
+            Job::Put(_) => 1,
             Job::Delete => 2,
         }
     }
 
-    fn from_byte(b: u8) -> Option<Self> {
-        match b {
-            1 => Some(Job::Put),
-            2 => Some(Job::Delete),
-            _ => None,
-        }
+    pub fn is_put(&self) -> bool {
+        matches!(self, Job::Put(_))
     }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Job::Delete)
+    }
+}
+
+fn meta_json(m: &BlobMeta) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "length": m.length,
+        "blake3": m.blake3.to_hex(),
+        "content_type": m.content_type,
+        "input": m.input.map(|r| json!({
+            "length": r.length,
+            "block_size": r.block_size,
+            "digest": hex::encode(r.digest),
+        })),
+        "result": m.result.as_ref().map(|r| json!({
+            "input": r.input.to_hex(),
+            "input_length": r.input_length,
+            "operation": r.operation,
+        })),
+    }))
+    .expect("metadata serializes")
+}
+
+fn meta_of_json(bytes: &[u8]) -> Option<BlobMeta> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let hash = |v: &serde_json::Value| v.as_str()?.parse::<InputHash>().ok();
+    let input = match &v["input"] {
+        serde_json::Value::Null => None,
+        i => Some(InputRecord {
+            length: i["length"].as_u64()?,
+            block_size: i["block_size"].as_u64()?,
+            digest: hex::decode(i["digest"].as_str()?).ok()?.try_into().ok()?,
+        }),
+    };
+    let result = match &v["result"] {
+        serde_json::Value::Null => None,
+        r => Some(ResultOf {
+            input: hash(&r["input"])?,
+            input_length: r["input_length"].as_u64()?,
+            operation: r["operation"].as_str()?.to_owned(),
+        }),
+    };
+    Some(BlobMeta {
+        length: v["length"].as_u64()?,
+        blake3: hash(&v["blake3"])?,
+        content_type: v["content_type"].as_str()?.to_owned(),
+        input,
+        result,
+    })
 }
 
 const FORMAT: u8 = 1;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Queued {
     job: Job,
     since: u64,
@@ -61,7 +111,7 @@ struct Queued {
 }
 
 /// A job handed to the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
     pub name: BlobName,
     pub job: Job,
@@ -86,21 +136,26 @@ pub struct WriteBehind {
     wake: Notify,
 }
 
-fn encode(job: Job, since: u64) -> [u8; 10] {
-    let mut v = [0u8; 10];
-    v[0] = FORMAT;
-    v[1] = job.byte();
-    v[2..].copy_from_slice(&since.to_be_bytes());
+fn encode(job: &Job, since: u64) -> Vec<u8> {
+    let mut v = vec![FORMAT, job.byte()];
+    v.extend_from_slice(&since.to_be_bytes());
+    if let Job::Put(meta) = job {
+        v.extend_from_slice(&meta_json(meta));
+    }
     v
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Option<(BlobName, Job, u64)> {
     let name = BlobName::parse(std::str::from_utf8(key).ok()?)?;
-    if value.len() != 10 || value[0] != FORMAT {
+    if value.len() < 10 || value[0] != FORMAT {
         return None;
     }
-    let job = Job::from_byte(value[1])?;
-    let since = u64::from_be_bytes(value[2..].try_into().ok()?);
+    let since = u64::from_be_bytes(value[2..10].try_into().ok()?);
+    let job = match value[1] {
+        1 => Job::Put(meta_of_json(&value[10..])?),
+        2 => Job::Delete,
+        _ => return None,
+    };
     Some((name, job, since))
 }
 
@@ -140,10 +195,10 @@ impl WriteBehind {
             let since = s
                 .queued
                 .get(&name)
-                .filter(|q| q.job == job)
+                .filter(|q| q.job.byte() == job.byte())
                 .map_or(now, |q| q.since);
             self.tree
-                .insert(name.path().as_bytes(), &encode(job, since)[..])?;
+                .insert(name.path().as_bytes(), encode(&job, since))?;
             s.next_seq += 1;
             let seq = s.next_seq;
             s.queued.insert(name, Queued { job, since, seq });
@@ -164,7 +219,7 @@ impl WriteBehind {
             .take(limit)
             .map(|(name, q)| Taken {
                 name: *name,
-                job: q.job,
+                job: q.job.clone(),
                 since: q.since,
                 seq: q.seq,
             })
@@ -197,7 +252,19 @@ impl WriteBehind {
     /// What is queued for `name`.
     pub fn pending(&self, name: BlobName) -> Option<Job> {
         let s = self.state.lock().expect("write-behind lock");
-        s.queued.get(&name).map(|q| q.job)
+        s.queued.get(&name).map(|q| q.job.clone())
+    }
+
+    /// Whether a put of `name` is queued: its only copy is local.
+    pub fn put_pending(&self, name: BlobName) -> bool {
+        let s = self.state.lock().expect("write-behind lock");
+        s.queued.get(&name).is_some_and(|q| q.job.is_put())
+    }
+
+    /// Whether a delete of `name` is queued: the remote copy is dead.
+    pub fn delete_pending(&self, name: BlobName) -> bool {
+        let s = self.state.lock().expect("write-behind lock");
+        s.queued.get(&name).is_some_and(|q| q.job.is_delete())
     }
 
     /// How many jobs are queued (in flight included).
@@ -231,6 +298,30 @@ mod tests {
     use super::*;
     use upcache_protocol::{InputHash, Key};
 
+    fn meta() -> BlobMeta {
+        BlobMeta::result(
+            InputHash::of(b"result"),
+            6,
+            "image/webp",
+            ResultOf {
+                input: InputHash::of(b"b"),
+                input_length: 1,
+                operation: r#"{"op":"thumbnail"}"#.into(),
+            },
+        )
+    }
+
+    fn input_meta() -> BlobMeta {
+        BlobMeta::input(
+            InputHash::of(b"b"),
+            InputRecord {
+                length: 1,
+                block_size: 1 << 20,
+                digest: [9; 32],
+            },
+        )
+    }
+
     fn db(dir: &std::path::Path) -> sled::Db {
         sled::Config::new().path(dir).open().unwrap()
     }
@@ -242,8 +333,8 @@ mod tests {
         let b = BlobName::Input(InputHash::of(b"b"));
         {
             let q = WriteBehind::open(&db(dir.path())).unwrap();
-            q.push(a, Job::Put, 100).unwrap();
-            q.push(b, Job::Put, 101).unwrap();
+            q.push(a, Job::Put(meta()), 100).unwrap();
+            q.push(b, Job::Put(input_meta()), 101).unwrap();
             q.push(a, Job::Delete, 102).unwrap();
             assert_eq!(q.depth(), 2);
             assert_eq!(q.oldest(), Some(101));
@@ -251,7 +342,11 @@ mod tests {
         let q = WriteBehind::open(&db(dir.path())).unwrap();
         assert_eq!(q.depth(), 2, "the queue is durable");
         assert_eq!(q.pending(a), Some(Job::Delete));
-        assert_eq!(q.pending(b), Some(Job::Put));
+        assert_eq!(
+            q.pending(b),
+            Some(Job::Put(input_meta())),
+            "with its metadata"
+        );
     }
 
     #[test]
@@ -259,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = WriteBehind::open(&db(dir.path())).unwrap();
         let a = BlobName::Result(Key([2; 32]));
-        q.push(a, Job::Put, 1).unwrap();
+        q.push(a, Job::Put(meta()), 1).unwrap();
         let taken = q.take(8);
         assert_eq!(taken.len(), 1);
         assert!(
