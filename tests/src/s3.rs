@@ -8,7 +8,7 @@
 //! Iceberg and Lance catalogs are off), with the test credentials
 //! [`ACCESS_KEY`]/[`SECRET_KEY`] in its environment (`weed` then requires
 //! them), and the bucket [`BUCKET`] made at start. It returns once the
-//! bucket answers a signed listing. [`SeaweedFs::kill`] stops it with
+//! bucket takes and gives back a probe object. [`SeaweedFs::kill`] stops it with
 //! SIGKILL, [`SeaweedFs::restart`] starts it again on the same directory and
 //! ports, [`SeaweedFs::pause`] freezes it (SIGSTOP: connections are taken,
 //! never answered). The process is killed when the value is dropped, panic
@@ -23,8 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
+use upcache_protocol::Key;
 use upcache_server::config::{S3Config, S3Credentials};
-use upcache_server::store::blob::BlobStore;
+use upcache_server::store::blob::{read_all, BlobMeta, BlobName, BlobStore, ByteStream};
 use upcache_server::store::s3::S3Store;
 
 /// The access key `weed` is started with.
@@ -35,6 +36,28 @@ pub const SECRET_KEY: &str = "upcache-test-secret-0123456789";
 pub const BUCKET: &str = "upcache-test";
 /// How long `weed` may take to answer S3 requests after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the readiness probe writes (and deletes) its object.
+const PROBE_PREFIX: &str = "ready-probe/";
+
+/// Writes, reads back and deletes a small object.
+async fn probe(store: &S3Store) -> std::io::Result<()> {
+    let bytes = bytes::Bytes::from_static(b"ready?");
+    let name = BlobName::Result(Key([0; 32]));
+    let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(bytes.clone())]));
+    store
+        .put_stream(name, body, BlobMeta::of_bytes(&bytes, "text/plain"))
+        .await?;
+    let got = match store.get(name, None).await? {
+        Some(body) => read_all(body).await?,
+        None => Vec::new(),
+    };
+    store.delete(name).await?;
+    if got != bytes {
+        return Err(std::io::Error::other("the probe read back other bytes"));
+    }
+    Ok(())
+}
 
 /// Where `.ci/seaweedfs.sh` installs `weed`.
 fn installed_weed() -> PathBuf {
@@ -208,12 +231,13 @@ impl SeaweedFs {
         self.wait_ready().await;
     }
 
-    /// Waits until a signed listing of the bucket succeeds.
+    /// Waits until the bucket takes and gives back an object: after a
+    /// restart the S3 gateway lists before its volumes are found again.
     async fn wait_ready(&mut self) {
-        let store = self.store("").await;
+        let store = self.store(PROBE_PREFIX).await;
         let until = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            let tried = store.list("ready-check/").await;
+            let tried = probe(&store).await;
             if tried.is_ok() {
                 return;
             }

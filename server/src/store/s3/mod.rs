@@ -35,12 +35,16 @@
 //! `ResourceBusy`, a server that cannot be reached is `ConnectionRefused`
 //! (or the socket's own kind) and one that does not answer in time is
 //! `TimedOut` — within [`S3Tuning`]'s connect and read timeouts and retries.
+//!
+//! [`headers`] turns metadata into object headers and back, [`parts`] cuts
+//! multipart uploads and checks streams, [`errors`] sorts SDK errors.
 
-use std::collections::HashMap;
+mod errors;
+mod headers;
+mod parts;
+
 use std::io;
 use std::ops::Range;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,35 +54,28 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedCredentialsProvider,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::{ByteStream as S3Body, Length};
+use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::stream::StreamExt;
-use futures_util::Stream;
 use tracing::Instrument;
-use upcache_protocol::{InputHash, Key};
 
 use super::blob::{
-    BlobHead, BlobMeta, BlobName, BlobStore, ByteStream, PartUploads, Presign, ResultOf, StagedFile,
+    BlobHead, BlobMeta, BlobName, BlobStore, ByteStream, PartUploads, Presign, StagedFile,
 };
-use super::records::InputRecord;
 use crate::config::S3Config;
+use errors::{is_missing, s3_error, status};
+use headers::{metadata, parse_metadata};
+use parts::{file_part, joined, Body, Check, Parts};
 
 /// The smallest part but the last S3 accepts.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
 /// The largest part S3 accepts.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-
-/// S3's limit on user metadata: keys and values, in bytes, together.
-const METADATA_LIMIT: usize = 2048;
-
-/// The version of the metadata layout written.
-const FORMAT: &str = "1";
 
 /// Sizes, concurrency and patience of an [`S3Store`].
 #[derive(Debug, Clone)]
@@ -621,424 +618,9 @@ impl Presign for S3Store {
         Ok(req.uri().to_owned())
     }
 }
-
-/// Where the parts of a multipart upload come from.
-enum Parts {
-    /// Ranges of a local file, read when sent (and again on a retry).
-    File {
-        path: std::path::PathBuf,
-        length: u64,
-        size: u64,
-        next: u64,
-    },
-    /// A stream, cut into parts held in memory, checked against its
-    /// metadata as it passes.
-    Stream {
-        body: ByteStream,
-        carry: BytesMut,
-        // Boxed: a hasher is large beside the file variant.
-        check: Box<Check>,
-        size: usize,
-        n: u32,
-        ended: bool,
-    },
-}
-
-impl Parts {
-    /// The next part: its number (from 1), length and bytes; `None` after
-    /// the last.
-    async fn next(&mut self) -> io::Result<Option<(u32, u64, S3Body)>> {
-        match self {
-            Parts::File {
-                path,
-                length,
-                size,
-                next,
-            } => {
-                let offset = *next * *size;
-                if offset >= *length {
-                    return Ok(None);
-                }
-                let len = (*size).min(*length - offset);
-                *next += 1;
-                let body = file_part(path, offset, len).await?;
-                Ok(Some((*next as u32, len, body)))
-            }
-            Parts::Stream {
-                body,
-                carry,
-                check,
-                size,
-                n,
-                ended,
-            } => {
-                while carry.len() < *size && !*ended {
-                    match body.next().await {
-                        Some(chunk) => {
-                            let chunk = chunk?;
-                            check.add(&chunk)?;
-                            carry.extend_from_slice(&chunk);
-                        }
-                        None => *ended = true,
-                    }
-                }
-                if *ended && carry.len() <= *size {
-                    // The last part, or none left: nothing is published
-                    // unless every byte was as described.
-                    check.finish()?;
-                    if carry.is_empty() {
-                        return Ok(None);
-                    }
-                }
-                let part = carry.split_to(carry.len().min(*size)).freeze();
-                let number = *n;
-                *n += 1;
-                Ok(Some((number, part.len() as u64, S3Body::from(part))))
-            }
-        }
-    }
-}
-
-/// `len` bytes of the file at `path` from `offset`, as a body that can be
-/// sent again.
-async fn file_part(path: &std::path::Path, offset: u64, len: u64) -> io::Result<S3Body> {
-    S3Body::read_from()
-        .path(path)
-        .offset(offset)
-        .length(Length::Exact(len))
-        .build()
-        .await
-        .map_err(io::Error::other)
-}
-
-/// A part task's outcome.
-fn joined(
-    part: Option<Result<io::Result<(u32, String)>, tokio::task::JoinError>>,
-) -> io::Result<(u32, String)> {
-    part.expect("a task was running")
-        .map_err(io::Error::other)?
-}
-
-/// An object's body as a [`ByteStream`].
-struct Body(S3Body);
-
-impl Stream for Body {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.0)
-            .poll_next(cx)
-            .map(|item| item.map(|r| r.map_err(|e| io::Error::new(stream_kind(&e), e))))
-    }
-}
-
-/// Checks streamed bytes against their metadata as they pass.
-struct Check {
-    what: String,
-    want: (u64, InputHash),
-    length: u64,
-    hasher: blake3::Hasher,
-}
-
-impl Check {
-    fn new(name: BlobName, meta: &BlobMeta) -> Self {
-        Self {
-            what: name.to_string(),
-            want: (meta.length, meta.blake3),
-            length: 0,
-            hasher: blake3::Hasher::new(),
-        }
-    }
-
-    fn add(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.length += chunk.len() as u64;
-        if self.length > self.want.0 {
-            return Err(self.mismatch());
-        }
-        self.hasher.update(chunk);
-        Ok(())
-    }
-
-    fn finish(&self) -> io::Result<()> {
-        let hash = InputHash(*self.hasher.finalize().as_bytes());
-        if self.length != self.want.0 || hash != self.want.1 {
-            return Err(self.mismatch());
-        }
-        Ok(())
-    }
-
-    fn mismatch(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{}: the bytes are not the {} bytes with BLAKE3 {} their metadata describes",
-                self.what, self.want.0, self.want.1
-            ),
-        )
-    }
-}
-
 fn past_end(r: Range<u64>, length: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         format!("range {r:?} of a blob of {length} bytes"),
     )
-}
-
-/// The user metadata of `name` (without the `x-amz-meta-` prefix).
-fn metadata(name: BlobName, meta: &BlobMeta) -> io::Result<HashMap<String, String>> {
-    let mut m = HashMap::new();
-    let mut put = |k: &str, v: String| m.insert(format!("upcache-{k}"), v);
-    put("format", FORMAT.into());
-    put("length", meta.length.to_string());
-    put("blake3", meta.blake3.to_hex());
-    if let Some(rec) = &meta.input {
-        put("block-size", rec.block_size.to_string());
-        put("digest", hex::encode(rec.digest));
-    }
-    if let BlobName::Result(key) = name {
-        put("key", key.to_string());
-    }
-    if let Some(of) = &meta.result {
-        put("input", of.input.to_hex());
-        put("input-length", of.input_length.to_string());
-        put("operation", percent_encode(&of.operation));
-    }
-    let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if size > METADATA_LIMIT {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name}: its metadata takes {size} bytes, over S3's {METADATA_LIMIT}"),
-        ));
-    }
-    Ok(m)
-}
-
-/// [`BlobMeta`] from an object's user metadata; `None` for an object
-/// upcache did not write, or whose metadata does not hold together.
-fn parse_metadata(
-    name: BlobName,
-    m: &HashMap<String, String>,
-    content_type: &str,
-) -> Option<BlobMeta> {
-    let get = |k: &str| m.get(&format!("upcache-{k}")).map(String::as_str);
-    if get("format")? != FORMAT {
-        return None;
-    }
-    let hash = |k: &str| get(k).and_then(|v| v.parse::<InputHash>().ok());
-    let number = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
-    let length = number("length")?;
-    let blake3 = hash("blake3")?;
-    let input = match get("block-size") {
-        None => None,
-        Some(_) => Some(InputRecord {
-            length,
-            block_size: number("block-size")?,
-            digest: hex::decode(get("digest")?).ok()?.try_into().ok()?,
-        }),
-    };
-    let result = match name {
-        BlobName::Result(key) => {
-            if get("key")?.parse::<Key>().ok()? != key {
-                return None;
-            }
-            Some(ResultOf {
-                input: hash("input")?,
-                input_length: number("input-length")?,
-                operation: percent_decode(get("operation")?)?,
-            })
-        }
-        BlobName::Input(h) if h != blake3 => return None,
-        BlobName::Input(_) => None,
-    };
-    Some(BlobMeta {
-        length,
-        blake3,
-        content_type: content_type.to_owned(),
-        input,
-        result,
-    })
-}
-
-/// Percent-encodes every byte outside printable ASCII, and space and `%`:
-/// header values must be ASCII, and SigV4 folds runs of spaces.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The HTTP status of an answer the service gave.
-fn status<E>(e: &SdkError<E>) -> Option<u16> {
-    e.raw_response().map(|r| r.status().as_u16())
-}
-
-/// Whether the object (or upload) is not there — not the bucket, which is
-/// a configuration error.
-fn is_missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
-    match e.as_service_error().and_then(|s| s.code()) {
-        Some("NoSuchKey" | "NotFound" | "NoSuchUpload") => true,
-        Some("NoSuchBucket") => false,
-        _ => status(e) == Some(404),
-    }
-}
-
-/// An SDK error as an `io::Error` whose kind says what happened.
-fn s3_error<E>(op: &str, object: &str, e: SdkError<E>) -> io::Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    use io::ErrorKind as K;
-    let kind = match &e {
-        SdkError::TimeoutError(_) => K::TimedOut,
-        SdkError::DispatchFailure(d) if d.is_timeout() => K::TimedOut,
-        SdkError::DispatchFailure(_) => io_kind(&e)
-            .filter(|k| *k != K::Other)
-            .unwrap_or(K::ConnectionRefused),
-        // The answer broke off or made no sense.
-        SdkError::ResponseError(_) => K::ConnectionAborted,
-        SdkError::ConstructionFailure(_) => K::InvalidInput,
-        SdkError::ServiceError(_) => {
-            let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-            match (status(&e).unwrap_or(0), code) {
-                (_, "SlowDown" | "RequestTimeout" | "ServiceUnavailable" | "InternalError") => {
-                    K::ResourceBusy
-                }
-                (403, _) | (_, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
-                    K::PermissionDenied
-                }
-                (404, _) => K::NotFound,
-                (416, _) | (_, "InvalidRange" | "InvalidArgument" | "EntityTooLarge") => {
-                    K::InvalidInput
-                }
-                (408 | 429, _) | (500..=599, _) => K::ResourceBusy,
-                _ => K::Other,
-            }
-        }
-        _ => K::Other,
-    };
-    io::Error::new(
-        kind,
-        format!("S3 {op} {object}: {}", DisplayErrorContext(&e)),
-    )
-}
-
-/// The kind of the first `io::Error` in `e`'s chain of sources.
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// The kind of an error reading a body: a stalled or cut stream is the
-/// service being unavailable.
-fn stream_kind(e: &(dyn std::error::Error + 'static)) -> io::ErrorKind {
-    match io_kind(e) {
-        Some(k) if k != io::ErrorKind::Other => k,
-        _ => io::ErrorKind::ConnectionAborted,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operations_survive_the_header_encoding() {
-        for op in [
-            r#"{"name":"identity","v":1}"#,
-            "{\"text\":\"é ☃ 100% \\\"quoted\\\"  two spaces\\ttab\"}",
-            "",
-        ] {
-            let enc = percent_encode(op);
-            assert!(enc.bytes().all(|b| b.is_ascii_graphic()), "{enc}");
-            assert_eq!(percent_decode(&enc).as_deref(), Some(op));
-        }
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-    }
-
-    #[test]
-    fn metadata_round_trips_through_headers() {
-        let key = Key([7; 32]);
-        let meta = BlobMeta::result(
-            InputHash::of(b"out"),
-            3,
-            "image/png",
-            ResultOf {
-                input: InputHash::of(b"in"),
-                input_length: 2,
-                operation: r#"{"name":"image.resize","width":10}"#.into(),
-            },
-        );
-        let name = BlobName::Result(key);
-        let headers = metadata(name, &meta).unwrap();
-        assert_eq!(headers["upcache-key"], key.to_string());
-        assert_eq!(parse_metadata(name, &headers, "image/png"), Some(meta));
-        let other = BlobName::Result(Key([8; 32]));
-        assert_eq!(
-            parse_metadata(other, &headers, "image/png"),
-            None,
-            "metadata naming another key is not trusted"
-        );
-
-        let hash = InputHash::of(b"input");
-        let record = InputRecord {
-            length: 5,
-            block_size: 1 << 20,
-            digest: [3; 32],
-        };
-        let meta = BlobMeta::input(hash, record);
-        let headers = metadata(BlobName::Input(hash), &meta).unwrap();
-        assert_eq!(
-            parse_metadata(BlobName::Input(hash), &headers, OCTET),
-            Some(meta)
-        );
-    }
-
-    const OCTET: &str = "application/octet-stream";
-
-    #[test]
-    fn oversized_metadata_is_refused_before_sending() {
-        let meta = BlobMeta::result(
-            InputHash::of(b""),
-            0,
-            OCTET,
-            ResultOf {
-                input: InputHash::of(b""),
-                input_length: 0,
-                operation: "x".repeat(METADATA_LIMIT),
-            },
-        );
-        let e = metadata(BlobName::Result(Key([1; 32])), &meta).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    }
 }
