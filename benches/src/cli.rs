@@ -41,9 +41,9 @@ pub struct CommonArgs {
     /// Input size of each scenario (human units: 1GiB, 256MiB).
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub size: u64,
-    /// Runs of each scenario, each on a fresh server.
-    #[arg(long, default_value_t = 1)]
-    pub runs: usize,
+    /// Runs of each scenario, each on a fresh server [default: 1; ingest: 3].
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// The upcache binary (server, and client where one is measured)
     /// [default: <target dir>/release/upcache].
     #[arg(long, overrides_with = "server_bin")]
@@ -69,10 +69,15 @@ pub struct Common {
 
 impl CommonArgs {
     pub fn resolve(self) -> Common {
+        self.resolve_runs(1)
+    }
+
+    /// As [`resolve`](Self::resolve), with `runs` runs unless `--runs` says otherwise.
+    pub fn resolve_runs(self, runs: usize) -> Common {
         let target = crate::target_dir();
         Common {
             size: self.size,
-            runs: self.runs,
+            runs: self.runs.unwrap_or(runs),
             upcache_bin: self
                 .server_bin
                 .unwrap_or_else(|| target.join("release").join("upcache")),

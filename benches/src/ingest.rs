@@ -10,6 +10,11 @@
 //!   in `Upload-Block-Hash`. That client-side reading and hashing runs on the
 //!   same cores as the server and is part of the time.
 //!
+//! * **the disk's reference**, `dd oflag=direct conv=fdatasync` of the same
+//!   input to the same filesystem, just before and just after every (a): the
+//!   disk's rate swings between consecutive runs, so the summary compares
+//!   medians over all runs (`(a) / dd`), and each (a) with its own two `dd`s.
+//!
 //! Each scenario has its own input (different pseudo-random bytes) and its own
 //! fresh server, so nothing is deduplicated and the peak RSS is per scenario.
 //! The clock runs from just before the first request (in (b), before the
@@ -45,6 +50,8 @@ pub struct Options {
     pub block_size: u64,
     /// Concurrent streams of scenario (b).
     pub streams: usize,
+    /// Only scenario (a) and its `dd` rows.
+    pub patch_only: bool,
     /// How many times each scenario runs, each time on a fresh server.
     pub runs: usize,
     /// The `upcache` binary.
@@ -114,7 +121,7 @@ pub async fn run(opts: Options) -> Result<()> {
     reference_rates(&opts, work.path()).await?;
 
     let mut inputs = Vec::new();
-    for scenario in Scenario::ALL {
+    for scenario in scenarios(&opts) {
         let (file, seed) = scenario.input();
         let (path, length) = (work.path().join(file), opts.size);
         let input =
@@ -130,18 +137,15 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     println!();
 
+    // Every PATCH runs between two `dd`s: the disk's own durable rate for
+    // the same bytes, just before and just after, so that a slow or fast
+    // spell of this (shared, often virtual) disk weighs on both sides.
     let mut rows = Vec::new();
     for run in 1..=opts.runs {
-        // The disk's own durable rate for the same bytes, in the same run.
-        let busy = settle().await?;
-        let mut row = dd_direct(&inputs[0].1, work.path()).await?;
-        row.busy_before = busy;
-        if opts.runs > 1 {
-            row.scenario = format!("{} #{run}", row.scenario);
-        }
-        announce(&row.scenario, row.bytes, row.took, name_width(&opts) + 3);
-        rows.push(row);
         for (scenario, input) in &inputs {
+            if *scenario == Scenario::Patch {
+                rows.push(dd_row(&opts, &inputs[0].1, work.path(), run, "before (a)").await?);
+            }
             let busy = settle().await?;
             let dir = work.path().join(format!("server-{run}-{scenario:?}"));
             let mut row = measure(&opts, *scenario, input, &dir).await?;
@@ -151,6 +155,9 @@ pub async fn run(opts: Options) -> Result<()> {
             }
             announce(&row.scenario, row.bytes, row.took, name_width(&opts) + 3);
             rows.push(row);
+            if *scenario == Scenario::Patch {
+                rows.push(dd_row(&opts, &inputs[0].1, work.path(), run, "after (a)").await?);
+            }
         }
     }
 
@@ -161,6 +168,28 @@ pub async fn run(opts: Options) -> Result<()> {
     println!();
     summarize(&opts, &machine, &rows);
     Ok(())
+}
+
+/// The scenarios to run.
+fn scenarios(opts: &Options) -> Vec<Scenario> {
+    if opts.patch_only {
+        vec![Scenario::Patch]
+    } else {
+        Scenario::ALL.to_vec()
+    }
+}
+
+/// One `dd` reference row of run `run`, after the usual pause.
+async fn dd_row(opts: &Options, input: &Input, work: &Path, run: usize, when: &str) -> Result<Row> {
+    let busy = settle().await?;
+    let mut row = dd_direct(input, work).await?;
+    row.busy_before = busy;
+    if opts.runs > 1 {
+        row.scenario = format!("{} #{run}", row.scenario);
+    }
+    row.note = format!("{when}; {}", row.note);
+    announce(&row.scenario, row.bytes, row.took, name_width(opts) + 3);
+    Ok(row)
 }
 
 fn name_width(opts: &Options) -> usize {
@@ -422,32 +451,58 @@ async fn upload_blocks(
 
 /// The lines under the table: medians over several runs, and how to read it.
 fn summarize(opts: &Options, machine: &Machine, rows: &[Row]) {
+    let rate = |r: &Row| mib_per_s(r.bytes, r.took);
     let mut medians = Vec::new();
-    let names = std::iter::once(DD.to_owned()).chain(Scenario::ALL.iter().map(|s| s.name(opts)));
+    let names: Vec<String> = std::iter::once(DD.to_owned())
+        .chain(scenarios(opts).into_iter().map(|s| s.name(opts)))
+        .collect();
     for name in names {
         let mine: Vec<&Row> = rows
             .iter()
             .filter(|r| r.scenario.starts_with(&name))
             .collect();
-        let mut rates: Vec<f64> = mine.iter().map(|r| mib_per_s(r.bytes, r.took)).collect();
-        rates.sort_by(f64::total_cmp);
-        let median = rates[rates.len() / 2];
-        if opts.runs > 1 {
+        let median = median(mine.iter().map(|r| rate(r)).collect());
+        if mine.len() > 1 {
             let peak = mine.iter().map(|r| r.peak_rss).max().unwrap_or(0);
+            let peak = if peak > 0 {
+                format!(
+                    ", highest peak RSS {:.1} MiB",
+                    peak as f64 / (1u64 << 20) as f64
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "  {name}: median {median:.0} MiB/s over {} runs, highest peak RSS {:.1} MiB",
-                rates.len(),
-                peak as f64 / (1u64 << 20) as f64
+                "  {name}: median {median:.0} MiB/s over {} runs{peak}",
+                mine.len(),
             );
         }
         medians.push(median);
     }
+    // Each PATCH against the mean of the two dd rows around it.
+    let patch = Scenario::Patch.name(opts);
+    let paired: Vec<f64> = rows
+        .windows(3)
+        .filter(|w| w[1].scenario.starts_with(&patch))
+        .map(|w| rate(&w[1]) / ((rate(&w[0]) + rate(&w[2])) / 2.0))
+        .collect();
     println!(
-        "  (a) / dd: {:.2}   (b) / (a): {:.2}   (b+) / (a): {:.2}",
+        "  (a) / dd: {:.2} (ratio of the medians); each (a) against its two dd: {} (median {:.2})",
         medians[1] / medians[0],
-        medians[2] / medians[1],
-        medians[3] / medians[1]
+        paired
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        median(paired.clone()),
     );
+    if !opts.patch_only {
+        println!(
+            "  (b) / (a): {:.2}   (b+) / (a): {:.2}",
+            medians[2] / medians[1],
+            medians[3] / medians[1]
+        );
+    }
     println!("  load avg after the run: {}", machine::load_average());
     println!();
     println!("  MiB/s       input size / seconds");
@@ -467,4 +522,18 @@ fn summarize(opts: &Options, machine: &Machine, rows: &[Row]) {
         "              program and its servers are idle: other work on the machine (should be ~0%)"
     );
     println!("  then ...    the entry's state right after the upload (processing or complete)");
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }

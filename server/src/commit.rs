@@ -107,6 +107,27 @@ impl Committer {
         rx
     }
 
+    /// As [`blocks`](Self::blocks), for a commit decided on another thread
+    /// once the blocks' bytes are written: answers on `done`, and fails
+    /// without syncing or recording anything if `written` says the bytes
+    /// could not be written.
+    pub fn blocks_written(
+        &self,
+        file: Arc<File>,
+        blocks: Vec<BlockCommit>,
+        written: std::io::Result<()>,
+        done: oneshot::Sender<Committed>,
+    ) {
+        match written {
+            Ok(()) => {
+                let _ = self.tx.send(Request::Blocks { file, blocks, done });
+            }
+            Err(e) => {
+                let _ = done.send(Err(NotCommitted::io("writing staged bytes", &e)));
+            }
+        }
+    }
+
     /// Queues a partial block `(block, bytes)` of a sequential upload.
     pub fn tail(
         &self,

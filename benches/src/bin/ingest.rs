@@ -20,15 +20,20 @@ struct Args {
     /// Concurrent HTTP/1.1 streams of the block scenario.
     #[arg(long, default_value_t = 4)]
     streams: usize,
+    /// Only scenario (a), between its two `dd` rows: quicker, when working
+    /// on the sequential path.
+    #[arg(long)]
+    patch_only: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let common = args.common.resolve();
+    let common = args.common.resolve_runs(3);
     let opts = Options {
         size: common.size,
         block_size: args.block_size,
         streams: args.streams,
+        patch_only: args.patch_only,
         runs: common.runs,
         server_bin: common.upcache_bin,
         work_dir: common.work_dir,

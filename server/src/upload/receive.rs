@@ -135,7 +135,6 @@ impl Writer {
         let Some((n, Some(hasher))) = self.block.take() else {
             return Ok(());
         };
-        self.flush()?;
         let cv = hasher.finish();
         let mismatch = match (&self.span, &self.verify) {
             (
@@ -180,13 +179,30 @@ impl Writer {
         metrics::BLOCKS_STORED.inc();
         match self.check.as_mut() {
             Some((_, held)) => held.push(commit),
-            None => self.receipts.push(
-                self.uploads
-                    .committer
-                    .blocks(self.file.clone(), vec![commit]),
-            ),
+            None => self.commit_when_written(vec![commit]),
         }
         Ok(())
+    }
+
+    /// Hands `blocks` to the committer once their bytes are written. With
+    /// direct writes still in flight, the commit is queued behind them on
+    /// the direct writer's thread, and this thread goes on hashing the next
+    /// block instead of waiting for the device.
+    fn commit_when_written(&mut self, blocks: Vec<BlockCommit>) {
+        let committer = &self.uploads.committer;
+        match self.direct.as_mut() {
+            Some(direct) => {
+                let (done, receipt) = tokio::sync::oneshot::channel();
+                let (committer, file) = (committer.clone(), self.file.clone());
+                direct.then(Box::new(move |written| {
+                    committer.blocks_written(file, blocks, written, done)
+                }));
+                self.receipts.push(receipt);
+            }
+            None => self
+                .receipts
+                .push(committer.blocks(self.file.clone(), blocks)),
+        }
     }
 
     /// After the last byte. A sequential writer saves its partial block
