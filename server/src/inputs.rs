@@ -18,6 +18,8 @@ use upcache_protocol::{InputHash, Key, Layout};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::store::blob::{BlobName, BlobStore, StagedFile};
+use crate::store::cap::DiskCap;
+use crate::store::capped::CappedStore;
 use crate::store::catalog::InputCatalog;
 use crate::store::disk::DiskStore;
 use crate::store::records::InputRecord;
@@ -28,6 +30,8 @@ use crate::upload::Completion;
 #[derive(Debug, Clone)]
 pub struct Inputs {
     blobs: Arc<dyn BlobStore>,
+    /// The store under the cap, which the evictor unlinks from.
+    disk: Arc<dyn BlobStore>,
     staging: Staging,
     catalog: InputCatalog,
 }
@@ -58,11 +62,14 @@ pub enum Published {
 }
 
 impl Inputs {
-    /// The inputs of the data directory `root`. Blocking.
-    pub fn open(root: &std::path::Path) -> std::io::Result<Self> {
+    /// The inputs of the data directory `root`, counted against `cap`.
+    /// Blocking.
+    pub fn open(root: &std::path::Path, cap: Arc<DiskCap>) -> std::io::Result<Self> {
         let staging = Staging::open(root)?;
+        let disk: Arc<dyn BlobStore> = Arc::new(DiskStore::open(root)?);
         Ok(Self {
-            blobs: Arc::new(DiskStore::open(root)?),
+            blobs: Arc::new(CappedStore::new(disk.clone(), cap)),
+            disk,
             catalog: InputCatalog::open(root, staging.clone())?,
             staging,
         })
@@ -71,6 +78,17 @@ impl Inputs {
     /// The blob store inputs and results live in.
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
+    }
+
+    /// The disk store beneath the cap's books, for the evictor alone.
+    pub(crate) fn disk(&self) -> &Arc<dyn BlobStore> {
+        &self.disk
+    }
+
+    /// Forgets the record of an input whose blob is gone (evicted, expired
+    /// or purged). Blocking.
+    pub(crate) fn forget(&self, hash: &InputHash) -> Result<()> {
+        Ok(self.catalog.remove(hash)?)
     }
 
     /// Where uploads and operation outputs are written first.

@@ -90,17 +90,33 @@ pub async fn run(
     }
     let core = tokio::task::spawn_blocking(move || Core::open(config)).await??;
     core.recover().await?;
+    core.start();
     let sweeper = {
         let core = core.clone();
         tokio::spawn(async move {
-            let every = Duration::from_secs(core.config().upload_ttl.clamp(1, 600));
+            let config = core.config();
+            // Often enough for the shortest time to live, at most every 10 min.
+            let ttls = [
+                config.upload_ttl,
+                config.failure_ttl,
+                config.input_ttl,
+                config.result_ttl,
+            ];
+            let shortest = ttls.into_iter().filter(|t| *t > 0).min().unwrap_or(600);
+            let every = Duration::from_secs(shortest.clamp(1, 600));
             loop {
-                core.config().clock.sleep(every).await;
-                if let Err(e) = core.expire_uploads().await {
-                    tracing::warn!(error = %e, "expiry sweep failed");
-                }
-                if let Err(e) = core.expire_files().await {
-                    tracing::warn!(error = %e, "expiry sweep of file uploads failed");
+                config.clock.sleep(every).await;
+                // Each tick settles a bounded batch; a full batch means more
+                // are due, and the next tick follows at once.
+                loop {
+                    match core.sweep(cache::SWEEP_BATCH).await {
+                        Ok(n) if n == cache::SWEEP_BATCH => tokio::task::yield_now().await,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "expiry sweep failed");
+                            break;
+                        }
+                    }
                 }
                 metrics::SWEEPS.inc();
             }

@@ -3,6 +3,11 @@
 //! * [`blob`] — the [`blob::BlobStore`] trait all blob bytes go through, and
 //!   its capability traits; [`disk`] is its first implementation and
 //!   [`conformance`] the suite every implementation passes.
+//! * [`cap`] — the disk cap: accounting, reservations, leases and the
+//!   least-recently-used order with its evictor; [`capped`] is the blob
+//!   store wrapper that keeps its books.
+//! * [`deadlines`] — the index of time-to-live deadlines the expiry sweeper
+//!   walks.
 //! * [`staging`] — local files uploads and operation outputs are written to
 //!   before they are published to the blob store.
 //! * [`catalog`] — what is known of each stored input.
@@ -10,8 +15,11 @@
 //! * [`space`] — the room sled keeps for itself on a full disk.
 
 pub mod blob;
+pub mod cap;
+pub mod capped;
 pub mod catalog;
 pub mod conformance;
+pub mod deadlines;
 pub mod disk;
 pub mod meta;
 pub mod records;
