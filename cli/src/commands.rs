@@ -167,6 +167,9 @@ impl From<Error> for Failure {
             Some(ProblemType::TokenNotAllowed) => {
                 Some("minting needs an API key (--token or UPCACHE_TOKEN), not a token".into())
             }
+            Some(ProblemType::DiskCapExceeded) => {
+                Some("the server's disk_cap has no room for this input now".into())
+            }
             Some(ProblemType::InputTooLarge) => {
                 Some("the server's max_input_size is below this file's size".into())
             }

@@ -525,6 +525,49 @@ mod tests {
     }
 
     #[test]
+    fn disk_cap_ttls_and_admin_keys() {
+        let none = toml::Table::new;
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = Config::load(None, Vec::new(), none()).unwrap();
+        assert_eq!(c.disk_cap, None, "no cap unless set");
+        assert_eq!((c.input_ttl, c.result_ttl), (0, 0));
+        let c = Config::load(
+            None,
+            env(&[
+                ("UPCACHE_DISK_CAP", "50GiB"),
+                ("UPCACHE_ADMIN_KEYS", "a1,a2"),
+                ("UPCACHE_INPUT_TTL", "3600"),
+            ]),
+            none(),
+        )
+        .unwrap();
+        assert_eq!(c.disk_cap, Some(ByteSize::gib(50)));
+        assert_eq!(c.admin_keys, vec!["a1", "a2"]);
+        assert_eq!(c.input_ttl, 3600);
+        for bad in [
+            &[("UPCACHE_DISK_CAP", "0")][..],
+            &[("UPCACHE_ADMIN_KEYS", "a1, ")],
+            &[("UPCACHE_API_KEYS", "same"), ("UPCACHE_ADMIN_KEYS", "same")],
+        ] {
+            assert!(Config::load(None, env(bad), none()).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("admin");
+        std::fs::write(&keys, "# ops\nadm\n").unwrap();
+        let mut t = none();
+        t.insert("admin_keys_file".into(), keys.display().to_string().into());
+        assert_eq!(
+            Config::load(None, Vec::new(), t).unwrap().admin_keys,
+            vec!["adm"]
+        );
+    }
+
+    #[test]
     fn url_keys_and_salts_pair_up() {
         let none = toml::Table::new;
         let env = |k: &str, s: &str| {

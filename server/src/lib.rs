@@ -15,7 +15,8 @@
 //!   entries (create, verify, process once with single flight, wait,
 //!   delete, recover) and tus file uploads ([`cache::files`]: hashed as they
 //!   arrive, bound to their entry when complete) — the two owners of
-//!   uploads.
+//!   uploads; the expiry sweeper (`cache::sweep`) and admin purges
+//!   (`cache::purge`).
 //! * [`inputs`] — stored inputs: the one path that publishes a complete
 //!   upload's bytes as a verified input, for entries and files alike.
 //! * [`upload`] — the upload service, a leaf: sequential appends and
@@ -33,7 +34,10 @@
 //!   (the disk layout is its first implementation, held to
 //!   [`store::conformance`]), staging, input records, the sled metadata
 //!   schema ([`store::meta`]) and its records ([`store::records`]), and the
-//!   room sled keeps for itself on a full disk ([`store::space`]).
+//!   room sled keeps for itself on a full disk ([`store::space`]), the disk
+//!   cap with its least-recently-used eviction ([`store::cap`],
+//!   [`store::capped`]) and the deadline index of the expiry sweeper
+//!   ([`store::deadlines`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //!
