@@ -178,9 +178,23 @@ async fn uploads_in_progress_hold_their_room_and_are_never_evicted() {
     let a = job(10, 600 * KIB);
     let b = job(11, 600 * KIB);
     assert_eq!(server.create(&a, None).await.1.state, State::Uploading);
+    let reserved = || server.metric("upcache_disk_reserved_bytes");
+    assert_eq!(reserved().await, (600 * KIB) as f64);
     let resp = server.post_create(&b.create_request(None)).await;
     assert_problem(resp, ProblemType::DiskCapExceeded).await;
     // Cancelling the first gives its room back.
     assert_eq!(server.delete(&a.key).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(reserved().await, 0.0, "DELETE gives the room back");
     assert_eq!(server.create(&b, None).await.1.state, State::Uploading);
+    // Half of it sent, then deleted: the staged bytes go too.
+    server
+        .patch_request(&b.key, 0, b.input[..300 * KIB as usize].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let staged = server.data_dir().join("staging").join(b.key.to_hex());
+    assert!(staged.exists());
+    assert_eq!(server.delete(&b.key).await.status(), StatusCode::NO_CONTENT);
+    assert!(!staged.exists(), "DELETE removes the staged bytes");
+    assert_eq!(reserved().await, 0.0);
 }

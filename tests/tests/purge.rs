@@ -262,3 +262,67 @@ async fn upcache_purge_exit_codes() {
     .await
     .assert_code(0);
 }
+
+#[tokio::test]
+async fn an_upload_in_flight_is_left_alone_and_reported() {
+    let server = server().await;
+    let job = Job::identity(pseudo_random(200_000, 42));
+    let created = server
+        .client()
+        .post(server.url("/v1/ops"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(job.create_request(Some(16 * 1024)).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // A PATCH that has sent part of its body and is still sending.
+    let mut conn = RawConn::connect(server.addr()).await;
+    let mut headers = patch_headers(0, job.len());
+    headers.push(("authorization", format!("Bearer {API_KEY}")));
+    conn.send_head("PATCH", &entry_path(&job.key), &headers)
+        .await;
+    conn.send(&job.input[..50_000]).await;
+    eventually(
+        "blocks of the running PATCH are stored",
+        STEP_TIMEOUT,
+        || async {
+            let head = server
+                .client()
+                .head(server.url(&entry_path(&job.key)))
+                .bearer_auth(API_KEY)
+                .send()
+                .await
+                .unwrap();
+            (header_u64(head.headers(), "upload-offset") >= 16 * 1024).then_some(())
+        },
+    )
+    .await;
+
+    let by_key = purged(&server, json!({"key": job.key.to_hex()})).await;
+    assert_eq!(
+        (by_key["entries"].as_u64(), by_key["in_flight"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let all = purged(&server, json!({"all": true})).await;
+    assert_eq!(
+        (all["entries"].as_u64(), all["in_flight"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    // The upload goes on undisturbed, to the right result.
+    conn.send(&job.input[50_000..]).await;
+    let answer = conn.read_response().await;
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    let result = server
+        .client()
+        .get(server.url(&upcache_protocol::status::result_path(&job.key)))
+        .bearer_auth(API_KEY)
+        .header("prefer", "wait=30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), StatusCode::OK);
+    assert_eq!(result.bytes().await.unwrap().to_vec(), job.input);
+}
