@@ -200,3 +200,52 @@ impl Core {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use upcache_protocol::{CreateRequest, InputRef, Operation};
+
+    use super::*;
+    use crate::clock::{ManualClock, SharedClock};
+    use crate::Config;
+
+    #[tokio::test]
+    async fn a_tick_settles_at_most_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let config = Config {
+            data: dir.path().to_path_buf(),
+            clock: SharedClock(clock.clone()),
+            upload_ttl: 100,
+            ..Config::default()
+        };
+        let core = Core::open(config).unwrap();
+        let op = Operation::parse(&serde_json::json!({"op": "identity"})).unwrap();
+        for i in 0..10u8 {
+            let req = CreateRequest {
+                input: InputRef {
+                    blake3: InputHash::of(&[i]),
+                    length: 1,
+                },
+                operation: serde_json::json!({"op": "identity"}),
+                block_size: None,
+            };
+            core.create(&req, &op).await.unwrap();
+        }
+        assert_eq!(core.sweep(4).await.unwrap(), 0, "nothing due yet");
+        clock.advance(Duration::from_secs(100));
+        let uploading = || {
+            core.meta
+                .entries()
+                .filter(|e| e.as_ref().unwrap().1.state == State::Uploading)
+                .count()
+        };
+        for (settled, left) in [(4, 6), (4, 2), (2, 0), (0, 0)] {
+            assert_eq!(core.sweep(4).await.unwrap(), settled);
+            assert_eq!(uploading(), left);
+        }
+        assert!(core.deadlines.is_empty(), "every deadline settled");
+    }
+}

@@ -142,3 +142,19 @@ async fn the_order_survives_a_restart() {
         assert!(!f.has(1).await, "the least recently used");
     }
 }
+
+#[tokio::test]
+async fn a_blob_the_predicate_refuses_is_never_evicted() {
+    let f = open(tempfile::tempdir().unwrap(), 1000);
+    // As a tier would refuse a result whose remote copy is not confirmed.
+    f.cap.set_may_evict(Arc::new(|n| n != name(0)));
+    for i in 0..6 {
+        f.put(i, 200).await;
+    }
+    f.settles_under(1000).await;
+    assert!(
+        f.has(0).await,
+        "refused by the predicate, though the oldest"
+    );
+    assert!(!f.has(1).await, "the next least recently used went instead");
+}
