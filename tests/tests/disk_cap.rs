@@ -161,6 +161,20 @@ async fn an_upload_larger_than_the_cap_is_refused_with_507() {
     let (_, problem) = assert_problem(resp, ProblemType::DiskCapExceeded).await;
     assert_eq!(problem.status, 507);
     assert_eq!(problem.extensions["cap"], CAP);
+    // A tus upload declaring as much is refused alike.
+    let tus = server
+        .client()
+        .post(server.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", CAP + 1)
+        .header(
+            "upload-metadata",
+            tus::op_metadata(&json!({"op": "identity"})),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(tus, ProblemType::DiskCapExceeded).await;
     // Nothing was kept of it; an upload that fits still works.
     assert_eq!(
         server.get_status(&big.key).await.status(),

@@ -354,9 +354,17 @@ impl Core {
         }
         Layout::new(length, view.record.block_size, self.config.max_blocks)
             .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
+        // A deferred length reserves its room once it is known (bytes sent
+        // before that are counted from here on).
+        if length > 0 {
+            self.cap
+                .reserve_upload(*id, length)
+                .await
+                .map_err(super::cap_problem)?;
+        }
         let core = self.clone();
         let id = *id;
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        let declared = tokio::task::spawn_blocking(move || -> Result<()> {
             let updated = core.meta.update_file(&id, UploadChange::Keep, |f| {
                 f.length.is_none().then(|| FileRecord {
                     length: Some(length),
@@ -375,7 +383,11 @@ impl Core {
                 Some(_) => Ok(core.meta.flush()?),
             }
         })
-        .await?
+        .await?;
+        if declared.is_err() {
+            self.cap.release_upload(&id);
+        }
+        declared
     }
 
     /// Terminates an upload: its bytes go (a result it produced stays).
