@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::store::blob::StagedFile;
+use crate::store::blob::{BlobStore, StagedFile};
 use crate::store::capped::CappedStore;
 use crate::store::disk::DiskStore;
 
