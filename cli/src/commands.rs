@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 success, 2 usage error (bad flags, invalid operation JSON),
 //! 3 the server refused (a problem document), 4 network failure, 5 not ready
-//! (`get --wait` ran out), 1 anything else (local files).
+//! (`get --wait` ran out), 6 admin key refused (`purge`), 1 anything else
+//! (local files).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
 pub const EXIT_NETWORK: u8 = 4;
 pub const EXIT_NOT_READY: u8 = 5;
+pub const EXIT_AUTH: u8 = 6;
 
 /// Where the server is, for every client subcommand.
 #[derive(Args, Clone)]
@@ -134,6 +136,15 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The same failure with another exit code and hint.
+    pub(crate) fn with_code(mut self, code: u8, hint: impl Into<String>) -> Self {
+        self.code = code;
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         if let Error::Operation(op) = &e {
@@ -155,6 +166,9 @@ impl From<Error> for Failure {
             }
             Some(ProblemType::TokenNotAllowed) => {
                 Some("minting needs an API key (--token or UPCACHE_TOKEN), not a token".into())
+            }
+            Some(ProblemType::DiskCapExceeded) => {
+                Some("the server's disk_cap has no room for this input now".into())
             }
             Some(ProblemType::InputTooLarge) => {
                 Some("the server's max_input_size is below this file's size".into())

@@ -2,6 +2,7 @@
 //! logging and calls the library.
 
 mod commands;
+mod purge;
 mod token;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Get(commands::GetArgs),
     /// Cancel an upload or invalidate a result.
     Rm(commands::KeyOnly),
+    /// Remove entries from a running server (admin key): by key, operation, age, or all.
+    Purge(purge::PurgeArgs),
     /// Mint an upload token for a browser or phone (or a presigned result URL).
     Token(token::TokenArgs),
     /// Run one image operation for the server (internal: the server starts
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::Get(args) => commands::get(args),
         Command::Rm(args) => commands::rm(args),
         Command::Token(args) => token::run(args),
+        Command::Purge(args) => purge::run(args),
         Command::OpWorker => upcache_server::ops::worker::main(),
     }
 }

@@ -10,6 +10,7 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use upcache_protocol::admin::{PurgeReport, PurgeRequest, PURGE_PATH};
 use upcache_protocol::headers::{self as h};
 use upcache_protocol::range::ByteRange;
 use upcache_protocol::status::{block_path, entry_path, result_path, OPS_PATH};
@@ -149,6 +150,16 @@ impl Client {
     pub async fn mint(&self, request: &MintRequest) -> Result<MintResponse> {
         let req = self
             .request(Method::POST, TOKENS_PATH)
+            .header(CONTENT_TYPE, h::JSON)
+            .body(serde_json::to_vec(request).expect("requests serialize"));
+        json(self.send(req, self.options.response_timeout).await?).await
+    }
+
+    /// `POST /v1/admin/purge`: removes the entries `request` selects. Needs
+    /// an admin key as [`Options::bearer_token`].
+    pub async fn purge(&self, request: &PurgeRequest) -> Result<PurgeReport> {
+        let req = self
+            .request(Method::POST, PURGE_PATH)
             .header(CONTENT_TYPE, h::JSON)
             .body(serde_json::to_vec(request).expect("requests serialize"));
         json(self.send(req, self.options.response_timeout).await?).await

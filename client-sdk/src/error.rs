@@ -57,6 +57,14 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Network(_) | Self::Stalled(_) => true,
+            // An upload larger than the server's disk cap never fits.
+            Self::Problem { problem, .. }
+                if problem.kind() == Some(ProblemType::DiskCapExceeded)
+                    && problem.extensions.get("length").and_then(|v| v.as_u64())
+                        > problem.extensions.get("cap").and_then(|v| v.as_u64()) =>
+            {
+                false
+            }
             Self::Problem { status, problem } => {
                 *status >= 500
                     || *status == 408

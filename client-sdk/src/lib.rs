@@ -61,6 +61,7 @@ pub use options::{Options, RetryPolicy};
 pub use progress::{Event, ProgressFn};
 pub use put::Done;
 pub use upcache_protocol::accept;
+pub use upcache_protocol::admin;
 pub use upcache_protocol::token;
 pub use upcache_protocol::{InputHash, Key, Operation, Problem, ProblemType, State, Status};
 

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! * [`admin`] — the admin API: purge requests and reports, and the
+//!   dates `before` is given in.
 //! * [`accept`] — `format: "auto"`: the image format an `Accept` header allows.
 //! * [`imgurl`] — the URL API's path: imgproxy-style options to an operation.
 //! * [`key`] — input hashes, operation keys and their derivation.
@@ -26,6 +28,7 @@
 //! Nothing here does I/O; every wire string is spelled once, in this crate.
 
 pub mod accept;
+pub mod admin;
 pub mod blocks;
 pub mod digest;
 pub mod headers;

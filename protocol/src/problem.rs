@@ -80,6 +80,8 @@ catalogue! {
     UrlExpired => ("url-expired", 403, "The presigned URL expired"),
     Internal => ("internal", 500, "Internal server error"),
     InsufficientStorage => ("insufficient-storage", 507, "The server has no room to store the request"),
+    DiskCapExceeded => ("disk-cap-exceeded", 507, "The cache's disk cap leaves no room for the request"),
+    AdminKeyRequired => ("admin-key-required", 403, "This endpoint needs an admin key"),
 }
 
 impl ProblemType {

@@ -43,10 +43,25 @@ pub struct Config {
     pub default_wait: u64,
     /// Cap on `Prefer: wait`.
     pub max_wait: u64,
-    /// Seconds a failed operation is remembered before a create retries it.
+    /// Seconds a failed operation is remembered: a create retries it after
+    /// that, and the expiry sweeper removes the failed entry then.
     pub failure_ttl: u64,
-    /// Seconds an upload may sit untouched before it expires.
+    /// Seconds an upload may sit untouched before it expires (its staged
+    /// bytes are removed); advertised to tus clients as `Upload-Expires`.
     pub upload_ttl: u64,
+    /// Seconds a stored input is kept after its last use (an upload of it,
+    /// an operation reading it, a hit on an identity result); `0`: kept
+    /// until evicted or purged.
+    pub input_ttl: u64,
+    /// Seconds a completed result is kept after its last use (a read or a
+    /// hit); `0`: kept until evicted or purged.
+    pub result_ttl: u64,
+    /// Most bytes the disk tier holds — stored inputs, results and staged
+    /// uploads together (`50GiB`). Room is reserved before anything is
+    /// written; least recently used inputs and results are evicted to make
+    /// room; a request that cannot get room is refused with `507`
+    /// `disk-cap-exceeded`. Unset: no cap.
+    pub disk_cap: Option<ByteSize>,
     /// Seconds a request body may stall before the upload request is ended.
     pub body_idle_timeout: u64,
     /// Slowest body accepted, in bytes per second averaged over each
@@ -68,6 +83,15 @@ pub struct Config {
     /// A file with one bearer token per line, added to `api_keys`; blank
     /// lines and lines starting with `#` are not keys.
     pub api_keys_file: Option<PathBuf>,
+    /// Bearer tokens of the admin endpoints (`/v1/admin/…`: purge), kept
+    /// apart from `api_keys`: an API key is refused there (`403`). Empty:
+    /// the admin endpoints are open only on a loopback listen address
+    /// without `api_keys`, and refused otherwise.
+    #[serde(deserialize_with = "one_or_many")]
+    pub admin_keys: Vec<String>,
+    /// A file with one admin key per line, added to `admin_keys`; blank
+    /// lines and lines starting with `#` are not keys.
+    pub admin_keys_file: Option<PathBuf>,
     /// Keys that sign and verify upload tokens and presigned result URLs,
     /// each `kid:hexsecret` (a key id of letters, digits, `_` and `-`, and a
     /// secret of at least 16 bytes). The first signs; every one verifies, so
@@ -301,6 +325,9 @@ impl Default for Config {
             max_wait: 300,
             failure_ttl: 60,
             upload_ttl: 7 * 24 * 3600,
+            input_ttl: 0,
+            result_ttl: 0,
+            disk_cap: None,
             body_idle_timeout: 60,
             body_min_rate: ByteSize::kib(1),
             body_rate_window: 20,
@@ -309,6 +336,8 @@ impl Default for Config {
             db_cache: ByteSize::mib(16),
             api_keys: Vec::new(),
             api_keys_file: None,
+            admin_keys: Vec::new(),
+            admin_keys_file: None,
             token_keys: Vec::new(),
             token_keys_file: None,
             token_max_ttl: 24 * 3600,
@@ -441,7 +470,13 @@ impl Config {
     }
 
     fn optional_fields() -> &'static [&'static str] {
-        &["api_keys_file", "token_keys_file", "demo"]
+        &[
+            "api_keys_file",
+            "admin_keys_file",
+            "token_keys_file",
+            "demo",
+            "disk_cap",
+        ]
     }
 
     fn validated(mut self) -> Result<Self, ConfigError> {
@@ -472,16 +507,31 @@ impl Config {
             ));
         }
         if let Some(path) = &self.api_keys_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            self.api_keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
+            self.api_keys.extend(key_lines(path)?);
+        }
+        if let Some(path) = &self.admin_keys_file {
+            self.admin_keys.extend(key_lines(path)?);
+        }
+        if self.admin_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "admin_keys: a key is empty or whitespace; remove it or give it a value".into(),
+            ));
+        }
+        if let Some(k) = self.admin_keys.iter().find(|k| token::is_token(k)) {
+            return Err(ConfigError::Invalid(format!(
+                "admin_keys: a key starting {:?} would be read as an upload token",
+                &k[..token::TOKEN_PREFIX.len() + 1]
+            )));
+        }
+        if self.admin_keys.iter().any(|k| self.api_keys.contains(k)) {
+            return Err(ConfigError::Invalid(
+                "admin_keys: a key is also an API key; admin keys must be kept apart".into(),
+            ));
+        }
+        if self.disk_cap.is_some_and(|c| c.as_u64() == 0) {
+            return Err(ConfigError::Invalid(
+                "disk_cap must be positive (leave it unset for no cap)".into(),
+            ));
         }
         if self.api_keys.iter().any(|k| k.trim().is_empty()) {
             // An empty key would let through any request that says
@@ -569,6 +619,21 @@ impl Config {
         }
         Ok(keys)
     }
+}
+
+/// The keys in a file of one key per line; blank lines and `#` comments
+/// are not keys.
+fn key_lines(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
 }
 
 /// A key and its salt for image URL signatures, decoded from hex.
@@ -659,6 +724,49 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ok.api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn disk_cap_ttls_and_admin_keys() {
+        let none = toml::Table::new;
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = Config::load(None, Vec::new(), none()).unwrap();
+        assert_eq!(c.disk_cap, None, "no cap unless set");
+        assert_eq!((c.input_ttl, c.result_ttl), (0, 0));
+        let c = Config::load(
+            None,
+            env(&[
+                ("UPCACHE_DISK_CAP", "50GiB"),
+                ("UPCACHE_ADMIN_KEYS", "a1,a2"),
+                ("UPCACHE_INPUT_TTL", "3600"),
+            ]),
+            none(),
+        )
+        .unwrap();
+        assert_eq!(c.disk_cap, Some(ByteSize::gib(50)));
+        assert_eq!(c.admin_keys, vec!["a1", "a2"]);
+        assert_eq!(c.input_ttl, 3600);
+        for bad in [
+            &[("UPCACHE_DISK_CAP", "0")][..],
+            &[("UPCACHE_ADMIN_KEYS", "a1, ")],
+            &[("UPCACHE_API_KEYS", "same"), ("UPCACHE_ADMIN_KEYS", "same")],
+        ] {
+            assert!(Config::load(None, env(bad), none()).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("admin");
+        std::fs::write(&keys, "# ops\nadm\n").unwrap();
+        let mut t = none();
+        t.insert("admin_keys_file".into(), keys.display().to_string().into());
+        assert_eq!(
+            Config::load(None, Vec::new(), t).unwrap().admin_keys,
+            vec!["adm"]
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::store::blob::{BlobMeta, BlobName, BlobStore, StagedFile};
+use crate::store::cap::DiskCap;
+use crate::store::capped::CappedStore;
 use crate::store::catalog::InputCatalog;
 use crate::store::disk::DiskStore;
 use crate::store::records::InputRecord;
@@ -31,6 +33,8 @@ use crate::upload::Completion;
 #[derive(Debug, Clone)]
 pub struct Inputs {
     blobs: Tiers,
+    /// The store under the cap, which the evictor unlinks from.
+    disk: Arc<dyn BlobStore>,
     staging: Staging,
     catalog: InputCatalog,
 }
@@ -61,15 +65,18 @@ pub enum Published {
 }
 
 impl Inputs {
-    /// The inputs of the data directory `root`, on its disk alone or with
-    /// a remote tier behind it (and the write-behind queue to it). Blocking.
+    /// The inputs of the data directory `root`, counted against `cap`, on
+    /// its disk alone or with a remote tier behind it (and the write-behind
+    /// queue to it). Blocking.
     pub fn open(
         root: &std::path::Path,
+        cap: Arc<DiskCap>,
         clock: SharedClock,
         remote: Option<(RemoteTier, WriteBehind)>,
     ) -> std::io::Result<Self> {
         let staging = Staging::open(root)?;
-        let local: Arc<dyn BlobStore> = Arc::new(DiskStore::open(root)?);
+        let disk: Arc<dyn BlobStore> = Arc::new(DiskStore::open(root)?);
+        let local: Arc<dyn BlobStore> = Arc::new(CappedStore::new(disk.clone(), cap));
         let blobs = match remote {
             None => Tiers::local(local, staging.clone(), clock),
             Some((remote, queue)) => {
@@ -78,6 +85,7 @@ impl Inputs {
         };
         Ok(Self {
             blobs,
+            disk,
             catalog: InputCatalog::open(root, staging.clone())?,
             staging,
         })
@@ -86,6 +94,17 @@ impl Inputs {
     /// The blob store inputs and results live in: its tiers.
     pub fn blobs(&self) -> &Tiers {
         &self.blobs
+    }
+
+    /// The disk store beneath the cap's books, for the evictor alone.
+    pub(crate) fn disk(&self) -> &Arc<dyn BlobStore> {
+        &self.disk
+    }
+
+    /// Forgets the record of an input whose blob is gone (evicted, expired
+    /// or purged). Blocking.
+    pub(crate) fn forget(&self, hash: &InputHash) -> Result<()> {
+        Ok(self.catalog.remove(hash)?)
     }
 
     /// Where uploads and operation outputs are written first.

@@ -15,7 +15,8 @@
 //!   entries (create, verify, process once with single flight, wait,
 //!   delete, recover) and tus file uploads ([`cache::files`]: hashed as they
 //!   arrive, bound to their entry when complete) — the two owners of
-//!   uploads.
+//!   uploads; the expiry sweeper (`cache::sweep`) and admin purges
+//!   (`cache::purge`).
 //! * [`inputs`] — stored inputs: the one path that publishes a complete
 //!   upload's bytes as a verified input, for entries and files alike.
 //! * [`upload`] — the upload service, a leaf: sequential appends and
@@ -33,7 +34,10 @@
 //!   (the disk layout and an S3 bucket, [`store::s3`], implement it, held to
 //!   [`store::conformance`]), staging, input records, the sled metadata
 //!   schema ([`store::meta`]) and its records ([`store::records`]), and the
-//!   room sled keeps for itself on a full disk ([`store::space`]).
+//!   room sled keeps for itself on a full disk ([`store::space`]), the disk
+//!   cap with its least-recently-used eviction ([`store::cap`],
+//!   [`store::capped`]) and the deadline index of the expiry sweeper
+//!   ([`store::deadlines`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //! * [`tune_allocator`] — glibc malloc settings for the serving process (body
@@ -119,17 +123,33 @@ pub async fn run(
     }
     let core = tokio::task::spawn_blocking(move || Core::open(config)).await??;
     core.recover().await?;
+    core.start();
     let sweeper = {
         let core = core.clone();
         tokio::spawn(async move {
-            let every = Duration::from_secs(core.config().upload_ttl.clamp(1, 600));
+            let config = core.config();
+            // Often enough for the shortest time to live, at most every 10 min.
+            let ttls = [
+                config.upload_ttl,
+                config.failure_ttl,
+                config.input_ttl,
+                config.result_ttl,
+            ];
+            let shortest = ttls.into_iter().filter(|t| *t > 0).min().unwrap_or(600);
+            let every = Duration::from_secs(shortest.clamp(1, 600));
             loop {
-                core.config().clock.sleep(every).await;
-                if let Err(e) = core.expire_uploads().await {
-                    tracing::warn!(error = %e, "expiry sweep failed");
-                }
-                if let Err(e) = core.expire_files().await {
-                    tracing::warn!(error = %e, "expiry sweep of file uploads failed");
+                config.clock.sleep(every).await;
+                // Each tick settles a bounded batch; a full batch means more
+                // are due, and the next tick follows at once.
+                loop {
+                    match core.sweep(cache::SWEEP_BATCH).await {
+                        Ok(n) if n == cache::SWEEP_BATCH => tokio::task::yield_now().await,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "expiry sweep failed");
+                            break;
+                        }
+                    }
                 }
                 metrics::SWEEPS.inc();
             }

@@ -1,5 +1,5 @@
-//! Counters exported at `/metrics` in the Prometheus text format. Every name
-//! is a constant here; nothing else spells one.
+//! Counters and gauges exported at `/metrics` in the Prometheus text
+//! format. Every name is a constant here; nothing else spells one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -103,7 +103,7 @@ pub static TOKEN_REFUSALS: Counter = Counter::new(
 
 pub static SWEEPS: Counter = Counter::new(
     "upcache_expiry_sweeps_total",
-    "Sweeps for idle uploads that are due to expire",
+    "Ticks of the expiry sweeper (idle uploads, unused inputs and results, failures)",
 );
 pub static UPLOADS_EXPIRED: Counter = Counter::new(
     "upcache_uploads_expired_total",
@@ -148,10 +148,52 @@ pub static REMOTE_BREAKER_STATE: Gauge = Gauge::new(
 );
 
 const GAUGES: &[&Gauge] = &[
+    &DISK_USED,
+    &DISK_RESERVED,
     &WRITE_BEHIND_DEPTH,
     &WRITE_BEHIND_AGE,
     &REMOTE_BREAKER_STATE,
 ];
+pub static DISK_EVICTIONS: Counter = Counter::new(
+    "upcache_disk_evictions_total",
+    "Inputs and results evicted from disk to stay under disk_cap",
+);
+pub static DISK_EVICTED_BYTES: Counter = Counter::new(
+    "upcache_disk_evicted_bytes_total",
+    "Bytes of inputs and results evicted from disk",
+);
+pub static DISK_CAP_REFUSALS: Counter = Counter::new(
+    "upcache_disk_cap_refusals_total",
+    "Reservations refused because disk_cap left no room (507 disk-cap-exceeded, or an operation postponed)",
+);
+pub static DISK_USED: Gauge = Gauge::new(
+    "upcache_disk_used_bytes",
+    "Bytes of stored inputs and results on disk",
+);
+pub static DISK_RESERVED: Gauge = Gauge::new(
+    "upcache_disk_reserved_bytes",
+    "Bytes reserved for uploads in progress and operation outputs being written",
+);
+pub static INPUTS_EXPIRED: Counter = Counter::new(
+    "upcache_inputs_expired_total",
+    "Stored inputs deleted for going unused longer than input_ttl",
+);
+pub static RESULTS_EXPIRED: Counter = Counter::new(
+    "upcache_results_expired_total",
+    "Completed results deleted for going unused longer than result_ttl",
+);
+pub static FAILURES_EXPIRED: Counter = Counter::new(
+    "upcache_failures_expired_total",
+    "Failed entries forgotten once failure_ttl passed",
+);
+pub static SWEEP_ITEMS: Counter = Counter::new(
+    "upcache_sweep_items_total",
+    "Deadlines the expiry sweeper looked at (each tick looks at a bounded number)",
+);
+pub static PURGED_ENTRIES: Counter = Counter::new(
+    "upcache_purged_entries_total",
+    "Entries removed by the admin purge endpoint",
+);
 
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
@@ -176,6 +218,14 @@ const ALL: &[&Counter] = &[
     &FILL_BACKS,
     &WRITE_BEHIND_DONE,
     &WRITE_BEHIND_FAILURES,
+    &DISK_EVICTIONS,
+    &DISK_EVICTED_BYTES,
+    &DISK_CAP_REFUSALS,
+    &INPUTS_EXPIRED,
+    &RESULTS_EXPIRED,
+    &FAILURES_EXPIRED,
+    &SWEEP_ITEMS,
+    &PURGED_ENTRIES,
 ];
 
 /// The Prometheus text exposition of every counter.

@@ -299,3 +299,123 @@ async fn a_shortage_is_tried_again_after_growing_pauses() {
     );
     up.stop().await;
 }
+
+/// Sends the clock one sweep interval ahead and waits for that sweep.
+async fn next_sweep(up: &InProcess, every: u64) {
+    until("the sweeper sleeps", || async { up.clock.sleeping() == 1 }).await;
+    let sweeps = metrics::SWEEPS.get();
+    up.clock.advance(Duration::from_secs(every));
+    until("a sweep", || async { metrics::SWEEPS.get() > sweeps }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ttl_class_expires_at_its_deadline_and_not_before() {
+    let _serial = SERIAL.lock().await;
+    // Sweeps every 300 s (the shortest TTL); each deadline falls on one.
+    let up = InProcess::start(|c| {
+        c.failure_ttl = 300;
+        c.result_ttl = 600;
+        c.upload_ttl = 900;
+        c.input_ttl = 1200;
+    })
+    .await;
+    let failing = Job::new(
+        pseudo_random(2000, 3),
+        json!({"op": "image.thumbnail", "width": 10, "height": 10}),
+    );
+    let thumb = Job::new(
+        png(40, 30),
+        json!({"op": "image.thumbnail", "width": 10, "height": 10}),
+    );
+    let idle = Job::identity(pseudo_random(3000, 4));
+    for job in [&failing, &thumb] {
+        up.create(job, None).await;
+        up.patch(job).await;
+    }
+    up.create(&idle, None).await;
+    until("the operations settled", || async {
+        up.state(&failing).await == State::Failed && up.state(&thumb).await == State::Complete
+    })
+    .await;
+    let input = |job: &Job| up.data.join("inputs").join(job.hash.to_hex());
+    assert!(input(&thumb).exists() && input(&failing).exists());
+
+    next_sweep(&up, 300).await; // 300 s
+    assert!(
+        up.status(&failing).await.status() == StatusCode::NOT_FOUND,
+        "failure_ttl: forgotten at 300 s"
+    );
+    assert_eq!(
+        up.state(&thumb).await,
+        State::Complete,
+        "result_ttl is 600 s"
+    );
+
+    next_sweep(&up, 300).await; // 600 s
+    assert!(
+        up.status(&thumb).await.status() == StatusCode::NOT_FOUND,
+        "result_ttl: gone at 600 s"
+    );
+    assert_eq!(
+        up.state(&idle).await,
+        State::Uploading,
+        "upload_ttl is 900 s"
+    );
+
+    next_sweep(&up, 300).await; // 900 s
+    assert!(
+        up.status(&idle).await.status() == StatusCode::NOT_FOUND,
+        "upload_ttl: gone at 900 s"
+    );
+    assert!(
+        input(&thumb).exists(),
+        "input_ttl is 1200 s from the last use"
+    );
+
+    next_sweep(&up, 300).await; // 1200 s
+    assert!(
+        !input(&thumb).exists() && !input(&failing).exists(),
+        "input_ttl: gone at 1200 s"
+    );
+    // An expired input is asked for again.
+    assert_eq!(up.create(&thumb, None).await.state, State::Uploading);
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_reads_only_what_is_due() {
+    let _serial = SERIAL.lock().await;
+    let up = InProcess::start(|c| c.upload_ttl = 600).await;
+    let jobs = |from: u64, n: u64| {
+        (from..from + n)
+            .map(|i| Job::identity(pseudo_random(100, 1000 + i)))
+            .collect::<Vec<_>>()
+    };
+    // 300 uploads due at 600 s — more than one tick's batch — and 50 due
+    // only at 900 s.
+    let due = jobs(0, 300);
+    for j in &due {
+        up.create(j, None).await;
+    }
+    until("the sweeper sleeps", || async { up.clock.sleeping() == 1 }).await;
+    up.clock.advance(Duration::from_secs(300));
+    let later = jobs(300, 50);
+    for j in &later {
+        up.create(j, None).await;
+    }
+    let (items, expired) = (metrics::SWEEP_ITEMS.get(), metrics::UPLOADS_EXPIRED.get());
+    until("the sweeper sleeps", || async { up.clock.sleeping() == 1 }).await;
+    up.clock.advance(Duration::from_secs(300));
+    until("the due uploads expired", || async {
+        metrics::UPLOADS_EXPIRED.get() == expired + 300
+    })
+    .await;
+    assert!(
+        still(|| async { metrics::SWEEP_ITEMS.get() == items + 300 }).await,
+        "each due deadline read once, none of the others"
+    );
+    for j in &later {
+        assert_eq!(up.state(j).await, State::Uploading);
+    }
+    up.stop().await;
+}

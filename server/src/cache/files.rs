@@ -28,6 +28,7 @@ use upcache_protocol::{CreateRequest, InputRef, Key, Layout, Operation, Problem,
 use crate::cache::Core;
 use crate::error::{Error, Result};
 use crate::inputs::Published;
+use crate::store::deadlines::Class;
 use crate::store::meta::{Concat, FileRecord, FileState, UploadChange, UploadRecord};
 use crate::upload::{self, not_uploading, BodyCheck, BodyStream, Completion, Start, UploadId};
 
@@ -115,7 +116,7 @@ fn expired() -> Error {
 }
 
 /// When an unfinished upload last changed: its record, or its bytes.
-fn touched(file: &FileRecord, upload: Option<&UploadRecord>) -> u64 {
+pub(crate) fn touched(file: &FileRecord, upload: Option<&UploadRecord>) -> u64 {
     upload.map_or(0, |u| u.touched).max(file.touched)
 }
 
@@ -164,6 +165,13 @@ impl Core {
                 .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
         }
         let id = new_id();
+        if let (Some(l @ 1..), Concat::None | Concat::Partial) = (length, &concat) {
+            // Room for the upload, before anything is written.
+            self.cap
+                .reserve_upload(id, l)
+                .await
+                .map_err(super::cap_problem)?;
+        }
         let record = FileRecord::new(
             length,
             block_size,
@@ -172,12 +180,18 @@ impl Core {
             concat.clone(),
         );
         let core = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        let due = self.config.clock.now() + self.config.upload_ttl;
+        let created = tokio::task::spawn_blocking(move || -> Result<()> {
             core.meta.create_file(&id, &record)?;
+            core.deadlines.set(Class::File, id.as_bytes(), due)?;
             core.meta.flush()?;
             Ok(())
         })
-        .await??;
+        .await?;
+        if let Err(e) = created {
+            self.cap.release_upload(&id);
+            return Err(e);
+        }
         if matches!(concat, Concat::Final(_)) {
             if let Err(e) = self.assemble(id).await {
                 // The client never learns this id, so nobody would resume
@@ -340,9 +354,17 @@ impl Core {
         }
         Layout::new(length, view.record.block_size, self.config.max_blocks)
             .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
+        // A deferred length reserves its room once it is known (bytes sent
+        // before that are counted from here on).
+        if length > 0 {
+            self.cap
+                .reserve_upload(*id, length)
+                .await
+                .map_err(super::cap_problem)?;
+        }
         let core = self.clone();
         let id = *id;
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        let declared = tokio::task::spawn_blocking(move || -> Result<()> {
             let updated = core.meta.update_file(&id, UploadChange::Keep, |f| {
                 f.length.is_none().then(|| FileRecord {
                     length: Some(length),
@@ -361,12 +383,17 @@ impl Core {
                 Some(_) => Ok(core.meta.flush()?),
             }
         })
-        .await?
+        .await?;
+        if declared.is_err() {
+            self.cap.release_upload(&id);
+        }
+        declared
     }
 
     /// Terminates an upload: its bytes go (a result it produced stays).
     pub async fn delete_file(self: &Arc<Self>, id: Key) -> Result<()> {
         self.uploads.stop(UploadId(id));
+        self.cap.release_upload(&id);
         let core = self.clone();
         let removed = tokio::task::spawn_blocking(move || -> Result<Option<FileRecord>> {
             let removed = core.meta.remove_file(&id)?;
@@ -416,12 +443,15 @@ impl Core {
                     length: file.length.unwrap_or(0),
                     block_size: file.block_size,
                 };
-                if let Published::Rejected { root } =
-                    core.inputs.publish(id, layout, completion, input).await?
-                {
-                    return Err(Error::Internal(format!(
-                        "upload {id} was hashed to {input}, its chaining values now give {root}"
-                    )));
+                let published = core.inputs.publish(id, layout, completion, input).await;
+                core.cap.release_upload(&id);
+                match published? {
+                    Published::Stored { hash, .. } => core.input_used(&hash)?,
+                    Published::Rejected { root } => {
+                        return Err(Error::Internal(format!(
+                            "upload {id} was hashed to {input}, its chaining values now give {root}"
+                        )));
+                    }
                 }
             }
             core.bind_file(id, file).await
@@ -562,54 +592,34 @@ impl Core {
         self.finalize_file(id).await
     }
 
-    /// Expires file uploads untouched for `upload_ttl`: an unfinished one
-    /// loses its bytes and leaves a tombstone (requests get `410`) for
-    /// [`TOMBSTONE_TTL`] or `upload_ttl`, whichever is longer; a finished
-    /// one is forgotten (its result stays under its key). Returns how many
-    /// changed.
-    pub async fn expire_files(self: &Arc<Self>) -> Result<usize> {
-        let now = self.config.clock.now();
-        let ttl = self.config.upload_ttl;
-        let mut due = Vec::new();
-        for item in self.meta.files() {
-            let (id, file) = item?;
-            let touched = match file.state {
-                FileState::Receiving if self.uploads.active(UploadId(id)) => continue,
-                FileState::Receiving => touched(&file, self.meta.upload(&id)?.as_ref()),
-                FileState::Done { .. } => file.touched,
-                FileState::Expired => file
-                    .touched
-                    .saturating_add(TOMBSTONE_TTL.saturating_sub(ttl)),
-            };
-            if now.saturating_sub(touched) >= ttl {
-                due.push((id, file.state));
-            }
-        }
-        let count = due.len();
+    /// Expires a file upload found untouched for `upload_ttl` (see
+    /// [`Core::sweep`]): an unfinished one loses its bytes and leaves a
+    /// tombstone (requests get `410`) for [`TOMBSTONE_TTL`] or `upload_ttl`,
+    /// whichever is longer; a finished one, or a tombstone, is forgotten
+    /// (a result stays under its key).
+    pub(crate) async fn expire_file(self: &Arc<Self>, id: Key, state: FileState) -> Result<()> {
+        self.uploads.stop(UploadId(id));
+        self.cap.release_upload(&id);
         let core = self.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            for (id, state) in due {
-                core.uploads.stop(UploadId(id));
-                if state == FileState::Receiving {
-                    tracing::info!(id = %id, "upload expired");
-                    crate::metrics::UPLOADS_EXPIRED.inc();
-                    core.meta.update_file(&id, UploadChange::End, |f| {
-                        Some(FileRecord {
-                            state: FileState::Expired,
-                            ..f.clone()
-                        })
-                    })?;
-                    core.meta.clear_cvs(&id)?;
-                } else {
-                    core.meta.remove_file(&id)?;
-                }
-                core.inputs.staging().remove(&id)?;
+            if state == FileState::Receiving {
+                tracing::info!(id = %id, "upload expired");
+                crate::metrics::UPLOADS_EXPIRED.inc();
+                core.meta.update_file(&id, UploadChange::End, |f| {
+                    Some(FileRecord {
+                        state: FileState::Expired,
+                        ..f.clone()
+                    })
+                })?;
+                core.meta.clear_cvs(&id)?;
+            } else {
+                core.meta.remove_file(&id)?;
             }
+            core.inputs.staging().remove(&id)?;
             core.meta.flush()?;
             Ok(())
         })
-        .await??;
-        Ok(count)
+        .await?
     }
 
     /// Resumes file uploads a crash interrupted between their last byte and
@@ -618,7 +628,14 @@ impl Core {
         let mut pending = Vec::new();
         for item in self.meta.files() {
             let (id, file) = item?;
+            if !self.deadlines.has(Class::File, id.as_bytes())? {
+                let due = file.touched + self.config.upload_ttl;
+                self.deadlines.set(Class::File, id.as_bytes(), due)?;
+            }
             if file.state == FileState::Receiving {
+                if let (Some(l), Concat::None | Concat::Partial) = (file.length, &file.concat) {
+                    self.cap.restore_upload(id, l);
+                }
                 pending.push((id, matches!(file.concat, Concat::Final(_))));
             }
         }

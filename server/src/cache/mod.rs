@@ -26,9 +26,12 @@ use upcache_protocol::{
 
 pub mod files;
 mod process;
+mod purge;
 mod receive;
+mod sweep;
 
 pub use receive::Received;
+pub use sweep::SWEEP_BATCH;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -39,6 +42,8 @@ use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
 use crate::store::blob::{BlobName, BlobStore, ByteStream};
 use crate::store::breaker::{BreakerSettings, BreakerState};
+use crate::store::cap::{CapError, DiskCap};
+use crate::store::deadlines::{Class, Deadlines};
 use crate::store::s3::S3Store;
 use crate::store::tiers::RemoteTier;
 
@@ -80,6 +85,10 @@ pub struct Core {
     config: Config,
     meta: Meta,
     inputs: Inputs,
+    /// The disk tier's accounting and eviction order.
+    cap: Arc<DiskCap>,
+    /// When things with a time to live are next due.
+    deadlines: Deadlines,
     notifier: Arc<Notifier>,
     pool: Arc<Pool>,
     /// The executable image operations run in (`upcache op-worker`).
@@ -134,7 +143,17 @@ impl Core {
                 Some((remote, meta.write_behind()?))
             }
         };
-        let inputs = Inputs::open(&config.data, config.clock.clone(), remote)?;
+        let cap = DiskCap::open(
+            &meta,
+            config.disk_cap.map(|c| c.as_u64()),
+            config.clock.clone(),
+        )?;
+        let deadlines = Deadlines::open(&meta)?;
+        let inputs = Inputs::open(&config.data, cap.clone(), config.clock.clone(), remote)?;
+        // With a remote tier, a blob whose copy there is not confirmed yet
+        // (its put still queued) is the only copy: never evicted.
+        let tiers = inputs.blobs().clone();
+        cap.set_may_evict(Arc::new(move |name| !tiers.only_local(name)));
         migrate_input_records(&meta, &inputs)?;
         let rewritten = meta.migrate_entries()?;
         if rewritten > 0 {
@@ -159,8 +178,58 @@ impl Core {
             finalizing: Mutex::default(),
             meta,
             inputs,
+            cap,
+            deadlines,
             config,
         }))
+    }
+
+    /// Starts the disk tier's background work: the evictor (told of what it
+    /// evicts, so that entries whose result went are forgotten), the writer
+    /// of the use order, and — once, for a data directory of an earlier
+    /// release — the adoption of blobs the order does not know yet.
+    pub fn start(self: &Arc<Self>) {
+        let core = Arc::downgrade(self);
+        self.cap.set_on_evicted(Arc::new(move |name| {
+            let Some(core) = core.upgrade() else { return };
+            tokio::task::spawn_blocking(move || core.forget_evicted(name));
+        }));
+        let disk = self.inputs.disk().clone();
+        self.cap.start(disk.clone());
+        let cap = self.cap.clone();
+        tokio::spawn(async move {
+            match cap.adopt(&disk).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(blobs = n, "existing blobs added to the disk order"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "adding existing blobs to the disk order failed")
+                }
+            }
+        });
+    }
+
+    /// Blocking: forgets what pointed at an evicted blob — the entry whose
+    /// result it was, the record of an input. Entries whose result is an
+    /// evicted input (identity) are forgotten when next asked for.
+    fn forget_evicted(&self, name: BlobName) {
+        let done = match name {
+            BlobName::Result(key) => (|| -> Result<()> {
+                let owned = self
+                    .meta
+                    .entry(&key)?
+                    .and_then(|e| e.result)
+                    .is_some_and(|r| r.blob == BlobRef::Result);
+                if owned {
+                    self.meta.remove(&key)?;
+                    self.notifier.notify(&key);
+                }
+                Ok(())
+            })(),
+            BlobName::Input(hash) => self.inputs.forget(&hash),
+        };
+        if let Err(e) = done {
+            tracing::warn!(blob = %name, error = %e, "forgetting an evicted blob failed");
+        }
     }
 
     /// Resumes what the durable state says was under way: uploads whose last
@@ -169,9 +238,11 @@ impl Core {
         let mut verify = Vec::new();
         for item in self.meta.entries() {
             let (key, entry) = item?;
+            self.restore_deadline(&key, &entry)?;
             match entry.state {
                 State::Processing => self.schedule(key, Priority::Background),
                 State::Uploading => {
+                    self.cap.restore_upload(key, entry.length);
                     let done = self
                         .meta
                         .upload(&key)?
@@ -196,6 +267,7 @@ impl Core {
 
     /// Makes every metadata change durable (at shutdown). Blocking.
     pub fn flush(&self) -> Result<()> {
+        self.cap.flush_touches()?;
         Ok(self.meta.flush()?)
     }
 
@@ -340,11 +412,44 @@ impl Core {
         result: &ResultView,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<ByteStream> {
-        self.inputs
-            .blobs()
-            .get(result.blob, range)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("the result {} is gone", result.blob)))
+        match self.inputs.blobs().get(result.blob, range).await? {
+            Some(body) => Ok(body),
+            None => {
+                // Evicted (or expired) since the entry was read.
+                self.forget_gone(&result.key)?;
+                Err(Error::problem(
+                    ProblemType::NotFound,
+                    "the result was evicted from the cache; create the entry again to recompute it",
+                ))
+            }
+        }
+    }
+
+    /// Forgets a complete entry whose result blob is gone.
+    fn forget_gone(&self, key: &Key) -> Result<()> {
+        let removed = self.meta.remove(key)?;
+        if removed.is_some() {
+            tracing::info!(key = %key, "entry forgotten: its result is no longer stored");
+        }
+        self.notifier.notify(key);
+        Ok(())
+    }
+
+    /// Whether a complete entry's result is still stored; a hit notes the
+    /// use, so the result moves to the front of the eviction order.
+    async fn result_stored(&self, key: &Key, entry: &EntryRecord) -> Result<bool> {
+        let Some(r) = &entry.result else {
+            return Ok(true);
+        };
+        let name = match r.blob {
+            BlobRef::Input => BlobName::Input(entry.input),
+            BlobRef::Result => BlobName::Result(*key),
+        };
+        if self.inputs.blobs().head(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.cap.touch(name);
+        Ok(true)
     }
 
     /// A stored input, if its file and its record are really there.
@@ -402,7 +507,18 @@ impl Core {
             if existing.length != length {
                 return Err(length_mismatch(length, existing.length));
             }
-            return self.retry_if_due(key, existing, stored).await;
+            if existing.state != State::Complete || self.result_stored(&key, &existing).await? {
+                return self.retry_if_due(key, existing, stored).await;
+            }
+            // Its result was evicted: the entry starts over.
+            self.forget_gone(&key)?;
+        }
+        if stored.is_none() && length > 0 {
+            // Room for the upload, before anything is written.
+            self.cap
+                .reserve_upload(key, length)
+                .await
+                .map_err(cap_problem)?;
         }
         let entry = match stored {
             Some(rec) => EntryRecord {
@@ -423,11 +539,22 @@ impl Core {
                 block_size,
             ),
         };
-        let (entry, created) = self
+        let (entry, created) = match self
             .meta
-            .create(&key, &entry, entry.state == State::Uploading)?;
+            .create(&key, &entry, entry.state == State::Uploading)
+        {
+            Ok(done) => done,
+            Err(e) => {
+                self.cap.release_upload(&key);
+                return Err(e.into());
+            }
+        };
         if created && entry.state == State::Processing {
             self.schedule(key, Priority::Interactive);
+        }
+        if created && entry.state == State::Uploading {
+            let due = self.config.clock.now() + self.config.upload_ttl;
+            self.deadlines.set(Class::Upload, key.as_bytes(), due)?;
         }
         if created && entry.state == State::Uploading && length == 0 {
             self.finalize(key).await?;
@@ -477,6 +604,14 @@ impl Core {
             Some(rec) => (UploadChange::Keep, Some(hex::encode(rec.digest))),
             None => (UploadChange::Start, None),
         };
+        if change == UploadChange::Start && existing.length > 0 {
+            self.cap
+                .reserve_upload(key, existing.length)
+                .await
+                .map_err(cap_problem)?;
+            let due = self.config.clock.now() + self.config.upload_ttl;
+            self.deadlines.set(Class::Upload, key.as_bytes(), due)?;
+        }
         let updated = self.meta.update(&key, change, |e| {
             e.state.on(event).map(|state| EntryRecord {
                 state,
@@ -515,6 +650,7 @@ impl Core {
         };
         if changed {
             self.uploads.stop(UploadId(key));
+            self.cap.release_upload(&key);
             let core = self.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 core.inputs.staging().remove(&key)?;
@@ -589,7 +725,14 @@ impl Core {
         let published = self
             .inputs
             .publish(key, layout, completion, entry.input)
-            .await?;
+            .await;
+        // Published (and counted as used) or gone: the room reserved for
+        // the upload is given back either way.
+        self.cap.release_upload(&key);
+        let published = published?;
+        if let Published::Stored { hash, .. } = &published {
+            self.input_used(hash)?;
+        }
         let core = self.clone();
         tokio::task::spawn_blocking(move || core.record_verification(&key, &published)).await?
     }
@@ -643,6 +786,10 @@ impl Core {
             })
         })?;
         self.meta.clear_cvs(key)?;
+        if !stored {
+            let due = self.config.clock.now() + self.config.failure_ttl;
+            self.deadlines.set(Class::Failed, key.as_bytes(), due)?;
+        }
         self.meta.flush()?;
         Ok(Some(stored))
     }
@@ -671,7 +818,16 @@ impl Core {
     /// Cancels an upload or invalidates a result. The stored input stays:
     /// other operations may use it.
     pub async fn delete(self: &Arc<Self>, key: Key) -> Result<()> {
+        self.delete_entry(key)
+            .await?
+            .map(drop)
+            .ok_or_else(not_found)
+    }
+
+    /// [`Core::delete`]: the removed entry, if there was one.
+    pub(crate) async fn delete_entry(self: &Arc<Self>, key: Key) -> Result<Option<EntryRecord>> {
         self.uploads.stop(UploadId(key));
+        self.cap.release_upload(&key);
         let core = self.clone();
         let removed = tokio::task::spawn_blocking(move || -> Result<Option<EntryRecord>> {
             let removed = core.meta.remove(&key)?;
@@ -692,30 +848,40 @@ impl Core {
             self.inputs.blobs().delete(BlobName::Result(key)).await?;
         }
         self.notifier.notify(&key);
-        removed.map(|_| ()).ok_or_else(not_found)
+        Ok(removed)
     }
 
-    /// Deletes uploads untouched for `upload_ttl`. Returns how many expired.
-    pub async fn expire_uploads(self: &Arc<Self>) -> Result<usize> {
-        let now = self.config.clock.now();
-        let mut stale = Vec::new();
-        for item in self.meta.entries() {
-            let (key, entry) = item?;
-            if entry.state != State::Uploading || self.uploads.active(UploadId(key)) {
-                continue;
-            }
-            let touched = self.meta.upload(&key)?.map_or(entry.updated, |u| u.touched);
-            if now.saturating_sub(touched) >= self.config.upload_ttl {
-                stale.push(key);
-            }
+    /// Notes a use of a stored input: its time to live starts again.
+    pub(crate) fn input_used(&self, hash: &InputHash) -> Result<()> {
+        if self.config.input_ttl > 0 {
+            let due = self.config.clock.now() + self.config.input_ttl;
+            self.deadlines.set(Class::Input, hash.as_bytes(), due)?;
         }
-        for key in &stale {
-            tracing::info!(key = %key, "upload expired");
-            if self.delete(*key).await.is_ok() {
-                metrics::UPLOADS_EXPIRED.inc();
-            }
-        }
-        Ok(stale.len())
+        Ok(())
+    }
+}
+
+/// The answer to a reservation the disk cap refused.
+pub(crate) fn cap_problem(e: CapError) -> Error {
+    match e {
+        CapError::TooLarge { need, cap } => Problem::new(
+            ProblemType::DiskCapExceeded,
+            format!("the upload needs {need} bytes; the cache's disk cap is {cap} bytes"),
+        )
+        .with("cap", cap)
+        .with("length", need)
+        .into(),
+        CapError::NoRoom { need, cap, .. } => Problem::new(
+            ProblemType::DiskCapExceeded,
+            format!(
+                "no room for {need} more bytes under the cache's disk cap of {cap} bytes: \
+                 what it holds is in use; retry later"
+            ),
+        )
+        .with("cap", cap)
+        .with("length", need)
+        .into(),
+        CapError::Meta(e) => e.into(),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::ops::pool::Priority;
 use crate::ops::worker::{self, Job, Outcome, Written};
 use crate::ops::{self, budget};
 use crate::store::blob::{BlobMeta, BlobName, BlobStore, ResultOf, StagedFile};
+use crate::store::deadlines::Class;
 use crate::store::meta::{BlobRef, EntryRecord, ResultRecord, UploadChange};
 use crate::store::records::Failure;
 
@@ -79,6 +80,20 @@ impl Core {
         };
         let op = Operation::from_json(&entry.operation)
             .map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
+        // The input stays on disk while the operation needs it.
+        let lease = self.cap.lease(BlobName::Input(entry.input));
+        let core = self.clone();
+        let input = entry.input;
+        let stored = tokio::task::spawn_blocking(move || core.inputs.stored(&input)).await??;
+        if lease.is_none() || stored.is_none() {
+            // Evicted or expired before the operation ran: the entry starts
+            // over, and the next create asks for the input again.
+            tracing::info!(key = %key, "the input went before the operation ran");
+            self.meta.remove(&key)?;
+            self.notifier.notify(&key);
+            return Ok(None);
+        }
+        self.input_used(&entry.input)?;
         metrics::OPERATIONS_STARTED.inc();
         tracing::info!(key = %key, op = op.name(), "operation started");
         let outcome = match op.kind() {
@@ -97,6 +112,7 @@ impl Core {
         };
         let core = self.clone();
         let ok = outcome.is_ok();
+        drop(lease);
         let orphan =
             tokio::task::spawn_blocking(move || core.record_outcome(&key, outcome)).await??;
         if orphan {
@@ -151,6 +167,11 @@ impl Core {
             return refused(budget::too_much(need, allowance));
         }
         let _permit = self.pool.admit(priority, need).await;
+        // Room for the output, estimated as the input's length.
+        let _room = match self.cap.reserve(entry.length).await {
+            Ok(room) => room,
+            Err(e) => return Ok(Err(Shortage(e.to_string()))),
+        };
         let output = self.inputs.staging().output(key);
         let job = Job {
             operation: op.canonical().to_owned(),
@@ -237,7 +258,16 @@ impl Core {
                 ..e.clone()
             })
         })?;
+        let recorded = matches!(updated, Some((_, true)));
+        let now = self.config.clock.now();
+        if recorded && error.is_some() {
+            let due = now + self.config.failure_ttl;
+            self.deadlines.set(Class::Failed, key.as_bytes(), due)?;
+        } else if recorded && self.config.result_ttl > 0 {
+            let due = now + self.config.result_ttl;
+            self.deadlines.set(Class::Result, key.as_bytes(), due)?;
+        }
         self.meta.flush()?;
-        Ok(own_blob && !matches!(updated, Some((_, true))))
+        Ok(own_blob && !recorded)
     }
 }

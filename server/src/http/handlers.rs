@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use upcache_protocol::accept;
+use upcache_protocol::admin::PurgeRequest;
 use upcache_protocol::headers::{self as h, Prefer};
 use upcache_protocol::status::entry_path;
 use upcache_protocol::{
@@ -188,6 +189,18 @@ pub async fn create(
             .insert(header::VARY, HeaderValue::from_static(accept::VARY_ACCEPT));
     }
     Ok(r)
+}
+
+/// `POST /v1/admin/purge` (the caller checked the admin key).
+pub async fn purge(core: &Arc<Core>, req: &mut Req) -> Result<Response<Body>> {
+    let request: PurgeRequest = read_json(core, req, "a purge request").await?;
+    if !request.is_valid() {
+        return Err(Error::problem(
+            ProblemType::MalformedRequest,
+            "a purge names exactly one of key, operation, before or all (all: true)",
+        ));
+    }
+    Ok(json(StatusCode::OK, &core.purge(&request).await?))
 }
 
 /// `GET /v1/ops/{key}`

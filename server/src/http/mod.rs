@@ -312,6 +312,7 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
         | Endpoint::TusDelete(_)
         | Endpoint::TusResult(_) => tus::handle(&core, endpoint, req).await,
         Endpoint::Mint => tokens::mint(&core, req, &grant).await,
+        Endpoint::Purge => handlers::purge(&core, req).await,
         Endpoint::Demo => demo::serve(&core, req),
         Endpoint::DemoToken => tokens::mint_demo(&core, req).await,
         Endpoint::Metrics => Ok(Response::builder()

@@ -41,6 +41,8 @@ pub enum Endpoint {
     Demo,
     /// `POST /demo/token`: a token for the demo page
     DemoToken,
+    /// `POST /v1/admin/purge`: remove entries (admin keys only)
+    Purge,
     /// `GET /metrics`
     Metrics,
     /// `GET /healthz`
@@ -48,6 +50,13 @@ pub enum Endpoint {
     /// `GET|HEAD /img/{signature}/{options}/{input}`: the image URL API;
     /// holds the path after `/img`.
     Img(String),
+}
+
+impl Endpoint {
+    /// Whether only an admin key opens it.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Endpoint::Purge)
+    }
 }
 
 /// Why a request matched no endpoint.
@@ -111,6 +120,10 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
                 _ => Err(RouteError::MethodNotAllowed("PUT")),
             }
         }
+        ["v1", "admin", "purge"] => match m {
+            Method::POST => Ok(Endpoint::Purge),
+            _ => Err(RouteError::MethodNotAllowed("POST")),
+        },
         ["v1", "tokens"] => match m {
             Method::POST => Ok(Endpoint::Mint),
             _ => Err(RouteError::MethodNotAllowed("POST")),
@@ -217,6 +230,13 @@ mod tests {
                 "/v1/ops/abc".into(),
                 Err(RouteError::InvalidKey("abc".into())),
             ),
+            (Method::POST, "/v1/admin/purge".into(), Ok(Endpoint::Purge)),
+            (
+                Method::GET,
+                "/v1/admin/purge".into(),
+                Err(RouteError::MethodNotAllowed("POST")),
+            ),
+            (Method::POST, "/v1/admin".into(), Err(RouteError::NotFound)),
             (Method::POST, "/files/".into(), Ok(Endpoint::TusCreate)),
             (Method::OPTIONS, "/files".into(), Ok(Endpoint::TusOptions)),
             (

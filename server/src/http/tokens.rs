@@ -117,6 +117,9 @@ pub fn authorize(
     req: &mut Req,
     endpoint: &Endpoint,
 ) -> std::result::Result<Grant, Box<Response<Body>>> {
+    if endpoint.is_admin() {
+        return admin(core, req);
+    }
     let decided = decide(core, req, endpoint);
     match &decided {
         Ok(Grant::Token(_) | Grant::Presigned) => metrics::TOKEN_REQUESTS.inc(),
@@ -199,6 +202,51 @@ fn decide(
     }
 }
 
+/// The admin endpoints take an admin key only: no credential is `401`, an
+/// API key or a token `403`. Without `admin_keys` they are open where the
+/// whole server is (loopback, no `api_keys`) and closed otherwise.
+fn admin(core: &Core, req: &Req) -> std::result::Result<Grant, Box<Response<Body>>> {
+    let config = core.config();
+    let credential = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    if config.admin_keys.is_empty() {
+        if config.api_keys.is_empty() && config.listen.ip().is_loopback() {
+            return Ok(Grant::Full);
+        }
+        return Err(Box::new(problem_response(&Problem::new(
+            ProblemType::AdminKeyRequired,
+            "the admin endpoints are off: this server has no admin_keys",
+        ))));
+    }
+    match credential {
+        Some(t)
+            if config
+                .admin_keys
+                .iter()
+                .any(|k| super::constant_time_eq(k.as_bytes(), t.as_bytes())) =>
+        {
+            Ok(Grant::Full)
+        }
+        Some(_) => Err(refusal(
+            &Problem::new(
+                ProblemType::AdminKeyRequired,
+                "this endpoint needs an admin key; API keys and tokens are not admin keys",
+            ),
+            Some("insufficient_scope"),
+        )),
+        None => Err(refusal(
+            &Problem::new(
+                ProblemType::Unauthorized,
+                "send Authorization: Bearer <admin key>",
+            ),
+            None,
+        )),
+    }
+}
+
 fn is_api_key(core: &Core, credential: &str) -> bool {
     core.config()
         .api_keys
@@ -252,6 +300,7 @@ fn permit(core: &Core, req: &mut Req, endpoint: &Endpoint, claims: &Claims) -> R
         // Minting checks the body: a token may ask for its result's URL.
         Endpoint::Mint => Ok(()),
         Endpoint::Delete(_) => Err(not_allowed("a token never deletes")),
+        Endpoint::Purge => Err(not_allowed("a token never purges")),
         Endpoint::TusCreate
         | Endpoint::TusHead(_)
         | Endpoint::TusAppend(_)

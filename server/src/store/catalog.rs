@@ -53,6 +53,14 @@ impl InputCatalog {
             .ok_or_else(|| io::Error::other(format!("corrupt input record of {hash}")))
     }
 
+    /// Removes the record of an input, if any. Blocking.
+    pub fn remove(&self, hash: &InputHash) -> io::Result<()> {
+        match fs::remove_file(self.record_path(hash)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Records what is known of a stored input, durably. Blocking.
     pub fn put(&self, hash: &InputHash, rec: &InputRecord) -> io::Result<()> {
         let tmp = self.staging.fresh(&format!("{}.rec", hash.to_hex()));

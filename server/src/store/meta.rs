@@ -175,6 +175,18 @@ impl Meta {
         self.room.check().map_err(MetaError::NoSpace)
     }
 
+    /// Refuses a write when sled would find the disk full, for the other
+    /// trees of this database ([`super::cap`], [`super::deadlines`]).
+    /// Blocking.
+    pub fn check_room(&self) -> Result<()> {
+        self.room()
+    }
+
+    /// A tree of this database, for the schemas kept beside this one.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Makes every change so far durable (fsync). Blocking.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

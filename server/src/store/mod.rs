@@ -4,6 +4,11 @@
 //!   its capability traits; [`disk`] (files under the data directory) and
 //!   [`s3`] (objects in a bucket, `spec/s3-objects.md`) implement it, and
 //!   [`conformance`] is the suite every implementation passes.
+//! * [`cap`] — the disk cap: accounting, reservations, leases and the
+//!   least-recently-used order with its evictor; [`capped`] is the blob
+//!   store wrapper that keeps its books.
+//! * [`deadlines`] — the index of time-to-live deadlines the expiry sweeper
+//!   walks.
 //! * [`staging`] — local files uploads and operation outputs are written to
 //!   before they are published to the blob store.
 //! * [`catalog`] — what is known of each stored input.
@@ -15,8 +20,11 @@
 
 pub mod blob;
 pub mod breaker;
+pub mod cap;
+pub mod capped;
 pub mod catalog;
 pub mod conformance;
+pub mod deadlines;
 pub mod disk;
 pub mod meta;
 pub mod records;
