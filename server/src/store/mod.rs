@@ -1,8 +1,9 @@
 //! Storage. None of it knows about HTTP.
 //!
 //! * [`blob`] — the [`blob::BlobStore`] trait all blob bytes go through, and
-//!   its capability traits; [`disk`] is its first implementation and
-//!   [`conformance`] the suite every implementation passes.
+//!   its capability traits; [`disk`] is its first implementation,
+//!   [`memory`] the bounded memory tier, and [`conformance`] the suite
+//!   every implementation passes.
 //! * [`staging`] — local files uploads and operation outputs are written to
 //!   before they are published to the blob store.
 //! * [`catalog`] — what is known of each stored input.
@@ -13,6 +14,7 @@ pub mod blob;
 pub mod catalog;
 pub mod conformance;
 pub mod disk;
+pub mod memory;
 pub mod meta;
 pub mod records;
 pub mod space;
