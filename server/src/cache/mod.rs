@@ -25,9 +25,11 @@ use upcache_protocol::{
 };
 
 pub mod files;
+mod hot;
 mod process;
 mod receive;
 
+pub use hot::{ResultBody, READY_ENTRIES};
 pub use receive::Received;
 
 use crate::config::Config;
@@ -37,12 +39,14 @@ use crate::metrics;
 use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
-use crate::store::blob::{BlobName, ByteStream};
+use crate::store::blob::BlobName;
+use crate::store::memory::MemoryStore;
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange};
 use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
 
-/// A complete result, as a reader gets it.
+/// A complete result, as a reader gets it; what a response needs is
+/// formatted once, when the view is made.
 #[derive(Debug, Clone)]
 pub struct ResultView {
     pub key: Key,
@@ -50,13 +54,19 @@ pub struct ResultView {
     pub blake3: InputHash,
     pub length: u64,
     pub content_type: String,
+    /// The strong ETag: the BLAKE3 in hex, quoted.
+    pub etag: String,
+    /// The key in hex.
+    pub key_hex: String,
     blob: BlobName,
+    /// Whether the result stays in memory whatever the eviction.
+    pinned: bool,
 }
 
 /// Where an entry stands for a reader of its result.
 #[derive(Debug)]
 pub enum Outcome {
-    Ready(ResultView),
+    Ready(Arc<ResultView>),
     Failed(Problem),
     /// Not yet settled: its status.
     Pending(Box<Status>),
@@ -81,6 +91,10 @@ pub struct Core {
     uploads: Arc<Uploads>,
     running: Mutex<HashSet<Key>>,
     finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Small hot results' bytes ([`hot`]).
+    memory: MemoryStore,
+    /// Complete results by key ([`hot`]).
+    ready: hot::ReadyIndex,
 }
 
 /// Removes a key from a set when dropped.
@@ -135,6 +149,8 @@ impl Core {
             notifier: Arc::default(),
             running: Mutex::default(),
             finalizing: Mutex::default(),
+            memory: MemoryStore::new(config.memory_cap.as_u64(), config.memory_max_item.as_u64()),
+            ready: hot::ReadyIndex::new(),
             meta,
             inputs,
             config,
@@ -261,6 +277,10 @@ impl Core {
     /// Where `key` stands for a reader of its result, once it is complete
     /// or failed — or when `wait` is over.
     pub async fn outcome(&self, key: &Key, wait: Duration) -> Result<Outcome> {
+        if let Some(view) = self.ready.get(key) {
+            return Ok(Outcome::Ready(view));
+        }
+        let generation = self.ready.generation();
         let entry = self.entry(key)?;
         let entry = match entry.state {
             State::Complete | State::Failed => entry,
@@ -270,38 +290,10 @@ impl Core {
                 .ok_or_else(|| Error::problem(ProblemType::NotFound, "the entry was deleted"))?,
         };
         Ok(match entry.state {
-            State::Complete => {
-                let r = entry
-                    .result
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("complete entry without a result".into()))?;
-                Outcome::Ready(ResultView {
-                    key: *key,
-                    blake3: r.blake3,
-                    length: r.length,
-                    content_type: r.content_type.clone(),
-                    blob: match r.blob {
-                        BlobRef::Input => BlobName::Input(entry.input),
-                        BlobRef::Result => BlobName::Result(*key),
-                    },
-                })
-            }
+            State::Complete => Outcome::Ready(self.view_of(key, &entry, generation)?),
             State::Failed => Outcome::Failed(failure(&entry)),
             _ => Outcome::Pending(Box::new(self.status_of(key, &entry)?)),
         })
-    }
-
-    /// The bytes of a result, all or `range`.
-    pub async fn read_result(
-        &self,
-        result: &ResultView,
-        range: Option<std::ops::Range<u64>>,
-    ) -> Result<ByteStream> {
-        self.inputs
-            .blobs()
-            .get(result.blob, range)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("the result {} is gone", result.blob)))
     }
 
     /// A stored input, if its file and its record are really there.
@@ -634,17 +626,20 @@ impl Core {
                 if e.state == State::Uploading {
                     core.inputs.staging().remove(&key)?;
                 }
+                core.meta.set_pinned(&key, false)?;
                 core.meta.flush()?;
             }
             Ok(removed)
         })
         .await??;
+        self.forget_result(&key, removed.as_ref());
         if removed
             .as_ref()
             .and_then(|e| e.result.as_ref())
             .is_some_and(|r| r.blob == BlobRef::Result)
         {
             self.inputs.blobs().delete(BlobName::Result(key)).await?;
+            self.forget_result(&key, removed.as_ref());
         }
         self.notifier.notify(&key);
         removed.map(|_| ()).ok_or_else(not_found)
