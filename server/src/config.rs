@@ -76,6 +76,17 @@ pub struct Config {
     pub image_max_input: ByteSize,
     /// Memory the metadata database may use as cache.
     pub db_cache: ByteSize,
+    /// Bytes the memory tier holds: small hot results served from RAM
+    /// without touching disk or the metadata database. `0` turns it off.
+    pub memory_cap: ByteSize,
+    /// Largest result the memory tier keeps (results of pinned operations
+    /// excepted); larger ones are always read from disk.
+    pub memory_max_item: ByteSize,
+    /// Operations (by name, e.g. `watermark`) whose results stay in memory
+    /// whatever the eviction order: kept outside `memory_cap`, whatever
+    /// their size. Results can also be pinned one by one by key.
+    #[serde(deserialize_with = "one_or_many")]
+    pub memory_pin_operations: Vec<String>,
     /// Bearer tokens accepted; empty means no authentication. An empty or
     /// whitespace-only key is a configuration error.
     #[serde(deserialize_with = "one_or_many")]
@@ -334,6 +345,9 @@ impl Default for Config {
             image_max_pixels: 64_000_000,
             image_max_input: ByteSize::mib(256),
             db_cache: ByteSize::mib(16),
+            memory_cap: ByteSize::mib(256),
+            memory_max_item: ByteSize::mib(1),
+            memory_pin_operations: Vec::new(),
             api_keys: Vec::new(),
             api_keys_file: None,
             admin_keys: Vec::new(),
@@ -705,6 +719,35 @@ mod tests {
         assert_eq!(c.max_input_size, ByteSize::mib(1));
         assert_eq!(c.pool_size, 5, "env beats file");
         assert_eq!(c.op_timeout, 7, "flags beat env");
+    }
+
+    #[test]
+    fn memory_tier_settings_from_the_environment() {
+        let none = toml::Table::new;
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = Config::load(None, env(&[]), none()).unwrap();
+        assert_eq!(c.memory_cap, ByteSize::mib(256));
+        assert_eq!(c.memory_max_item, ByteSize::mib(1));
+        let c = Config::load(
+            None,
+            env(&[
+                ("UPCACHE_MEMORY_CAP", "0"),
+                ("UPCACHE_MEMORY_MAX_ITEM", "64KiB"),
+                ("UPCACHE_MEMORY_PIN_OPERATIONS", "watermark,image.thumbnail"),
+            ]),
+            none(),
+        )
+        .unwrap();
+        assert_eq!(c.memory_cap, ByteSize::b(0));
+        assert_eq!(c.memory_max_item, ByteSize::kib(64));
+        assert_eq!(c.memory_pin_operations, ["watermark", "image.thumbnail"]);
+        let c = Config::load(None, env(&[("UPCACHE_MEMORY_CAP", "2GiB")]), none()).unwrap();
+        assert_eq!(c.memory_cap, ByteSize::gib(2));
     }
 
     #[test]

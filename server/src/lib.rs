@@ -16,7 +16,8 @@
 //!   delete, recover) and tus file uploads ([`cache::files`]: hashed as they
 //!   arrive, bound to their entry when complete) — the two owners of
 //!   uploads; the expiry sweeper (`cache::sweep`) and admin purges
-//!   (`cache::purge`).
+//!   (`cache::purge`); and fast hits: an index of complete results and the
+//!   memory tier in front of the disk, with pins.
 //! * [`inputs`] — stored inputs: the one path that publishes a complete
 //!   upload's bytes as a verified input, for entries and files alike.
 //! * [`upload`] — the upload service, a leaf: sequential appends and
@@ -31,7 +32,8 @@
 //!   processes they run in (killed at their timeout), and their admission
 //!   against slots and a memory budget.
 //! * [`store`] — all blob bytes behind the [`store::blob::BlobStore`] trait
-//!   (the disk layout and an S3 bucket, [`store::s3`], implement it, held to
+//!   (the disk layout, an S3 bucket, [`store::s3`], and the bounded memory
+//!   tier, [`store::memory`], implement it, all held to
 //!   [`store::conformance`]), staging, input records, the sled metadata
 //!   schema ([`store::meta`]) and its records ([`store::records`]), and the
 //!   room sled keeps for itself on a full disk ([`store::space`]), the disk

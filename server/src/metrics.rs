@@ -194,6 +194,30 @@ pub static PURGED_ENTRIES: Counter = Counter::new(
     "upcache_purged_entries_total",
     "Entries removed by the admin purge endpoint",
 );
+pub static MEMORY_HITS: Counter = Counter::new(
+    "upcache_memory_hits_total",
+    "Result reads answered from the memory tier",
+);
+pub static MEMORY_MISSES: Counter = Counter::new(
+    "upcache_memory_misses_total",
+    "Result reads the memory tier could not answer (served from disk)",
+);
+pub static MEMORY_SERVED_BYTES: Counter = Counter::new(
+    "upcache_memory_served_bytes_total",
+    "Bytes of results served from the memory tier",
+);
+pub static MEMORY_FILLS: Counter = Counter::new(
+    "upcache_memory_fills_total",
+    "Results put in the memory tier: when produced, and filled back on a disk hit",
+);
+pub static MEMORY_FILLBACKS: Counter = Counter::new(
+    "upcache_memory_fillbacks_total",
+    "Results filled back into the memory tier after a disk hit",
+);
+pub static MEMORY_EVICTIONS: Counter = Counter::new(
+    "upcache_memory_evictions_total",
+    "Items the memory tier evicted to stay within memory_cap",
+);
 
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
@@ -226,6 +250,12 @@ const ALL: &[&Counter] = &[
     &FAILURES_EXPIRED,
     &SWEEP_ITEMS,
     &PURGED_ENTRIES,
+    &MEMORY_HITS,
+    &MEMORY_MISSES,
+    &MEMORY_SERVED_BYTES,
+    &MEMORY_FILLS,
+    &MEMORY_FILLBACKS,
+    &MEMORY_EVICTIONS,
 ];
 
 /// The Prometheus text exposition of every counter.

@@ -25,11 +25,13 @@ use upcache_protocol::{
 };
 
 pub mod files;
+mod hot;
 mod process;
 mod purge;
 mod receive;
 mod sweep;
 
+pub use hot::{ResultBody, READY_ENTRIES};
 pub use receive::Received;
 pub use sweep::SWEEP_BATCH;
 
@@ -40,7 +42,7 @@ use crate::metrics;
 use crate::notify::Notifier;
 use crate::ops::pool::{Pool, Priority};
 use crate::ops::Limits;
-use crate::store::blob::{BlobName, BlobStore, ByteStream};
+use crate::store::blob::{BlobName, BlobStore};
 use crate::store::breaker::{BreakerSettings, BreakerState};
 use crate::store::cap::{CapError, DiskCap};
 use crate::store::deadlines::{Class, Deadlines};
@@ -49,11 +51,13 @@ use crate::store::tiers::RemoteTier;
 
 /// Copies to the remote tier under way at once.
 const WRITE_BEHIND_CONCURRENCY: usize = 4;
+use crate::store::memory::MemoryStore;
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange};
 use crate::store::records::Failure;
 use crate::upload::{self, Completion, UploadId, Uploads};
 
-/// A complete result, as a reader gets it.
+/// A complete result, as a reader gets it; what a response needs is
+/// formatted once, when the view is made.
 #[derive(Debug, Clone)]
 pub struct ResultView {
     pub key: Key,
@@ -61,13 +65,19 @@ pub struct ResultView {
     pub blake3: InputHash,
     pub length: u64,
     pub content_type: String,
+    /// The strong ETag: the BLAKE3 in hex, quoted.
+    pub etag: String,
+    /// The key in hex.
+    pub key_hex: String,
     blob: BlobName,
+    /// Whether the result stays in memory whatever the eviction.
+    pinned: bool,
 }
 
 /// Where an entry stands for a reader of its result.
 #[derive(Debug)]
 pub enum Outcome {
-    Ready(ResultView),
+    Ready(Arc<ResultView>),
     Failed(Problem),
     /// Not yet settled: its status.
     Pending(Box<Status>),
@@ -96,6 +106,10 @@ pub struct Core {
     uploads: Arc<Uploads>,
     running: Mutex<HashSet<Key>>,
     finalizing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Small hot results' bytes ([`hot`]).
+    memory: MemoryStore,
+    /// Complete results by key ([`hot`]).
+    ready: hot::ReadyIndex,
 }
 
 /// Removes a key from a set when dropped.
@@ -176,6 +190,8 @@ impl Core {
             notifier: Arc::default(),
             running: Mutex::default(),
             finalizing: Mutex::default(),
+            memory: MemoryStore::new(config.memory_cap.as_u64(), config.memory_max_item.as_u64()),
+            ready: hot::ReadyIndex::new(),
             meta,
             inputs,
             cap,
@@ -212,6 +228,11 @@ impl Core {
     /// result it was, the record of an input. Entries whose result is an
     /// evicted input (identity) are forgotten when next asked for.
     fn forget_evicted(&self, name: BlobName) {
+        if self.inputs.blobs().has_remote() {
+            // The remote tier still holds it (only confirmed copies are
+            // evicted): a read fills the disk back.
+            return;
+        }
         let done = match name {
             BlobName::Result(key) => (|| -> Result<()> {
                 let owned = self
@@ -220,7 +241,8 @@ impl Core {
                     .and_then(|e| e.result)
                     .is_some_and(|r| r.blob == BlobRef::Result);
                 if owned {
-                    self.meta.remove(&key)?;
+                    let removed = self.meta.remove(&key)?;
+                    self.forget_result(&key, removed.as_ref());
                     self.notifier.notify(&key);
                 }
                 Ok(())
@@ -376,6 +398,10 @@ impl Core {
     /// Where `key` stands for a reader of its result, once it is complete
     /// or failed — or when `wait` is over.
     pub async fn outcome(&self, key: &Key, wait: Duration) -> Result<Outcome> {
+        if let Some(view) = self.ready.get(key) {
+            return Ok(Outcome::Ready(view));
+        }
+        let generation = self.ready.generation();
         let entry = self.entry(key)?;
         let entry = match entry.state {
             State::Complete | State::Failed => entry,
@@ -385,49 +411,16 @@ impl Core {
                 .ok_or_else(|| Error::problem(ProblemType::NotFound, "the entry was deleted"))?,
         };
         Ok(match entry.state {
-            State::Complete => {
-                let r = entry
-                    .result
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("complete entry without a result".into()))?;
-                Outcome::Ready(ResultView {
-                    key: *key,
-                    blake3: r.blake3,
-                    length: r.length,
-                    content_type: r.content_type.clone(),
-                    blob: match r.blob {
-                        BlobRef::Input => BlobName::Input(entry.input),
-                        BlobRef::Result => BlobName::Result(*key),
-                    },
-                })
-            }
+            State::Complete => Outcome::Ready(self.view_of(key, &entry, generation)?),
             State::Failed => Outcome::Failed(failure(&entry)),
             _ => Outcome::Pending(Box::new(self.status_of(key, &entry)?)),
         })
     }
 
-    /// The bytes of a result, all or `range`.
-    pub async fn read_result(
-        &self,
-        result: &ResultView,
-        range: Option<std::ops::Range<u64>>,
-    ) -> Result<ByteStream> {
-        match self.inputs.blobs().get(result.blob, range).await? {
-            Some(body) => Ok(body),
-            None => {
-                // Evicted (or expired) since the entry was read.
-                self.forget_gone(&result.key)?;
-                Err(Error::problem(
-                    ProblemType::NotFound,
-                    "the result was evicted from the cache; create the entry again to recompute it",
-                ))
-            }
-        }
-    }
-
     /// Forgets a complete entry whose result blob is gone.
     fn forget_gone(&self, key: &Key) -> Result<()> {
         let removed = self.meta.remove(key)?;
+        self.forget_result(key, removed.as_ref());
         if removed.is_some() {
             tracing::info!(key = %key, "entry forgotten: its result is no longer stored");
         }
@@ -835,17 +828,20 @@ impl Core {
                 if e.state == State::Uploading {
                     core.inputs.staging().remove(&key)?;
                 }
+                core.meta.set_pinned(&key, false)?;
                 core.meta.flush()?;
             }
             Ok(removed)
         })
         .await??;
+        self.forget_result(&key, removed.as_ref());
         if removed
             .as_ref()
             .and_then(|e| e.result.as_ref())
             .is_some_and(|r| r.blob == BlobRef::Result)
         {
             self.inputs.blobs().delete(BlobName::Result(key)).await?;
+            self.forget_result(&key, removed.as_ref());
         }
         self.notifier.notify(&key);
         Ok(removed)

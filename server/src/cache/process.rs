@@ -118,6 +118,11 @@ impl Core {
         if orphan {
             // Deleted while it ran: do not leave the result behind.
             self.inputs.blobs().delete(BlobName::Result(key)).await?;
+        } else if ok {
+            // Its first readers are usually waiting now: serve them from memory.
+            if let Err(e) = self.fill_produced(&key).await {
+                tracing::warn!(key = %key, error = %e, "the result could not be put in memory");
+            }
         }
         if ok {
             &metrics::OPERATIONS_COMPLETED

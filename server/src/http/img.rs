@@ -81,7 +81,7 @@ pub async fn get(core: &Arc<Core>, rest: &str, headers: &HeaderMap) -> Result<Re
         block_size: None,
     };
     let (key, _, _) = core.create(&request, &op).await?;
-    let mut response = result::get(core, &key, headers).await?;
+    let mut response = result::get(core, &key, &http::Method::GET, headers).await?;
     if varies {
         response
             .headers_mut()

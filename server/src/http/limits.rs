@@ -35,9 +35,13 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 /// Most header fields served.
 pub const MAX_HEADER_FIELDS: usize = 100;
 
-/// hyper's HTTP/1 limit on header fields, set above [`MAX_HEADER_FIELDS`] so
-/// that ours answers first.
-pub const HYPER_MAX_HEADERS: usize = 1000;
+/// hyper's HTTP/1 limit on header fields, one above [`MAX_HEADER_FIELDS`]
+/// so that ours answers first (on a connection that stays open) for a head
+/// of exactly one field too many; more get hyper's `431`, which
+/// [`ProblemIo`] turns into the same problem. No higher: hyper prepares
+/// this many slots for every request it parses, and at 1000 that was a
+/// measurable part of serving a small hit.
+pub const HYPER_MAX_HEADERS: usize = MAX_HEADER_FIELDS + 1;
 /// hyper's HTTP/1 read buffer (its limit on a request head), above ours.
 /// It also bounds the body chunks hyper hands over: larger, it costs memory
 /// per upload stream (chunks queue ahead of the writer) and gains no speed.

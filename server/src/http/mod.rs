@@ -190,11 +190,16 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        tracing::info!(
-            status = response.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            "answered"
-        );
+        // Every request at debug (`UPCACHE_LOG=debug`); refusals and
+        // failures at info. Formatting a line per hit costs a hot path more
+        // than the rest of a small memory hit's work.
+        let status = response.status().as_u16();
+        let ms = started.elapsed().as_millis() as u64;
+        if status >= 400 {
+            tracing::info!(status, ms, "answered");
+        } else {
+            tracing::debug!(status, ms, "answered");
+        }
         Ok(response)
     }
     .instrument(span)
@@ -304,7 +309,7 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
         Endpoint::Append(k) => handlers::append(&core, k, req).await,
         Endpoint::Delete(k) => handlers::delete(&core, k).await,
         Endpoint::Block(k, n) => handlers::block(&core, k, n, req).await,
-        Endpoint::Result(k) => result::get(&core, &k, req.headers()).await,
+        Endpoint::Result(k) => result::get(&core, &k, &req.parts.method, req.headers()).await,
         Endpoint::TusOptions
         | Endpoint::TusCreate
         | Endpoint::TusHead(_)

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use upcache_protocol::headers::{self as h, IMMUTABLE};
 use upcache_protocol::range::{self, Unsatisfiable};
 use upcache_protocol::{Key, Problem, ProblemType, State};
@@ -12,65 +12,94 @@ use upcache_protocol::{Key, Problem, ProblemType, State};
 use super::body::{self, Body};
 use super::handlers::{accepted, wait_for};
 use super::problem_response;
-use crate::cache::{Core, Outcome, ResultView};
+use crate::cache::{Core, Outcome, ResultBody, ResultView};
 use crate::error::Result;
 
-/// `GET|HEAD /v1/ops/{key}/result`
-pub async fn get(core: &Arc<Core>, key: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
-    answer(
-        core,
-        core.outcome(key, wait_for(core, headers)).await?,
-        headers,
-    )
-    .await
+static UPLOAD_KEY: HeaderName = HeaderName::from_static(h::UPLOAD_KEY);
+static UPLOAD_STATE: HeaderName = HeaderName::from_static(h::UPLOAD_STATE);
+
+/// `GET|HEAD /v1/ops/{key}/result` (and the result URLs of tus files and
+/// images); `method` is the request's.
+pub async fn get(
+    core: &Arc<Core>,
+    key: &Key,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response<Body>> {
+    let head = method == Method::HEAD;
+    // A hit: the ready index has the result, no sled read, no waiting.
+    if let Some(ready) = core.ready(key) {
+        return serve(core, &ready, headers, head).await;
+    }
+    let outcome = core.outcome(key, wait_for(core, headers)).await?;
+    answer_to(core, outcome, headers, head).await
 }
 
-/// The answer of a result request once its entry is where it is.
+/// The answer of a result request (a `GET`) once its entry is where it is.
 pub async fn answer(
     core: &Arc<Core>,
     outcome: Outcome,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
+    answer_to(core, outcome, headers, false).await
+}
+
+async fn answer_to(
+    core: &Arc<Core>,
+    outcome: Outcome,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>> {
     match outcome {
-        Outcome::Ready(result) => serve(core, &result, headers).await,
+        Outcome::Ready(result) => serve(core, &result, headers, head).await,
         Outcome::Failed(problem) => Ok(problem_response(&problem)),
         Outcome::Pending(status) => Ok(accepted(&status)),
     }
 }
 
-/// Serves a complete entry's result.
+/// Serves a complete entry's result. The response is put together from
+/// values the view formatted once; a result held in memory is sent as one
+/// shared buffer, and a `HEAD` reads no bytes at all.
 pub async fn serve(
     core: &Arc<Core>,
     result: &ResultView,
     headers: &HeaderMap,
+    head: bool,
 ) -> Result<Response<Body>> {
-    let key = result.key;
-    let etag = format!("\"{}\"", result.blake3);
-    let builder = || {
-        Response::builder()
-            .header(header::ETAG, &etag)
-            .header(header::CACHE_CONTROL, IMMUTABLE)
-            .header(header::ACCEPT_RANGES, "bytes")
-            .header(h::UPLOAD_KEY, key.to_hex())
-            .header(h::UPLOAD_STATE, State::Complete.as_str())
+    let etag = result.etag.as_str();
+    let decorate = |r: &mut Response<Body>| {
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Ok(v) = HeaderValue::from_str(&result.key_hex) {
+            h.insert(UPLOAD_KEY.clone(), v);
+        }
+        h.insert(
+            UPLOAD_STATE.clone(),
+            HeaderValue::from_static(State::Complete.as_str()),
+        );
     };
     let inm = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     if inm.is_some_and(|v| {
         v.split(',')
-            .any(|t| t.trim() == etag || t.trim() == "*" || t.trim() == format!("W/{etag}"))
+            .map(str::trim)
+            .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag))
     }) {
-        return Ok(builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .body(body::empty())
-            .expect("valid response"));
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        decorate(&mut r);
+        return Ok(r);
     }
     let len = result.length;
-    let range = range::resolve(
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        len,
-    );
+    let range = match headers.get(header::RANGE) {
+        None => Ok(None),
+        Some(v) => range::resolve(v.to_str().ok(), len),
+    };
     let (status, start, count) = match range {
         Err(Unsatisfiable) => {
             let mut r = problem_response(&Problem::new(
@@ -86,16 +115,31 @@ pub async fn serve(
         Ok(None) => (StatusCode::OK, 0, len),
         Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
     };
-    let stream = core.read_result(result, Some(start..start + count)).await?;
-    let mut b = builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, &result.content_type)
-        .header(header::CONTENT_LENGTH, count);
+    let body = if head {
+        body::empty()
+    } else {
+        match core.read_result(result, Some(start..start + count)).await? {
+            ResultBody::Bytes(bytes) => body::full(bytes),
+            ResultBody::Stream(stream) => body::streaming(stream),
+        }
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    decorate(&mut r);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&result.content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(
+        h.insert(
             header::CONTENT_RANGE,
-            range::content_range(start, start + count - 1, len),
+            range::content_range(start, start + count - 1, len)
+                .parse()
+                .expect("ascii"),
         );
     }
-    Ok(b.body(body::streaming(stream)).expect("valid response"))
+    Ok(r)
 }

@@ -463,7 +463,7 @@ async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Respo
     };
     match key {
         Some(key) => {
-            let mut r = result::get(core, &key, headers).await?;
+            let mut r = result::get(core, &key, &http::Method::GET, headers).await?;
             if r.status().is_success() {
                 describe_identity(&mut r, &view);
             }

@@ -13,6 +13,15 @@
 //! A blob's [`BlobMeta`] is not kept: the files are a node's own copy, whose
 //! entries and input records in sled say what they are; `head` knows the
 //! length only.
+//!
+//! A read of up to [`MAP_MOST`] bytes is one blocking call: a small range is
+//! read into one buffer, a larger one memory-mapped with its pages faulted
+//! in there (so the runtime's threads never wait for the disk) and sent from
+//! the page cache without a copy into the process; longer reads are
+//! streamed in chunks. Mapping is safe because a published file is never
+//! written again in place: it is only replaced by a rename or unlinked, and
+//! a mapping keeps the old file's pages. (Nothing here may ever truncate
+//! or rewrite a blob file in place: a mapped reader would fault.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -22,13 +31,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::blob::{BlobHead, BlobMeta, BlobName, BlobStore, ByteStream, StagedFile};
+use super::memory::check_range;
 
-/// Chunks a read is streamed in.
+/// Largest range read into a buffer; longer ones are mapped.
+const READ_WHOLE: u64 = 64 * 1024;
+/// Longest range mapped; longer ones are streamed in [`READ_CHUNK`]s.
+const MAP_MOST: u64 = 16 << 20;
+/// Chunks a long read is streamed in.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// What the blocking part of a read found.
+enum Read {
+    Missing,
+    Whole(Bytes),
+    /// Too long to map: streamed from the open file.
+    Long(File, Range<u64>),
+}
 
 /// Blobs as files under a directory.
 #[derive(Debug, Clone)]
@@ -169,23 +194,48 @@ impl BlobStore for DiskStore {
         name: BlobName,
         range: Option<Range<u64>>,
     ) -> io::Result<Option<ByteStream>> {
-        let mut file = match tokio::fs::File::open(self.path(name)).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let length = file.metadata().await?.len();
-        let range = range.unwrap_or(0..length);
-        if range.start > range.end || range.end > length {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("range {range:?} of a blob of {length} bytes"),
-            ));
-        }
-        file.seek(io::SeekFrom::Start(range.start)).await?;
-        let count = range.end - range.start;
-        let stream = ReaderStream::with_capacity(file.take(count), READ_CHUNK);
-        Ok(Some(Box::pin(stream)))
+        let path = self.path(name);
+        let read = blocking(move || {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
+                Err(e) => return Err(e),
+            };
+            let length = file.metadata()?.len();
+            let range = check_range(range, length)?;
+            let count = range.end - range.start;
+            if count <= READ_WHOLE {
+                let mut buf = vec![0; count as usize];
+                file.read_exact_at(&mut buf, range.start)?;
+                return Ok(Read::Whole(Bytes::from(buf)));
+            }
+            if count <= MAP_MOST {
+                // SAFETY: blob files are immutable once published (module
+                // doc): replaced by rename or unlinked, never written in place.
+                let map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(range.start)
+                        .len(count as usize)
+                        .populate()
+                        .map(&file)?
+                };
+                return Ok(Read::Whole(Bytes::from_owner(map)));
+            }
+            Ok(Read::Long(file, range))
+        })
+        .await?;
+        Ok(Some(match read {
+            Read::Missing => return Ok(None),
+            Read::Whole(bytes) => {
+                Box::pin(futures_util::stream::once(async move { Ok(bytes) })) as ByteStream
+            }
+            Read::Long(file, range) => {
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(io::SeekFrom::Start(range.start)).await?;
+                let count = range.end - range.start;
+                Box::pin(ReaderStream::with_capacity(file.take(count), READ_CHUNK))
+            }
+        }))
     }
 
     async fn head(&self, name: BlobName) -> io::Result<Option<BlobHead>> {

@@ -9,6 +9,7 @@
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
 //! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
 //! | `write_behind` | blob name              | a job for the remote tier ([`super::write_behind`]) |
+//! | `pins`    | operation key (32 bytes)    | empty: the result is pinned in the memory tier |
 //!
 //! Records of stored inputs are kept beside the inputs ([`super::blob`]).
 //! Releases before that kept them here, in an `inputs` tree (input BLAKE3 →
@@ -144,6 +145,7 @@ pub struct Meta {
     cvs: sled::Tree,
     inputs: sled::Tree,
     files: sled::Tree,
+    pins: sled::Tree,
     room: Arc<Room>,
     /// What records are stamped with.
     clock: SharedClock,
@@ -164,6 +166,7 @@ impl Meta {
             cvs: db.open_tree("cvs")?,
             inputs: db.open_tree("inputs")?,
             files: db.open_tree("files")?,
+            pins: db.open_tree("pins")?,
             db,
             clock,
         })
@@ -348,6 +351,26 @@ impl Meta {
         change: impl Fn(&EntryRecord) -> Option<EntryRecord>,
     ) -> Result<Option<(EntryRecord, bool)>> {
         self.update_owner(&self.entries, key, upload, change)
+    }
+
+    /// Whether the result of `key` is pinned in the memory tier.
+    pub fn pinned(&self, key: &Key) -> Result<bool> {
+        Ok(self.pins.contains_key(key.as_bytes())?)
+    }
+
+    /// Pins (`true`) or unpins the result of `key`; whether that changed
+    /// anything. Blocking: durable when it returns.
+    pub fn set_pinned(&self, key: &Key, pinned: bool) -> Result<bool> {
+        self.room()?;
+        let changed = if pinned {
+            self.pins.insert(key.as_bytes(), &[])?.is_none()
+        } else {
+            self.pins.remove(key.as_bytes())?.is_some()
+        };
+        if changed {
+            self.flush()?;
+        }
+        Ok(changed)
     }
 
     /// Removes an entry and its upload record; returns what was removed.

@@ -2,7 +2,8 @@
 //!
 //! * [`blob`] — the [`blob::BlobStore`] trait all blob bytes go through, and
 //!   its capability traits; [`disk`] (files under the data directory) and
-//!   [`s3`] (objects in a bucket, `spec/s3-objects.md`) implement it, and
+//!   [`s3`] (objects in a bucket, `spec/s3-objects.md`) and [`memory`]
+//!   (the bounded memory tier) implement it, and
 //!   [`conformance`] is the suite every implementation passes.
 //! * [`cap`] — the disk cap: accounting, reservations, leases and the
 //!   least-recently-used order with its evictor; [`capped`] is the blob
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod conformance;
 pub mod deadlines;
 pub mod disk;
+pub mod memory;
 pub mod meta;
 pub mod records;
 pub mod s3;

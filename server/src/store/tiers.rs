@@ -118,6 +118,11 @@ impl Tiers {
         }
     }
 
+    /// Whether there is a remote tier.
+    pub fn has_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     /// The remote tier's state, if there is one.
     pub fn remote_health(&self) -> Option<RemoteHealth> {
         let r = self.remote.as_ref()?;
