@@ -30,9 +30,11 @@ fn name(i: u8) -> BlobName {
 impl Fixture {
     async fn put(&self, i: u8, len: usize) {
         let path = self.dir.path().join(format!("staged-{i}"));
-        std::fs::write(&path, vec![i; len]).unwrap();
+        let bytes = vec![i; len];
+        std::fs::write(&path, &bytes).unwrap();
+        let meta = crate::store::blob::BlobMeta::of_bytes(&bytes, "image/png");
         self.store
-            .put_file(name(i), StagedFile::new(path))
+            .put_file(name(i), StagedFile::new(path), meta)
             .await
             .unwrap();
     }
