@@ -132,9 +132,10 @@ async fn a_zero_memory_cap_turns_the_tier_off() {
     // Nothing in memory: the file is what is served.
     std::fs::remove_file(file_of(&server, &job)).unwrap();
     let (code, _) = get(&server, &job.key).await;
-    assert!(
-        code.is_server_error(),
-        "{code}: the bytes were on disk only"
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "the bytes were on disk only: gone with the file"
     );
 }
 

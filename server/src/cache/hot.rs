@@ -146,6 +146,9 @@ impl Core {
         range: Option<Range<u64>>,
     ) -> Result<ResultBody> {
         let range = range.unwrap_or(0..result.length);
+        // A use of the result, wherever it is served from: a result hot in
+        // memory must not become the disk's least recently used.
+        self.cap.touch(result.blob);
         if self.memory.enabled() {
             if let Some(bytes) = self.memory.lookup(&result.blob) {
                 if bytes.len() as u64 == result.length && range.end <= result.length {

@@ -166,8 +166,10 @@ impl Core {
         let inputs = Inputs::open(&config.data, cap.clone(), config.clock.clone(), remote)?;
         // With a remote tier, a blob whose copy there is not confirmed yet
         // (its put still queued) is the only copy: never evicted.
-        let tiers = inputs.blobs().clone();
-        cap.set_may_evict(Arc::new(move |name| !tiers.only_local(name)));
+        // (The predicate holds the queue alone: the tiers hold the cap.)
+        if let Some(queue) = inputs.blobs().remote_queue() {
+            cap.set_may_evict(Arc::new(move |name| !queue.put_pending(name)));
+        }
         migrate_input_records(&meta, &inputs)?;
         let rewritten = meta.migrate_entries()?;
         if rewritten > 0 {

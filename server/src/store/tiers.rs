@@ -118,6 +118,11 @@ impl Tiers {
         }
     }
 
+    /// The write-behind queue to the remote tier, if there is one.
+    pub fn remote_queue(&self) -> Option<Arc<WriteBehind>> {
+        self.remote.as_ref().map(|r| r.queue.clone())
+    }
+
     /// Whether there is a remote tier.
     pub fn has_remote(&self) -> bool {
         self.remote.is_some()
