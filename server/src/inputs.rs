@@ -117,6 +117,48 @@ impl Inputs {
         Ok(self.catalog.get(hash)?)
     }
 
+    /// The record of an input the remote tier holds (published there by
+    /// this node or another), from the object's metadata; `None` without a
+    /// remote tier, when it lacks the input, or while it is unavailable.
+    pub async fn remote_record(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
+        if !self.blobs.has_remote() {
+            return Ok(None);
+        }
+        match self.blobs.remote_head(BlobName::Input(*hash)).await {
+            Ok(head) => Ok(head.and_then(|h| h.meta).and_then(|m| m.input)),
+            Err(e) => {
+                tracing::debug!(input = %hash, error = %e, "the remote tier could not say whether it has the input");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes a stored input local: from the remote tier when the disk lost
+    /// it (evicted) or never had it (another node's), with its record.
+    /// Its record, or `None` if no tier has it.
+    pub async fn fetch(&self, hash: &InputHash) -> Result<Option<InputRecord>> {
+        let this = self.clone();
+        let h = *hash;
+        if let Some(rec) = tokio::task::spawn_blocking(move || this.stored(&h)).await?? {
+            return Ok(Some(rec));
+        }
+        let Some(rec) = self.remote_record(hash).await? else {
+            return Ok(None);
+        };
+        // A read fills the local tier (and checks the bytes' BLAKE3).
+        if self
+            .blobs
+            .get(BlobName::Input(*hash), Some(0..0))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.record(&h, &rec)).await??;
+        Ok(Some(rec))
+    }
+
     /// Whether the input's bytes are in a local file (a blob of the disk
     /// store). Blocking.
     pub(crate) fn has_local(&self, hash: &InputHash) -> bool {
@@ -191,7 +233,7 @@ impl Inputs {
         let known = tokio::task::spawn_blocking(move || this.stored(&root)).await??;
         // A blob without a record was published before a crash, its record
         // not yet written.
-        if known.is_none() && self.blobs.head(name).await?.is_none() {
+        if known.is_none() && self.blobs.local_head(name).await?.is_none() {
             let length = layout.length;
             let staged = tokio::task::spawn_blocking(move || staging.take(&id, length)).await??;
             self.blobs

@@ -404,7 +404,10 @@ impl Core {
             return Ok(Outcome::Ready(view));
         }
         let generation = self.ready.generation();
-        let entry = self.entry(key)?;
+        let entry = match self.meta.entry(key)? {
+            Some(e) => e,
+            None => self.adopt(key).await?.ok_or_else(not_found)?,
+        };
         let entry = match entry.state {
             State::Complete | State::Failed => entry,
             _ => self
@@ -417,6 +420,61 @@ impl Core {
             State::Failed => Outcome::Failed(failure(&entry)),
             _ => Outcome::Pending(Box::new(self.status_of(key, &entry)?)),
         })
+    }
+
+    /// The entry of `key` as the remote tier describes it: a result in the
+    /// bucket that this node's database does not know (another node's, or
+    /// this node's before its data directory was lost) is recorded as
+    /// complete. `None` without a remote tier, without such a result, or
+    /// while the remote tier is unavailable.
+    async fn adopt(&self, key: &Key) -> Result<Option<EntryRecord>> {
+        if !self.inputs.blobs().has_remote() {
+            return Ok(None);
+        }
+        let head = match self
+            .inputs
+            .blobs()
+            .remote_head(BlobName::Result(*key))
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(key = %key, error = %e, "the remote tier could not say whether it has the result");
+                return Ok(None);
+            }
+        };
+        let Some(meta) = head.and_then(|h| h.meta) else {
+            return Ok(None);
+        };
+        let Some(of) = &meta.result else {
+            return Ok(None);
+        };
+        // The object's name must be the key of what it says it was made of.
+        match Operation::from_json(&of.operation) {
+            Ok(op) if Key::derive(&of.input, &op) == *key => {}
+            _ => {
+                tracing::warn!(key = %key, "a result object whose metadata does not match its name; ignored");
+                return Ok(None);
+            }
+        }
+        let entry = EntryRecord {
+            result: Some(crate::store::meta::ResultRecord {
+                blake3: meta.blake3,
+                length: meta.length,
+                content_type: meta.content_type.clone(),
+                blob: BlobRef::Result,
+            }),
+            ..EntryRecord::new(
+                State::Complete,
+                of.input,
+                of.input_length,
+                of.operation.clone(),
+                self.config.default_block_size.as_u64(),
+            )
+        };
+        let (entry, _) = self.meta.create(key, &entry, false)?;
+        tracing::info!(key = %key, "result found in the remote tier: entry recorded as complete");
+        Ok(Some(entry))
     }
 
     /// Forgets a complete entry whose result blob is gone.
@@ -440,7 +498,13 @@ impl Core {
             BlobRef::Input => BlobName::Input(entry.input),
             BlobRef::Result => BlobName::Result(*key),
         };
-        if self.inputs.blobs().head(name).await?.is_none() {
+        let stored = match self.inputs.blobs().head(name).await {
+            Ok(head) => head.is_some(),
+            // Not local, and the remote tier cannot say: not known to be gone.
+            Err(e) if crate::store::blob::is_unavailable(&e) => true,
+            Err(e) => return Err(e.into()),
+        };
+        if !stored {
             return Ok(false);
         }
         self.cap.touch(name);
@@ -494,11 +558,19 @@ impl Core {
             .map_err(|e| Error::problem(ProblemType::InvalidBlockSize, e.to_string()))?;
         self.check_operation(op)?;
         let key = Key::derive(&input, op);
-        let stored = self.stored_input(&input)?;
+        let mut stored = self.stored_input(&input)?;
+        if stored.is_none() {
+            // Another node's upload, or this node's evicted one.
+            stored = self.inputs.remote_record(&input).await?;
+        }
         if let Some(rec) = stored.filter(|r| r.length != length) {
             return Err(length_mismatch(length, rec.length));
         }
-        if let Some(existing) = self.meta.entry(&key)? {
+        let known = match self.meta.entry(&key)? {
+            Some(e) => Some(e),
+            None => self.adopt(&key).await?,
+        };
+        if let Some(existing) = known {
             if existing.length != length {
                 return Err(length_mismatch(length, existing.length));
             }

@@ -80,6 +80,10 @@ impl Core {
         };
         let op = Operation::from_json(&entry.operation)
             .map_err(|e| Error::Internal(format!("stored operation: {e}")))?;
+        // An input only the remote tier holds is brought back first.
+        if self.inputs.blobs().has_remote() {
+            self.inputs.fetch(&entry.input).await?;
+        }
         // The input stays on disk while the operation needs it.
         let lease = self.cap.lease(BlobName::Input(entry.input));
         let core = self.clone();

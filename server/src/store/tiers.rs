@@ -123,6 +123,11 @@ impl Tiers {
         self.remote.as_ref().map(|r| r.queue.clone())
     }
 
+    /// What the local tier knows of `name` (the remote one is not asked).
+    pub async fn local_head(&self, name: BlobName) -> io::Result<Option<BlobHead>> {
+        self.local.head(name).await
+    }
+
     /// Whether there is a remote tier.
     pub fn has_remote(&self) -> bool {
         self.remote.is_some()

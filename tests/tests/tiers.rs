@@ -1,0 +1,155 @@
+//! The S3 tier behind the disk, against a real SeaweedFS: results and
+//! inputs are copied up by the write-behind queue; a node with an empty data
+//! directory on the same bucket serves them; while S3 is down the node keeps
+//! taking uploads and serving hits, and catches up when S3 is back.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use upcache_e2e::s3::{BUCKET, SECRET_KEY};
+use upcache_e2e::*;
+use upcache_protocol::State;
+use upcache_server::store::blob::{BlobName, BlobStore};
+
+const DEPTH: &str = "upcache_write_behind_depth";
+const UPLOADED: &str = "upcache_write_behind_uploads_total";
+
+fn thumbnail(seed: u64, width: u32) -> Job {
+    Job::new(
+        noisy_png(64, 48, seed),
+        json!({"op": "image.thumbnail", "width": width, "height": width, "format": "png"}),
+    )
+}
+
+/// The `[s3]` settings of a node on `s3` under `prefix`; the secret goes to
+/// a file in `dir`.
+fn settings(s3: &SeaweedFs, prefix: &str, dir: &std::path::Path) -> String {
+    let c = s3.config(prefix);
+    let secret = dir.join(format!("secret-{}", prefix.trim_end_matches('/')));
+    std::fs::write(&secret, SECRET_KEY).unwrap();
+    format!(
+        "[s3]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\nregion = \"us-east-1\"\npath_style = true\n\
+         prefix = \"{prefix}\"\naccess_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+        s3.endpoint(),
+        c.access_key_id.unwrap(),
+        secret.display()
+    )
+}
+
+async fn drained(server: &Server, uploads: f64) {
+    eventually(
+        "the write-behind queue drains",
+        Duration::from_secs(60),
+        || async {
+            (server.metric(DEPTH).await == 0.0 && server.metric(UPLOADED).await >= uploads)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
+    let s3 = SeaweedFs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(&s3, "shared/", dir.path());
+    let first = Server::start_with_config(&config, &[]).await;
+    let job = thumbnail(1, 16);
+    let made = first.oneshot(&job).await;
+    // The input and the result.
+    drained(&first, 2.0).await;
+    let store = s3.store("shared/").await;
+    let head = store
+        .head(BlobName::Result(job.key))
+        .await
+        .unwrap()
+        .expect("the result is in the bucket");
+    assert_eq!(head.length, made.len() as u64);
+    assert!(store
+        .head(BlobName::Input(job.hash))
+        .await
+        .unwrap()
+        .is_some());
+
+    let second = Server::start_with_config(&config, &[]).await;
+    let resp = second
+        .client()
+        .get(second.url(&format!("/v1/ops/{}/result", job.key)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), made, "byte for byte");
+    let (_, status) = second.create(&job, None).await;
+    assert_eq!(
+        status.state,
+        State::Complete,
+        "POST /v1/ops finds it complete"
+    );
+
+    // A new operation on an input in the bucket needs no upload.
+    let other = Job::new(
+        job.input.clone(),
+        json!({"op": "image.thumbnail", "width": 12, "height": 12, "format": "png"}),
+    );
+    let (_, status) = second.create(&other, None).await;
+    assert_ne!(status.state, State::Uploading, "the input is in the bucket");
+    let bytes = second.wait_result(&other.key).await;
+    assert!(!bytes.is_empty());
+}
+
+#[tokio::test]
+async fn with_s3_down_the_node_keeps_working_and_catches_up() {
+    let mut s3 = SeaweedFs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(&s3, "down/", dir.path());
+    let mut server = Server::start_with_config(&config, &[]).await;
+    s3.kill();
+
+    let jobs: Vec<Job> = (10..13).map(|i| thumbnail(i, 16)).collect();
+    let mut made = Vec::new();
+    for j in &jobs {
+        made.push(server.oneshot(j).await);
+    }
+    for (j, m) in jobs.iter().zip(&made) {
+        assert_eq!(
+            &server.wait_result(&j.key).await,
+            m,
+            "hits while S3 is down"
+        );
+    }
+    eventually("health says degraded", Duration::from_secs(60), || async {
+        let body = server
+            .client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.contains("degraded").then_some(())
+    })
+    .await;
+    assert!(
+        server.metric(DEPTH).await >= 6.0,
+        "inputs and results queued"
+    );
+
+    // A crash with the queue full: the queue is on disk.
+    server.kill9();
+    server.restart().await;
+    s3.restart().await;
+    drained(&server, 6.0).await;
+    let store = s3.store("down/").await;
+    for (j, m) in jobs.iter().zip(&made) {
+        let body = store
+            .get(BlobName::Result(j.key), None)
+            .await
+            .unwrap()
+            .expect("every result reached the bucket");
+        let bytes = upcache_server::store::blob::read_all(body).await.unwrap();
+        assert_eq!(&bytes, m);
+    }
+}
