@@ -38,8 +38,11 @@
 //!   schema ([`store::meta`]) and its records ([`store::records`]), and the
 //!   room sled keeps for itself on a full disk ([`store::space`]), the disk
 //!   cap with its least-recently-used eviction ([`store::cap`],
-//!   [`store::capped`]) and the deadline index of the expiry sweeper
-//!   ([`store::deadlines`]).
+//!   [`store::capped`]), the deadline index of the expiry sweeper
+//!   ([`store::deadlines`]), and the tiers ([`store::tiers`]): the disk with
+//!   an optional S3 tier behind it — read-through with fill-back, the
+//!   durable write-behind queue ([`store::write_behind`]) and the circuit
+//!   breaker ([`store::breaker`]).
 //! * [`metrics`] — counters exported at `/metrics`.
 //! * [`error`] — the domain error.
 //! * [`tune_allocator`] — glibc malloc settings for the serving process (body
