@@ -317,6 +317,25 @@ fn write_out(direct: &File, file: &File, buf: &[u8], start: u64) -> io::Result<(
 mod tests {
     use super::*;
 
+    /// A staging file of `len` bytes at `path` and a writer on it. tmpfs
+    /// refuses O_DIRECT; the plain descriptor then stands in, and the
+    /// buffering logic is exercised all the same.
+    fn writer(path: &std::path::Path, len: usize) -> (Arc<File>, DirectWriter) {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        file.set_len(len as u64).unwrap();
+        let direct =
+            crate::store::staging::open_direct(path).unwrap_or_else(|| file.try_clone().unwrap());
+        let file = Arc::new(file);
+        let w = DirectWriter::new(direct, file.clone());
+        (file, w)
+    }
+
     /// Whatever the pieces and offsets, the file ends up with the bytes.
     #[test]
     fn pieces_land_where_they_belong() {
@@ -324,20 +343,7 @@ mod tests {
         let path = dir.path().join("staging");
         let len = 3 * CAPACITY + 5_000;
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(len as u64).unwrap();
-        // tmpfs refuses O_DIRECT; the plain descriptor then stands in, and
-        // the buffering logic is exercised all the same.
-        let direct =
-            crate::store::staging::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
-        let file = Arc::new(file);
-        let mut w = DirectWriter::new(direct, file.clone());
+        let (file, mut w) = writer(&path, len);
         // A first request from 0 that stops mid-page, a resumed one from
         // there in uneven pieces, and a gap written out of order.
         let cut = 10_001;
@@ -368,18 +374,7 @@ mod tests {
         let path = dir.path().join("staging");
         let len = 2 * CAPACITY + 3 * ALIGN as usize;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(len as u64).unwrap();
-        let direct =
-            crate::store::staging::open_direct(&path).unwrap_or_else(|| file.try_clone().unwrap());
-        let file = Arc::new(file);
-        let mut w = DirectWriter::new(direct, file.clone());
+        let (file, mut w) = writer(&path, len);
         let (tx, rx) = std::sync::mpsc::channel();
         w.write(&file, &data, 0).unwrap();
         let seen = path.clone();
