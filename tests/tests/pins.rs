@@ -71,7 +71,6 @@ async fn read(core: &Arc<Core>, key: &Key) -> std::io::Result<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reopening in-process waits forever for sled's lock: something still holds the first Core's database after it is dropped (not found yet); the pin's durability is untested meanwhile"]
 async fn a_pinned_key_stays_in_memory_and_its_pin_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -148,9 +148,20 @@ pub struct Reservation {
     bytes: u64,
 }
 
+impl Reservation {
+    /// Keeps the reserved bytes counted after the reservation is gone: the
+    /// caller books them elsewhere (an upload's reservation) and gives them
+    /// back itself.
+    fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.cap.give_back(self.bytes);
+        if self.bytes > 0 {
+            self.cap.give_back(self.bytes);
+        }
     }
 }
 
@@ -293,7 +304,7 @@ impl DiskCap {
             drop(st);
             return Ok(()); // a concurrent call won; `r` gives ours back
         }
-        std::mem::forget(r);
+        r.keep();
         Ok(())
     }
 
