@@ -14,7 +14,10 @@
 //! entries and input records in sled say what they are; `head` knows the
 //! length only.
 //!
-//! A read of up to [`MAP_MOST`] bytes is one blocking call: a small range is
+//! A small range (up to [`READ_WHOLE`]) that the page cache holds is read
+//! on the runtime's thread with `preadv2(RWF_NOWAIT)`, which fails rather
+//! than wait for the disk ([`cached_read`]). Any other read of up to
+//! [`MAP_MOST`] bytes is one blocking call: a small range is
 //! read into one buffer, a larger one memory-mapped with its pages faulted
 //! in there (so the runtime's threads never wait for the disk) and sent from
 //! the page cache without a copy into the process; longer reads are
@@ -91,6 +94,106 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(io::Error::other)?
+}
+
+/// What [`cached_read`] managed.
+enum Cached {
+    /// The answer: the blob is missing, or here are its bytes.
+    Done(Read),
+    /// The file is open, but its range is long or not all in the page cache.
+    Opened(File),
+    /// Nothing was tried (not on this platform), or the open failed oddly.
+    NotTried,
+}
+
+/// Reads a range of at most [`READ_WHOLE`] bytes if the page cache holds
+/// all of it, without ever waiting for the disk to do so: `preadv2` with
+/// `RWF_NOWAIT` fails instead. Opening a file whose directory entry and
+/// inode are cached (every hot blob's) does not touch the disk either.
+#[cfg(target_os = "linux")]
+fn cached_read(path: &Path, range: Option<Range<u64>>) -> Cached {
+    use std::os::fd::AsRawFd;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Cached::Done(Read::Missing),
+        Err(_) => return Cached::NotTried,
+    };
+    let Ok(length) = file.metadata().map(|m| m.len()) else {
+        return Cached::Opened(file);
+    };
+    let Ok(range) = check_range(range, length) else {
+        return Cached::Opened(file); // the blocking path reports it
+    };
+    let count = (range.end - range.start) as usize;
+    if count as u64 > READ_WHOLE {
+        return Cached::Opened(file);
+    }
+    let mut buf = vec![0u8; count];
+    let mut done = 0;
+    while done < count {
+        let iov = libc::iovec {
+            iov_base: buf[done..].as_mut_ptr().cast(),
+            iov_len: count - done,
+        };
+        // SAFETY: one iovec over the unfilled part of `buf`, which outlives
+        // the call; the file descriptor is open.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                (range.start + done as u64) as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n <= 0 {
+            // EAGAIN: not all cached; EOPNOTSUPP: no RWF_NOWAIT here; 0: the
+            // file is shorter than it said. The blocking path sorts it out.
+            return Cached::Opened(file);
+        }
+        done += n as usize;
+    }
+    Cached::Done(Read::Whole(Bytes::from(buf)))
+}
+
+/// Reads `range` of the blob at `path` (or of the file already `opened`),
+/// waiting for the disk: a small range into one buffer, a longer one mapped
+/// and its pages faulted in, a range too long to map left to be streamed.
+fn read_blocking(opened: Option<File>, path: &Path, range: Option<Range<u64>>) -> io::Result<Read> {
+    let file = match opened {
+        Some(f) => f,
+        None => match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
+            Err(e) => return Err(e),
+        },
+    };
+    let length = file.metadata()?.len();
+    let range = check_range(range, length)?;
+    let count = range.end - range.start;
+    if count <= READ_WHOLE {
+        let mut buf = vec![0; count as usize];
+        file.read_exact_at(&mut buf, range.start)?;
+        return Ok(Read::Whole(Bytes::from(buf)));
+    }
+    if count <= MAP_MOST {
+        // SAFETY: blob files are immutable once published (module doc):
+        // replaced by rename or unlinked, never written in place.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(range.start)
+                .len(count as usize)
+                .populate()
+                .map(&file)?
+        };
+        return Ok(Read::Whole(Bytes::from_owner(map)));
+    }
+    Ok(Read::Long(file, range))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cached_read(_: &Path, _: Option<Range<u64>>) -> Cached {
+    Cached::NotTried
 }
 
 impl DiskStore {
@@ -195,35 +298,16 @@ impl BlobStore for DiskStore {
         range: Option<Range<u64>>,
     ) -> io::Result<Option<ByteStream>> {
         let path = self.path(name);
-        let read = blocking(move || {
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
-                Err(e) => return Err(e),
-            };
-            let length = file.metadata()?.len();
-            let range = check_range(range, length)?;
-            let count = range.end - range.start;
-            if count <= READ_WHOLE {
-                let mut buf = vec![0; count as usize];
-                file.read_exact_at(&mut buf, range.start)?;
-                return Ok(Read::Whole(Bytes::from(buf)));
+        // A small range the page cache holds is read here, on the runtime's
+        // thread: handing it to a blocking thread costs two context
+        // switches, more than the read itself.
+        let read = match cached_read(&path, range.clone()) {
+            Cached::Done(read) => read,
+            Cached::Opened(file) => {
+                blocking(move || read_blocking(Some(file), &path, range)).await?
             }
-            if count <= MAP_MOST {
-                // SAFETY: blob files are immutable once published (module
-                // doc): replaced by rename or unlinked, never written in place.
-                let map = unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(range.start)
-                        .len(count as usize)
-                        .populate()
-                        .map(&file)?
-                };
-                return Ok(Read::Whole(Bytes::from_owner(map)));
-            }
-            Ok(Read::Long(file, range))
-        })
-        .await?;
+            Cached::NotTried => blocking(move || read_blocking(None, &path, range)).await?,
+        };
         Ok(Some(match read {
             Read::Missing => return Ok(None),
             Read::Whole(bytes) => {
