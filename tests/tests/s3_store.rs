@@ -45,6 +45,7 @@ fn result_meta(bytes: &[u8], input: &[u8], content_type: &str) -> BlobMeta {
             input: InputHash::of(input),
             input_length: input.len() as u64,
             operation: r#"{"height":64,"name":"image.thumbnail","v":1,"width":64}"#.into(),
+            is_input: false,
         },
     )
 }

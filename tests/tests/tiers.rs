@@ -100,6 +100,76 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
 }
 
 #[tokio::test]
+async fn an_identity_result_is_found_by_its_key_on_an_empty_node_until_deleted() {
+    let s3 = SeaweedFs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(&s3, "same/", dir.path());
+    let first = Server::start_with_config(&config, &[]).await;
+    let job = Job::new(pseudo_random(200_000, 7), json!({"op": "identity"}));
+    let made = first.oneshot(&job).await;
+    assert_eq!(made, job.input);
+    // The input, and the link under the key: an empty object naming the input.
+    drained(&first, 2.0).await;
+    let store = s3.store("same/").await;
+    let link = store
+        .head(BlobName::Result(job.key))
+        .await
+        .unwrap()
+        .expect("a link under the key");
+    assert_eq!(link.length, 0, "the link holds no bytes of its own");
+    let of = link
+        .meta
+        .and_then(|m| m.result)
+        .expect("the link's metadata");
+    assert!(of.is_input);
+    assert_eq!(of.input, job.hash);
+
+    let second = Server::start_with_config(&config, &[]).await;
+    let result = second.url(&format!("/v1/ops/{}/result", job.key));
+    let resp = second.client().get(&result).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[reqwest::header::ETAG],
+        format!("\"{}\"", job.hash).as_str(),
+        "an identity result's ETag is its input's BLAKE3"
+    );
+    assert_eq!(
+        resp.bytes().await.unwrap().to_vec(),
+        job.input,
+        "byte for byte"
+    );
+    let (_, status) = second.create(&job, None).await;
+    assert_eq!(status.state, State::Complete);
+
+    // Deleting it on a node that knows it removes the link from the bucket:
+    // a third empty node no longer finds it.
+    let resp = second
+        .client()
+        .delete(second.url(&format!("/v1/ops/{}", job.key)))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    eventually("the link is deleted", Duration::from_secs(60), || async {
+        store
+            .head(BlobName::Result(job.key))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let third = Server::start_with_config(&config, &[]).await;
+    let resp = third
+        .client()
+        .get(third.url(&format!("/v1/ops/{}/result", job.key)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn with_s3_down_the_node_keeps_working_and_catches_up() {
     let mut s3 = SeaweedFs::start().await;
     let dir = tempfile::tempdir().unwrap();

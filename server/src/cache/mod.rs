@@ -457,13 +457,24 @@ impl Core {
                 return Ok(None);
             }
         }
-        let entry = EntryRecord {
-            result: Some(crate::store::meta::ResultRecord {
+        // A link (an identity result) stands for its input's bytes.
+        let result = if of.is_input {
+            crate::store::meta::ResultRecord {
+                blake3: of.input,
+                length: of.input_length,
+                content_type: meta.content_type.clone(),
+                blob: BlobRef::Input,
+            }
+        } else {
+            crate::store::meta::ResultRecord {
                 blake3: meta.blake3,
                 length: meta.length,
                 content_type: meta.content_type.clone(),
                 blob: BlobRef::Result,
-            }),
+            }
+        };
+        let entry = EntryRecord {
+            result: Some(result),
             ..EntryRecord::new(
                 State::Complete,
                 of.input,
@@ -909,10 +920,13 @@ impl Core {
         })
         .await??;
         self.forget_result(&key, removed.as_ref());
-        if removed
+        // A result of its own, or (with a remote tier) the link to its input there.
+        let blob = removed
             .as_ref()
             .and_then(|e| e.result.as_ref())
-            .is_some_and(|r| r.blob == BlobRef::Result)
+            .map(|r| r.blob);
+        if blob == Some(BlobRef::Result)
+            || (blob == Some(BlobRef::Input) && self.inputs.blobs().has_remote())
         {
             self.inputs.blobs().delete(BlobName::Result(key)).await?;
             self.forget_result(&key, removed.as_ref());

@@ -114,6 +114,24 @@ impl Core {
                 }
             }
         };
+        if let Ok(r) = &outcome {
+            if r.blob == BlobRef::Input && self.inputs.blobs().has_remote() {
+                // The result is the input: the bucket gets a link under the
+                // key, so that a node knowing only the key finds it. Queued
+                // before the entry completes: a crash in between leaves a
+                // link to a stored input, which is a valid result anyway.
+                let of = ResultOf {
+                    input: entry.input,
+                    input_length: entry.length,
+                    operation: entry.operation.clone(),
+                    is_input: true,
+                };
+                self.inputs
+                    .blobs()
+                    .link(BlobName::Result(key), BlobMeta::link(of))
+                    .await?;
+            }
+        }
         let core = self.clone();
         let ok = outcome.is_ok();
         drop(lease);
@@ -233,6 +251,7 @@ impl Core {
             input: entry.input,
             input_length: entry.length,
             operation: entry.operation.clone(),
+            is_input: false,
         };
         let meta = BlobMeta::result(written.blake3, written.length, &written.content_type, of);
         self.inputs

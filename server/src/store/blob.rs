@@ -105,6 +105,10 @@ pub struct ResultOf {
     pub input_length: u64,
     /// Canonical JSON of the normalized operation.
     pub operation: String,
+    /// The result is the input itself (the identity operation): its object
+    /// in a remote tier is an empty link to the input's (see
+    /// [`BlobMeta::link`]), so that a node knowing only the key finds it.
+    pub is_input: bool,
 }
 
 /// The media type of inputs (their type is not known).
@@ -131,6 +135,26 @@ impl BlobMeta {
             input: None,
             result: Some(of),
         }
+    }
+
+    /// The metadata of a result that is its input (`of.is_input`): an empty
+    /// object whose metadata names the input, written to a remote tier only.
+    pub fn link(of: ResultOf) -> Self {
+        Self {
+            length: 0,
+            blake3: InputHash::of(b""),
+            content_type: OCTET_STREAM.into(),
+            input: None,
+            result: Some(ResultOf {
+                is_input: true,
+                ..of
+            }),
+        }
+    }
+
+    /// Whether this describes a link to an input rather than bytes.
+    pub fn is_link(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.is_input)
     }
 
     /// Metadata of bare bytes: their length, hash and type only.

@@ -283,6 +283,7 @@ async fn metadata_round_trips(store: &dyn BlobStore, staging: &Staging) {
         input_length: input.len() as u64,
         // Canonical JSON may hold any Unicode text.
         operation: r#"{"name":"image.thumbnail","text":"é ☃ \"%\"","v":1}"#.into(),
+        is_input: false,
     };
     let meta = BlobMeta::result(InputHash::of(&result), 12_345, "image/webp", of);
     let staged = staging.output(&key);

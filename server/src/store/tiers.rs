@@ -118,6 +118,14 @@ impl Tiers {
         }
     }
 
+    /// Queues a link for a result that is its input (`meta` from
+    /// [`BlobMeta::link`]) to the remote tier; nothing is written locally.
+    /// Without a remote tier, nothing happens.
+    pub async fn link(&self, name: BlobName, meta: BlobMeta) -> io::Result<()> {
+        debug_assert!(meta.is_link());
+        self.queue(name, Job::Put(meta)).await
+    }
+
     /// The write-behind queue to the remote tier, if there is one.
     pub fn remote_queue(&self) -> Option<Arc<WriteBehind>> {
         self.remote.as_ref().map(|r| r.queue.clone())
@@ -349,6 +357,16 @@ impl Tiers {
     /// Copies the local blob `name` up; a blob deleted locally since is
     /// nothing to copy.
     async fn copy_up(&self, name: BlobName, meta: BlobMeta) -> io::Result<()> {
+        if meta.is_link() {
+            // Nothing local to copy: the object is empty, its metadata is all.
+            let empty = Box::pin(futures_util::stream::empty()) as ByteStream;
+            return self
+                .call(
+                    &name,
+                    |s| async move { s.put_stream(name, empty, meta).await },
+                )
+                .await;
+        }
         let Some(path) = self.local.local_path(name) else {
             // A local tier without files: stream it.
             let Some(body) = self.local.get(name, None).await? else {

@@ -66,6 +66,7 @@ fn meta_json(m: &BlobMeta) -> Vec<u8> {
             "input": r.input.to_hex(),
             "input_length": r.input_length,
             "operation": r.operation,
+            "is_input": r.is_input,
         })),
     }))
     .expect("metadata serializes")
@@ -88,6 +89,7 @@ fn meta_of_json(bytes: &[u8]) -> Option<BlobMeta> {
             input: hash(&r["input"])?,
             input_length: r["input_length"].as_u64()?,
             operation: r["operation"].as_str()?.to_owned(),
+            is_input: r["is_input"].as_bool().unwrap_or(false),
         }),
     };
     Some(BlobMeta {
@@ -307,6 +309,7 @@ mod tests {
                 input: InputHash::of(b"b"),
                 input_length: 1,
                 operation: r#"{"op":"thumbnail"}"#.into(),
+                is_input: false,
             },
         )
     }

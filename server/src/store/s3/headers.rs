@@ -33,6 +33,9 @@ pub(super) fn metadata(name: BlobName, meta: &BlobMeta) -> io::Result<HashMap<St
         put("input", of.input.to_hex());
         put("input-length", of.input_length.to_string());
         put("operation", percent_encode(&of.operation));
+        if of.is_input {
+            put("result-is-input", "true".into());
+        }
     }
     let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > METADATA_LIMIT {
@@ -76,6 +79,7 @@ pub(super) fn parse_metadata(
                 input: hash("input")?,
                 input_length: number("input-length")?,
                 operation: percent_decode(get("operation")?)?,
+                is_input: get("result-is-input") == Some("true"),
             })
         }
         BlobName::Input(h) if h != blake3 => return None,
@@ -150,6 +154,7 @@ mod tests {
                 input: InputHash::of(b"in"),
                 input_length: 2,
                 operation: r#"{"name":"image.resize","width":10}"#.into(),
+                is_input: false,
             },
         );
         let name = BlobName::Result(key);
@@ -177,6 +182,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_link_round_trips_and_only_links_say_so() {
+        let key = Key([9; 32]);
+        let of = ResultOf {
+            input: InputHash::of(b"in"),
+            input_length: 2,
+            operation: r#"{"name":"identity","v":1}"#.into(),
+            is_input: false,
+        };
+        let link = BlobMeta::link(of.clone());
+        let name = BlobName::Result(key);
+        let headers = metadata(name, &link).unwrap();
+        assert_eq!(headers["upcache-result-is-input"], "true");
+        assert_eq!(headers["upcache-length"], "0");
+        assert_eq!(parse_metadata(name, &headers, OCTET), Some(link));
+        let result = BlobMeta::result(InputHash::of(b"out"), 3, OCTET, of);
+        let headers = metadata(name, &result).unwrap();
+        assert!(!headers.contains_key("upcache-result-is-input"));
+        assert!(!parse_metadata(name, &headers, OCTET).unwrap().is_link());
+    }
+
     const OCTET: &str = "application/octet-stream";
 
     #[test]
@@ -189,6 +215,7 @@ mod tests {
                 input: InputHash::of(b""),
                 input_length: 0,
                 operation: "x".repeat(METADATA_LIMIT),
+                is_input: false,
             },
         );
         let e = metadata(BlobName::Result(Key([1; 32])), &meta).unwrap_err();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <prefix>inputs/<blake3>   verified inputs
-//! <prefix>results/<key>     results of operations
+//! <prefix>results/<key>     results of operations (identity: an empty link to the input)
 //! ```
 //!
 //! `<prefix>` is the `[s3] prefix` setting (empty, or ending in `/`); the
