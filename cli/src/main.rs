@@ -135,6 +135,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     upcache_server::tune_allocator();
+    upcache_server::raise_open_files_limit();
     let config = match Config::load(args.config.as_deref(), std::env::vars(), args.overrides()) {
         Ok(c) => c,
         Err(e) => {

@@ -101,6 +101,31 @@ pub fn tune_allocator() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as nginx's
+/// `worker_rlimit_nofile` would: every connection is a file, and the disk
+/// tier keeps the files of hot blobs open. The usual soft limit (1024) is
+/// a leftover of `select`; a service that meets it refuses connections.
+pub fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write the struct given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    tracing::debug!("the open files limit stays where it was");
+                }
+            }
+        }
+    }
+}
+
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use upcache_protocol::{Key, Operation, State};
 
 use super::{Core, ResultView};
@@ -172,10 +173,20 @@ impl Core {
                 }
             }
         }
-        match self.inputs.blobs().get(result.blob, Some(range)).await? {
-            Some(stream) => Ok(ResultBody::Stream(stream)),
-            None => Err(self.gone(result)),
-        }
+        let count = range.end - range.start;
+        let Some(mut stream) = self.inputs.blobs().get(result.blob, Some(range)).await? else {
+            return Err(self.gone(result));
+        };
+        // A range the store read whole (a small one, or a mapped one) goes
+        // out as one buffer, so that the head and the body leave in one
+        // write rather than two.
+        Ok(match stream.next().await.transpose()? {
+            None => ResultBody::Bytes(Bytes::new()),
+            Some(whole) if whole.len() as u64 == count => ResultBody::Bytes(whole),
+            Some(first) => ResultBody::Stream(Box::pin(
+                futures_util::stream::once(async move { Ok(first) }).chain(stream),
+            )),
+        })
     }
 
     /// The error for a result whose bytes are no longer stored (evicted or

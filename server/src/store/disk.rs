@@ -16,7 +16,8 @@
 //!
 //! A small range (up to [`READ_WHOLE`]) that the page cache holds is read
 //! on the runtime's thread with `preadv2(RWF_NOWAIT)`, which fails rather
-//! than wait for the disk ([`cached_read`]). Any other read of up to
+//! than wait for the disk ([`cached_read`]), from a file kept open
+//! ([`OpenFiles`]) while it is still linked. Any other read of up to
 //! [`MAP_MOST`] bytes is one blocking call: a small range is
 //! read into one buffer, a larger one memory-mapped with its pages faulted
 //! in there (so the runtime's threads never wait for the disk) and sent from
@@ -31,6 +32,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -63,7 +65,18 @@ enum Read {
 pub struct DiskStore {
     root: PathBuf,
     tmp: PathBuf,
+    open: Arc<OpenFiles>,
 }
+
+/// Files of recently read blobs kept open, so that a hit costs no `open`
+/// and `close` (nginx's `open_file_cache`). A cached file is used only
+/// while it is still linked: a blob deleted or replaced (by rename) leaves
+/// its old file with no links, which the `fstat` every read makes anyway
+/// tells, whoever removed it. Publishing and deleting drop the entry too.
+type OpenFiles = quick_cache::sync::Cache<BlobName, Arc<File>>;
+
+/// Blob files kept open at most.
+const OPEN_FILES: usize = 256;
 
 /// Fsyncs a directory so that a rename or unlink in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -101,7 +114,7 @@ enum Cached {
     /// The answer: the blob is missing, or here are its bytes.
     Done(Read),
     /// The file is open, but its range is long or not all in the page cache.
-    Opened(File),
+    Opened(Arc<File>),
     /// Nothing was tried (not on this platform), or the open failed oddly.
     NotTried,
 }
@@ -111,15 +124,30 @@ enum Cached {
 /// `RWF_NOWAIT` fails instead. Opening a file whose directory entry and
 /// inode are cached (every hot blob's) does not touch the disk either.
 #[cfg(target_os = "linux")]
-fn cached_read(path: &Path, range: Option<Range<u64>>) -> Cached {
+fn cached_read(open: &OpenFiles, name: BlobName, path: &Path, range: Option<Range<u64>>) -> Cached {
     use std::os::fd::AsRawFd;
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Cached::Done(Read::Missing),
-        Err(_) => return Cached::NotTried,
+    use std::os::unix::fs::MetadataExt;
+    let file = match open.get(&name) {
+        Some(f) => f,
+        None => match File::open(path) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                open.insert(name, f.clone());
+                f
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Cached::Done(Read::Missing),
+            Err(_) => return Cached::NotTried,
+        },
     };
-    let Ok(length) = file.metadata().map(|m| m.len()) else {
-        return Cached::Opened(file);
+    let length = match file.metadata() {
+        Ok(m) if m.nlink() > 0 => m.len(),
+        // Deleted or replaced since it was opened: the path says what is
+        // there now.
+        Ok(_) => {
+            open.remove(&name);
+            return Cached::NotTried;
+        }
+        Err(_) => return Cached::NotTried,
     };
     let Ok(range) = check_range(range, length) else {
         return Cached::Opened(file); // the blocking path reports it
@@ -159,11 +187,15 @@ fn cached_read(path: &Path, range: Option<Range<u64>>) -> Cached {
 /// Reads `range` of the blob at `path` (or of the file already `opened`),
 /// waiting for the disk: a small range into one buffer, a longer one mapped
 /// and its pages faulted in, a range too long to map left to be streamed.
-fn read_blocking(opened: Option<File>, path: &Path, range: Option<Range<u64>>) -> io::Result<Read> {
+fn read_blocking(
+    opened: Option<Arc<File>>,
+    path: &Path,
+    range: Option<Range<u64>>,
+) -> io::Result<Read> {
     let file = match opened {
         Some(f) => f,
         None => match File::open(path) {
-            Ok(f) => f,
+            Ok(f) => Arc::new(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(e),
         },
@@ -184,15 +216,16 @@ fn read_blocking(opened: Option<File>, path: &Path, range: Option<Range<u64>>) -
                 .offset(range.start)
                 .len(count as usize)
                 .populate()
-                .map(&file)?
+                .map(&*file)?
         };
         return Ok(Read::Whole(Bytes::from_owner(map)));
     }
-    Ok(Read::Long(file, range))
+    // Streamed with its own file offset: a file of its own.
+    Ok(Read::Long(File::open(path)?, range))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn cached_read(_: &Path, _: Option<Range<u64>>) -> Cached {
+fn cached_read(_: &OpenFiles, _: BlobName, _: &Path, _: Option<Range<u64>>) -> Cached {
     Cached::NotTried
 }
 
@@ -203,6 +236,7 @@ impl DiskStore {
         let store = Self {
             root: root.to_owned(),
             tmp: root.join("tmp"),
+            open: Arc::new(OpenFiles::new(OPEN_FILES)),
         };
         for dir in ["inputs", "results", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
@@ -235,6 +269,7 @@ impl DiskStore {
     /// Renames a synced file into place and makes the name durable.
     fn publish(&self, name: BlobName, from: &Path) -> io::Result<()> {
         fs::rename(from, self.path(name))?;
+        self.open.remove(&name);
         sync_dir(&self.dir_of(name))
     }
 }
@@ -301,7 +336,7 @@ impl BlobStore for DiskStore {
         // A small range the page cache holds is read here, on the runtime's
         // thread: handing it to a blocking thread costs two context
         // switches, more than the read itself.
-        let read = match cached_read(&path, range.clone()) {
+        let read = match cached_read(&self.open, name, &path, range.clone()) {
             Cached::Done(read) => read,
             Cached::Opened(file) => {
                 blocking(move || read_blocking(Some(file), &path, range)).await?
@@ -337,6 +372,7 @@ impl BlobStore for DiskStore {
         let store = self.clone();
         blocking(move || match fs::remove_file(store.path(name)) {
             Ok(()) => {
+                store.open.remove(&name);
                 sync_dir(&store.dir_of(name))?;
                 Ok(true)
             }
@@ -407,6 +443,46 @@ mod tests {
         let store = DiskStore::open(dir.path()).unwrap();
         let staging = Staging::open(dir.path()).unwrap();
         crate::store::conformance::check(&store, &staging).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_kept_open_is_not_served_once_replaced_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let name = BlobName::Result(upcache_protocol::Key([5; 32]));
+        let read = |store: DiskStore| async move {
+            match store.get(name, None).await.unwrap() {
+                Some(body) => Some(crate::store::blob::read_all(body).await.unwrap()),
+                None => None,
+            }
+        };
+        let meta = |b: &[u8]| BlobMeta::of_bytes(b, crate::store::blob::OCTET_STREAM);
+        let body = |b: &'static [u8]| {
+            Box::pin(futures_util::stream::once(async move {
+                Ok(Bytes::from_static(b))
+            })) as ByteStream
+        };
+        store
+            .put_stream(name, body(b"first"), meta(b"first"))
+            .await
+            .unwrap();
+        assert_eq!(read(store.clone()).await.as_deref(), Some(&b"first"[..]));
+        // Republished through the store: the cached file is dropped.
+        store
+            .put_stream(name, body(b"second!"), meta(b"second!"))
+            .await
+            .unwrap();
+        assert_eq!(read(store.clone()).await.as_deref(), Some(&b"second!"[..]));
+        // Replaced behind the store's back (by rename): the old file has no
+        // links left, so the path is opened again.
+        let path = store.path(name);
+        fs::write(dir.path().join("other"), b"third").unwrap();
+        fs::rename(dir.path().join("other"), &path).unwrap();
+        assert_eq!(read(store.clone()).await.as_deref(), Some(&b"third"[..]));
+        // Removed behind its back: missing, not the old bytes.
+        fs::remove_file(&path).unwrap();
+        assert_eq!(read(store.clone()).await, None);
+        assert!(store.delete(name).await.is_ok());
     }
 
     #[test]
