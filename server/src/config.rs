@@ -161,7 +161,7 @@ pub struct Config {
 }
 
 /// The S3 (or S3-compatible) bucket results and inputs are kept in.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// URL of the service (`http://127.0.0.1:8333`, `https://s3.example`);
@@ -184,9 +184,38 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// A file holding the secret access key; unset: `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key_file: Option<PathBuf>,
+    /// Answer `GET` of a result at least this large (`8MiB`) with a
+    /// `307` redirect to a presigned URL of its object in the bucket, once
+    /// the bucket's copy is confirmed; unset (the default): results are
+    /// always served by this node. Clients must be able to reach the bucket
+    /// (browsers also need CORS on it).
+    pub redirect_above: Option<ByteSize>,
+    /// Seconds a redirect's presigned URL stays valid (1 to 604800, the
+    /// most S3 signatures allow).
+    pub redirect_ttl: u64,
     /// The keys found by validation; `None`: the usual AWS sources.
     #[serde(skip)]
     pub credentials: Option<S3Credentials>,
+}
+
+/// Longest life of a presigned S3 URL (SigV4 allows seven days).
+pub const MAX_REDIRECT_TTL: u64 = 7 * 24 * 3600;
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            bucket: String::new(),
+            region: None,
+            path_style: false,
+            prefix: String::new(),
+            access_key_id: None,
+            secret_access_key_file: None,
+            redirect_above: None,
+            redirect_ttl: 300,
+            credentials: None,
+        }
+    }
 }
 
 /// A static S3 access key. Its `Debug` never shows the secret.
@@ -238,6 +267,17 @@ impl S3Config {
         }
         if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
             return bad("region is empty; leave it out to use AWS_REGION".into());
+        }
+        if self.redirect_above.is_some_and(|b| b.as_u64() == 0) {
+            return bad(
+                "redirect_above is 0; leave it out to serve every result from this node".into(),
+            );
+        }
+        if !(1..=MAX_REDIRECT_TTL).contains(&self.redirect_ttl) {
+            return bad(format!(
+                "redirect_ttl {} is not between 1 and {MAX_REDIRECT_TTL} seconds",
+                self.redirect_ttl
+            ));
         }
         let prefix = self.prefix.trim_start_matches('/');
         if prefix.split('/').any(|p| p == "." || p == "..")
@@ -456,7 +496,11 @@ impl Config {
             "prefix",
             "access_key_id",
             "secret_access_key_file",
+            "redirect_above",
+            "redirect_ttl",
         ];
+        /// Fields that take a whole number.
+        const NUMBERS: &[&str] = &["redirect_ttl"];
         let field = field.to_ascii_lowercase();
         if !FIELDS.contains(&field.as_str()) {
             return Err(ConfigError::Invalid(format!(
@@ -471,6 +515,14 @@ impl Config {
                     "{name}: {other:?} is neither true nor false"
                 )))
             }
+            (f, v) if NUMBERS.contains(&f) => match v.trim().parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name}: {v:?} is not a whole number"
+                    )))
+                }
+            },
             _ => toml::Value::String(value),
         };
         let s3 = table
@@ -996,6 +1048,71 @@ mod tests {
             None,
             "no key at all: the usual AWS sources"
         );
+    }
+
+    #[test]
+    fn redirects_are_off_by_default_and_set_in_human_sizes() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(None, vars(pairs), toml::Table::new()).map(|c| c.s3.unwrap())
+        };
+        let s3 = load(&[("UPCACHE_S3_BUCKET", "bkt")]).unwrap();
+        assert_eq!(s3.redirect_above, None, "off by default");
+        assert_eq!(s3.redirect_ttl, 300);
+        let s3 = load(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_ABOVE", "8MiB"),
+            ("UPCACHE_S3_REDIRECT_TTL", "60"),
+        ])
+        .unwrap();
+        assert_eq!(s3.redirect_above, Some(ByteSize::mib(8)));
+        assert_eq!(s3.redirect_ttl, 60);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(
+            &file,
+            "[s3]\nbucket = \"bkt\"\nredirect_above = \"512KiB\"\nredirect_ttl = 900\n",
+        )
+        .unwrap();
+        let s3 = Config::load(Some(&file), Vec::new(), toml::Table::new())
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.redirect_above, Some(ByteSize::kib(512)));
+        assert_eq!(s3.redirect_ttl, 900);
+
+        let refused = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_TTL", "0"),
+        ]);
+        assert!(
+            e.contains("redirect_ttl 0 is not between 1 and 604800"),
+            "{e}"
+        );
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_TTL", "604801"),
+        ]);
+        assert!(e.contains("redirect_ttl"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_TTL", "5m"),
+        ]);
+        assert!(
+            e.contains("UPCACHE_S3_REDIRECT_TTL") && e.contains("not a whole number"),
+            "{e}"
+        );
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_ABOVE", "0"),
+        ]);
+        assert!(e.contains("redirect_above is 0"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_ABOVE", "lots"),
+        ]);
+        assert!(e.contains("lots"), "an unreadable size is quoted: {e}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   arrive, bound to their entry when complete) — the two owners of
 //!   uploads; the expiry sweeper (`cache::sweep`) and admin purges
 //!   (`cache::purge`); and fast hits: an index of complete results and the
-//!   memory tier in front of the disk, with pins.
+//!   memory tier in front of the disk, with pins; and the redirect of large
+//!   results to presigned URLs of the S3 tier (`cache::redirect`).
 //! * [`inputs`] — stored inputs: the one path that publishes a complete
 //!   upload's bytes as a verified input, for entries and files alike.
 //! * [`upload`] — the upload service, a leaf: sequential appends and

@@ -219,6 +219,11 @@ pub static MEMORY_EVICTIONS: Counter = Counter::new(
     "Items the memory tier evicted to stay within memory_cap",
 );
 
+pub static RESULT_REDIRECTS: Counter = Counter::new(
+    "upcache_result_redirects_total",
+    "Result downloads answered with a 307 to a presigned S3 URL (s3.redirect_above)",
+);
+
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
     &OPERATIONS_STARTED,
@@ -256,6 +261,7 @@ const ALL: &[&Counter] = &[
     &MEMORY_FILLS,
     &MEMORY_FILLBACKS,
     &MEMORY_EVICTIONS,
+    &RESULT_REDIRECTS,
 ];
 
 /// The Prometheus text exposition of every counter.

@@ -29,10 +29,12 @@ mod hot;
 mod process;
 mod purge;
 mod receive;
+mod redirect;
 mod sweep;
 
 pub use hot::{ResultBody, READY_ENTRIES};
 pub use receive::Received;
+pub use redirect::Redirect;
 pub use sweep::SWEEP_BATCH;
 
 use crate::config::Config;

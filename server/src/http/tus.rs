@@ -46,7 +46,7 @@ pub async fn handle(core: &Arc<Core>, endpoint: Endpoint, req: &mut Req) -> Resu
             core.delete_file(id).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        Endpoint::TusResult(id) => result(core, &id, req.headers()).await,
+        Endpoint::TusResult(id) => result(core, &id, &req.parts.method, req.headers()).await,
         _ => unreachable!("not a tus endpoint"),
     }
 }
@@ -453,7 +453,12 @@ fn describe_identity(r: &mut Response<Body>, view: &FileView) {
 
 /// `GET|HEAD /files/{id}/result`: the result of the entry the upload is
 /// bound to, exactly as `/v1/ops/{key}/result` serves it.
-async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
+async fn result(
+    core: &Arc<Core>,
+    id: &Key,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Response<Body>> {
     // The metadata and operation of an upload never change: this view
     // describes the result whenever it comes.
     let view = core.file_view(id)?;
@@ -463,7 +468,7 @@ async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Respo
     };
     match key {
         Some(key) => {
-            let mut r = result::get(core, &key, &http::Method::GET, headers).await?;
+            let mut r = result::get(core, &key, method, headers).await?;
             if r.status().is_success() {
                 describe_identity(&mut r, &view);
             }
