@@ -44,7 +44,8 @@
 //!   an optional S3 tier behind it — read-through with fill-back, the
 //!   durable write-behind queue ([`store::write_behind`]) and the circuit
 //!   breaker ([`store::breaker`]).
-//! * [`metrics`] — counters exported at `/metrics`.
+//! * [`metrics`] — counters, gauges and latency histograms exported at
+//!   `/metrics`.
 //! * [`error`] — the domain error.
 //! * [`tune_allocator`] — glibc malloc settings for the serving process (body
 //!   chunks reused instead of page-faulted anew).

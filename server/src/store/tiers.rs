@@ -30,7 +30,7 @@ use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -365,7 +365,14 @@ impl Tiers {
     async fn work(&self, taken: Taken) {
         let r = self.remote.as_ref().expect("a remote tier");
         let outcome = match &taken.job {
-            Job::Put(meta) => self.copy_up(taken.name, meta.clone()).await,
+            Job::Put(meta) => {
+                let started = Instant::now();
+                let copied = self.copy_up(taken.name, meta.clone()).await;
+                if copied.is_ok() {
+                    metrics::WRITE_BEHIND_UPLOAD_SECONDS.since(started);
+                }
+                copied
+            }
             Job::Delete => self
                 .call(&taken.name, |s| async move { s.delete(taken.name).await })
                 .await
@@ -457,10 +464,14 @@ impl BlobStore for Tiers {
         name: BlobName,
         range: Option<Range<u64>>,
     ) -> io::Result<Option<ByteStream>> {
+        let started = Instant::now();
         if let Some(body) = self.local.get(name, range.clone()).await? {
+            metrics::DISK_READ_SECONDS.since(started);
             return Ok(Some(body));
         }
+        let started = Instant::now();
         if self.fill(name).await? {
+            metrics::REMOTE_READ_SECONDS.since(started);
             return self.local.get(name, range).await;
         }
         Ok(None)
