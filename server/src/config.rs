@@ -193,6 +193,18 @@ pub struct S3Config {
     /// Seconds a redirect's presigned URL stays valid (1 to 604800, the
     /// most S3 signatures allow).
     pub redirect_ttl: u64,
+    /// Copies to the bucket (and deletes) the write-behind queue runs at
+    /// once, 1 to 256.
+    pub write_behind_concurrency: usize,
+    /// Failed or slow calls in a row that open the circuit breaker: S3 is
+    /// then left alone (reads served locally, writes queued) until the
+    /// cooldown is over. 1 to 1000.
+    pub breaker_failures: u32,
+    /// Seconds after which an answer from S3 counts as a failure, 1 to 3600.
+    pub breaker_slow: u64,
+    /// Seconds the open breaker waits before it lets one probe through,
+    /// 1 to 3600.
+    pub breaker_cooldown: u64,
     /// The keys found by validation; `None`: the usual AWS sources.
     #[serde(skip)]
     pub credentials: Option<S3Credentials>,
@@ -213,6 +225,10 @@ impl Default for S3Config {
             secret_access_key_file: None,
             redirect_above: None,
             redirect_ttl: 300,
+            write_behind_concurrency: 4,
+            breaker_failures: 5,
+            breaker_slow: 10,
+            breaker_cooldown: 5,
             credentials: None,
         }
     }
@@ -279,6 +295,23 @@ impl S3Config {
                 self.redirect_ttl
             ));
         }
+        let within = |name: &str, value: u64, max: u64| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "s3: {name} {value} is not between 1 and {max}"
+                )))
+            }
+        };
+        within(
+            "write_behind_concurrency",
+            self.write_behind_concurrency as u64,
+            256,
+        )?;
+        within("breaker_failures", self.breaker_failures.into(), 1000)?;
+        within("breaker_slow (seconds)", self.breaker_slow, 3600)?;
+        within("breaker_cooldown (seconds)", self.breaker_cooldown, 3600)?;
         let prefix = self.prefix.trim_start_matches('/');
         if prefix.split('/').any(|p| p == "." || p == "..")
             || prefix.contains("//")
@@ -498,9 +531,19 @@ impl Config {
             "secret_access_key_file",
             "redirect_above",
             "redirect_ttl",
+            "write_behind_concurrency",
+            "breaker_failures",
+            "breaker_slow",
+            "breaker_cooldown",
         ];
         /// Fields that take a whole number.
-        const NUMBERS: &[&str] = &["redirect_ttl"];
+        const NUMBERS: &[&str] = &[
+            "redirect_ttl",
+            "write_behind_concurrency",
+            "breaker_failures",
+            "breaker_slow",
+            "breaker_cooldown",
+        ];
         let field = field.to_ascii_lowercase();
         if !FIELDS.contains(&field.as_str()) {
             return Err(ConfigError::Invalid(format!(
@@ -515,8 +558,8 @@ impl Config {
                     "{name}: {other:?} is neither true nor false"
                 )))
             }
-            (f, v) if NUMBERS.contains(&f) => match v.trim().parse::<i64>() {
-                Ok(n) => toml::Value::Integer(n),
+            (f, v) if NUMBERS.contains(&f) => match v.trim().parse::<u32>() {
+                Ok(n) => toml::Value::Integer(n.into()),
                 Err(_) => {
                     return Err(ConfigError::Invalid(format!(
                         "{name}: {v:?} is not a whole number"
@@ -1113,6 +1156,105 @@ mod tests {
             ("UPCACHE_S3_REDIRECT_ABOVE", "lots"),
         ]);
         assert!(e.contains("lots"), "an unreadable size is quoted: {e}");
+    }
+
+    #[test]
+    fn write_behind_and_breaker_settings_layer_and_are_bounded() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(None, vars(pairs), toml::Table::new()).map(|c| c.s3.unwrap())
+        };
+        let s3 = load(&[("UPCACHE_S3_BUCKET", "bkt")]).unwrap();
+        assert_eq!(
+            (
+                s3.write_behind_concurrency,
+                s3.breaker_failures,
+                s3.breaker_slow,
+                s3.breaker_cooldown
+            ),
+            (4, 5, 10, 5),
+            "the defaults"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(
+            &file,
+            "[s3]\nbucket = \"bkt\"\nwrite_behind_concurrency = 16\nbreaker_failures = 3\n\
+             breaker_slow = 30\nbreaker_cooldown = 20\n",
+        )
+        .unwrap();
+        let s3 = Config::load(
+            Some(&file),
+            vars(&[("UPCACHE_S3_BREAKER_COOLDOWN", "2")]),
+            toml::Table::new(),
+        )
+        .unwrap()
+        .s3
+        .unwrap();
+        assert_eq!(s3.write_behind_concurrency, 16);
+        assert_eq!(s3.breaker_failures, 3);
+        assert_eq!(s3.breaker_slow, 30);
+        assert_eq!(s3.breaker_cooldown, 2, "env beats file");
+        let s3 = load(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_WRITE_BEHIND_CONCURRENCY", "1"),
+            ("UPCACHE_S3_BREAKER_FAILURES", "1000"),
+            ("UPCACHE_S3_BREAKER_SLOW", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s3.write_behind_concurrency,
+                s3.breaker_failures,
+                s3.breaker_slow
+            ),
+            (1, 1000, 3600),
+            "the bounds are allowed"
+        );
+
+        for (var, value, says) in [
+            (
+                "WRITE_BEHIND_CONCURRENCY",
+                "0",
+                "write_behind_concurrency 0 is not between 1 and 256",
+            ),
+            (
+                "WRITE_BEHIND_CONCURRENCY",
+                "257",
+                "write_behind_concurrency 257",
+            ),
+            (
+                "BREAKER_FAILURES",
+                "0",
+                "breaker_failures 0 is not between 1 and 1000",
+            ),
+            (
+                "BREAKER_SLOW",
+                "0",
+                "breaker_slow (seconds) 0 is not between 1 and 3600",
+            ),
+            (
+                "BREAKER_COOLDOWN",
+                "3601",
+                "breaker_cooldown (seconds) 3601",
+            ),
+            ("BREAKER_SLOW", "10s", "not a whole number"),
+        ] {
+            let name = format!("UPCACHE_S3_{var}");
+            let e = load(&[("UPCACHE_S3_BUCKET", "bkt"), (name.as_str(), value)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{name}={value}: {e}");
+        }
+        let e = load(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_BREAKER_FAILURES", "-1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("UPCACHE_S3_BREAKER_FAILURES") && e.contains("not a whole number"),
+            "a negative count: {e}"
+        );
     }
 
     #[test]

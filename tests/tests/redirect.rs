@@ -51,7 +51,8 @@ async fn node(redirect_above: Option<&str>) -> Node {
     let config = format!(
         "api_keys = [\"{API_KEY}\"]\n[s3]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
          region = \"us-east-1\"\npath_style = true\nprefix = \"redirect/\"\n\
-         access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n{redirect}",
+         access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n\
+         write_behind_concurrency = 2\nbreaker_failures = 3\nbreaker_cooldown = 1\n{redirect}",
         proxy.base_url(),
         s3.config("redirect/").access_key_id.unwrap(),
         secret.display()

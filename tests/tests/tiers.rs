@@ -60,7 +60,10 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
     // The input and the result.
     drained(&first, 2.0).await;
     assert!(
-        first.metric("upcache_write_behind_upload_seconds_count").await >= 2.0,
+        first
+            .metric("upcache_write_behind_upload_seconds_count")
+            .await
+            >= 2.0,
         "the uploads' latency is recorded"
     );
     let store = s3.store("shared/").await;
