@@ -3,7 +3,9 @@
 //! proxy: the bytes (and byte ranges) come from the bucket, the Rust SDK
 //! follows and resumes and checks the BLAKE3; small results, results whose
 //! copy to the bucket is still queued, a remote tier behind an open breaker
-//! and a node without the setting are served by the node itself.
+//! and a node without the setting are served by the node itself. The
+//! result URL of a tus upload redirects like `/v1/ops/{key}/result`, but for
+//! a file uploaded with a name or type, which the bucket would not send.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +41,11 @@ struct Node {
 }
 
 async fn node(redirect_above: Option<&str>) -> Node {
+    node_with(redirect_above, true).await
+}
+
+/// A node as [`node`] makes, with API keys or open to all.
+async fn node_with(redirect_above: Option<&str>, keys: bool) -> Node {
     let s3 = SeaweedFs::start().await;
     let target: SocketAddr = s3.endpoint().trim_start_matches("http://").parse().unwrap();
     let proxy = FaultProxy::start(target).await;
@@ -48,8 +55,13 @@ async fn node(redirect_above: Option<&str>) -> Node {
     let redirect = redirect_above.map_or(String::new(), |r| {
         format!("redirect_above = \"{r}\"\nredirect_ttl = 120\n")
     });
+    let keys = if keys {
+        format!("api_keys = [\"{API_KEY}\"]\n")
+    } else {
+        String::new()
+    };
     let config = format!(
-        "api_keys = [\"{API_KEY}\"]\n[s3]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
+        "{keys}[s3]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
          region = \"us-east-1\"\npath_style = true\nprefix = \"redirect/\"\n\
          access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n\
          write_behind_concurrency = 2\nbreaker_failures = 3\nbreaker_cooldown = 1\n{redirect}",
@@ -276,13 +288,23 @@ async fn small_queued_and_breaker_blocked_results_are_served_by_the_node() {
     served_locally(&n.server, &big_key, &big, "the bucket is unavailable").await;
     assert_eq!(metric(&n.server, REDIRECTS).await, 1.0);
 
-    // S3 back: the queue drains and the new result goes to the bucket too.
+    // S3 back: the queue drains and the new result goes to the bucket too
+    // (once the restarted bucket answers for it).
     n.s3.restart().await;
     drained(&n.server, 3.0).await;
+    eventually(
+        "the queued result is redirected",
+        Duration::from_secs(30),
+        || async {
+            let resp = get(&n.server, &queued_key, false, &[]).await;
+            (resp.status() == StatusCode::TEMPORARY_REDIRECT).then_some(())
+        },
+    )
+    .await;
     let resp = get(&n.server, &queued_key, true, &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.bytes().await.unwrap(), queued);
-    assert_eq!(metric(&n.server, REDIRECTS).await, 2.0);
+    assert!(metric(&n.server, REDIRECTS).await >= 3.0);
 }
 
 #[tokio::test]
@@ -296,4 +318,75 @@ async fn without_redirect_above_nothing_is_redirected() {
     assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(resp.bytes().await.unwrap(), big[10..20]);
     assert_eq!(metric(&n.server, REDIRECTS).await, 0.0);
+}
+
+#[tokio::test]
+async fn the_result_of_a_tus_upload_is_redirected_too() {
+    let n = node_with(Some("1MiB"), false).await;
+    let input = pseudo_random(BIG, 6);
+    let op = upcache_e2e::tus::op_metadata(&serde_json::json!({"op": "identity"}));
+    let (location, _) = n.server.tus_upload(&input, &op).await;
+    eventually(
+        "the write-behind queue drains",
+        Duration::from_secs(60),
+        || async {
+            (n.server.metric(DEPTH).await == 0.0 && n.server.metric(UPLOADED).await >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let url = n.server.url(&format!("{location}/result"));
+    let manual = Http::builder()
+        .redirect(Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let resp = manual
+        .get(&url)
+        .header(h::PREFER, "wait=30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(header(resp.headers(), ETAG.as_str()), etag_of(&input));
+    let resp = manual.head(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "HEAD is answered here");
+    assert_eq!(
+        header_u64(resp.headers(), CONTENT_LENGTH.as_str()),
+        BIG as u64
+    );
+    let resp = n.server.client().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap(), input, "from the bucket");
+    assert_eq!(n.server.metric(REDIRECTS).await, 2.0);
+
+    // A file uploaded with a name and type is served with them, which
+    // the bucket would not send: here.
+    let named = pseudo_random(BIG, 7);
+    let meta =
+        upcache_e2e::tus::metadata(&[("filename", b"big.bin"), ("filetype", b"application/x-big")]);
+    let (location, _) = n.server.tus_upload(&named, &meta).await;
+    eventually(
+        "the write-behind queue drains",
+        Duration::from_secs(60),
+        || async {
+            (n.server.metric(DEPTH).await == 0.0 && n.server.metric(UPLOADED).await >= 2.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let resp = manual
+        .get(n.server.url(&format!("{location}/result")))
+        .header(h::PREFER, "wait=30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(resp.headers(), "content-disposition"),
+        "inline; filename=\"big.bin\""
+    );
+    assert_eq!(header(resp.headers(), "content-type"), "application/x-big");
+    assert_eq!(resp.bytes().await.unwrap(), named);
+    assert_eq!(n.server.metric(REDIRECTS).await, 2.0);
 }

@@ -28,27 +28,42 @@ pub async fn get(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
+    get_as(core, key, method, headers, true).await
+}
+
+/// [`get`], never redirecting when `may_redirect` is false (a caller that
+/// adds headers to the result the bucket would not send).
+pub async fn get_as(
+    core: &Arc<Core>,
+    key: &Key,
+    method: &Method,
+    headers: &HeaderMap,
+    may_redirect: bool,
+) -> Result<Response<Body>> {
     let head = method == Method::HEAD;
+    let redirect = may_redirect && !head;
     // A hit: the ready index has the result, no sled read, no waiting.
     if let Some(ready) = core.ready(key) {
-        return deliver(core, &ready, headers, head).await;
+        return deliver(core, &ready, headers, head, redirect).await;
     }
     match core.outcome(key, wait_for(core, headers)).await? {
-        Outcome::Ready(result) => deliver(core, &result, headers, head).await,
+        Outcome::Ready(result) => deliver(core, &result, headers, head, redirect).await,
         outcome => answer_to(core, outcome, headers, head).await,
     }
 }
 
 /// A result for a `GET` or `HEAD` of a result URL: a redirect to the S3
-/// tier where one applies, else the result served here.
+/// tier where one applies (and `redirect` allows it), else the result
+/// served here.
 async fn deliver(
     core: &Arc<Core>,
     result: &ResultView,
     headers: &HeaderMap,
     head: bool,
+    redirect: bool,
 ) -> Result<Response<Body>> {
-    if !head {
-        if let Some(r) = redirect(core, result, headers).await {
+    if redirect {
+        if let Some(r) = redirect_to_bucket(core, result, headers).await {
             return Ok(r);
         }
     }
@@ -60,7 +75,7 @@ async fn deliver(
 /// as this server would: the bucket serves the bytes and a single range,
 /// but knows nothing of our validators, so conditional requests stay here,
 /// and so do range headers this server would not honour as one range.
-async fn redirect(
+async fn redirect_to_bucket(
     core: &Arc<Core>,
     result: &ResultView,
     headers: &HeaderMap,
