@@ -41,11 +41,12 @@ struct Node {
 }
 
 async fn node(redirect_above: Option<&str>) -> Node {
-    node_with(redirect_above, true).await
+    node_with(redirect_above, true, "").await
 }
 
-/// A node as [`node`] makes, with API keys or open to all.
-async fn node_with(redirect_above: Option<&str>, keys: bool) -> Node {
+/// A node as [`node`] makes, with API keys or open to all, and `extra`
+/// top-level settings.
+async fn node_with(redirect_above: Option<&str>, keys: bool, extra: &str) -> Node {
     let s3 = SeaweedFs::start().await;
     let target: SocketAddr = s3.endpoint().trim_start_matches("http://").parse().unwrap();
     let proxy = FaultProxy::start(target).await;
@@ -56,9 +57,9 @@ async fn node_with(redirect_above: Option<&str>, keys: bool) -> Node {
         format!("redirect_above = \"{r}\"\nredirect_ttl = 120\n")
     });
     let keys = if keys {
-        format!("api_keys = [\"{API_KEY}\"]\n")
+        format!("{extra}api_keys = [\"{API_KEY}\"]\n")
     } else {
-        String::new()
+        extra.to_owned()
     };
     let config = format!(
         "{keys}[s3]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
@@ -322,7 +323,7 @@ async fn without_redirect_above_nothing_is_redirected() {
 
 #[tokio::test]
 async fn the_result_of_a_tus_upload_is_redirected_too() {
-    let n = node_with(Some("1MiB"), false).await;
+    let n = node_with(Some("1MiB"), false, "").await;
     let input = pseudo_random(BIG, 6);
     let op = upcache_e2e::tus::op_metadata(&serde_json::json!({"op": "identity"}));
     let (location, _) = n.server.tus_upload(&input, &op).await;
@@ -389,4 +390,20 @@ async fn the_result_of_a_tus_upload_is_redirected_too() {
     assert_eq!(header(resp.headers(), "content-type"), "application/x-big");
     assert_eq!(resp.bytes().await.unwrap(), named);
     assert_eq!(n.server.metric(REDIRECTS).await, 2.0);
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_use_that_keeps_a_result_from_expiring() {
+    let n = node_with(Some("1MiB"), true, "result_ttl = 2\n").await;
+    let big = pseudo_random(BIG, 8);
+    let key = put(&n.server, &big).await;
+    drained(&n.server, 1.0).await;
+    // Read only through redirects for twice the time to live.
+    for _ in 0..8 {
+        let resp = get(&n.server, &key, false, &[]).await;
+        assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT, "still there");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let resp = get(&n.server, &key, true, &[]).await;
+    assert_eq!(resp.bytes().await.unwrap(), big);
 }

@@ -44,6 +44,8 @@ impl Core {
             .await
         {
             Ok(Some(url)) => {
+                // A use like any read: `result_ttl` counts from the last.
+                self.cap.touch(result.blob);
                 metrics::RESULT_REDIRECTS.inc();
                 Some(Redirect { url, ttl })
             }
