@@ -34,7 +34,7 @@ const nodePlatform = {
       describe: (input) => describe(input, client),
       // node:http can hold a body back until `100 Continue` (a hit sends none).
       expectContinue: true,
-      send: (req) => send(agent, req),
+      send: (req) => sendFollowing(agent, client.server, req),
       save,
       close: () => agent.destroy()
     }
@@ -133,6 +133,43 @@ class BlockBuffers {
 
   give (view) {
     if (this.memory && view.buffer === this.memory.buffer) this.free.push(view.byteOffset)
+  }
+}
+
+/** Redirects a `GET` or `HEAD` follows (browsers' fetch follows 20). */
+const MAX_REDIRECTS = 5
+const REDIRECTS = new Set([301, 302, 303, 307, 308])
+/** Headers that stay behind when a redirect leaves for another origin (as fetch drops them). */
+const CREDENTIALS = ['authorization', 'cookie', 'proxy-authorization']
+
+/**
+ * `send`, following the redirects of body-less requests as fetch does: a
+ * server may answer a large result's `GET` with a `307` to a presigned URL
+ * of its object in S3 (spec/protocol.md §7.7). The `Range` goes along;
+ * credentials do not leave the server's origin, and the server's agent
+ * (its keep-alive pool) serves the server's origin alone.
+ */
+async function sendFollowing (agent, server, req) {
+  const home = new URL(server).origin
+  let { url, headers } = req
+  for (let hops = 0; ; hops++) {
+    const here = new URL(url)
+    const res = await send(here.origin === home ? agent : undefined, { ...req, url, headers })
+    const location = res.headers.get('location')
+    const follow = REDIRECTS.has(res.status) && location && (req.method === 'GET' || req.method === 'HEAD') && !req.body
+    if (!follow) return res
+    await res.discard()
+    if (hops >= MAX_REDIRECTS) {
+      throw new UpcacheError({ type: CLIENT.network, detail: `${req.method} ${new URL(req.url).pathname}: more than ${MAX_REDIRECTS} redirects` })
+    }
+    const next = new URL(location, url)
+    if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+      throw new UpcacheError({ type: CLIENT.protocol, detail: `redirected to ${next.protocol} URL` })
+    }
+    if (next.origin !== here.origin) {
+      headers = Object.fromEntries(Object.entries(headers).filter(([k]) => !CREDENTIALS.includes(k.toLowerCase())))
+    }
+    url = next.href
   }
 }
 

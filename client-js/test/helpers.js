@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import zlib from 'node:zlib'
 import crypto from 'node:crypto'
+import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -132,4 +133,80 @@ function crc32 (buf) {
   let c = 0xffffffff
   for (const b of buf) c = CRC_TABLE[(c ^ b) & 255] ^ (c >>> 8)
   return (c ^ 0xffffffff) >>> 0
+}
+
+/** The access key and secret SeaweedFS is started with (as tests/src/s3.rs). */
+export const S3_KEY = 'upcache-test-key'
+export const S3_SECRET = 'upcache-test-secret-0123456789'
+export const S3_BUCKET = 'upcache-test'
+
+/** A free port on 127.0.0.1, held (listening) until `release()`. */
+async function holdPort (port = 0) {
+  const srv = net.createServer()
+  await new Promise((resolve, reject) => { srv.once('error', reject); srv.listen(port, '127.0.0.1', resolve) })
+  return { port: srv.address().port, release: () => new Promise((resolve) => srv.close(resolve)) }
+}
+
+/**
+ * Starts a real S3 server — SeaweedFS's `weed mini`, the pinned binary
+ * `.ci/seaweedfs.sh` installs (or `SEAWEEDFS_WEED`) — on free loopback
+ * ports with the bucket `S3_BUCKET`, as tests/src/s3.rs does for the Rust
+ * tests. `config(prefix, extra)` is an `[s3]` table for upcache.
+ */
+export async function startSeaweed () {
+  const weed = process.env.SEAWEEDFS_WEED || path.join(REPO, 'tests', 'seaweedfs', '.venv', 'bin', 'weed')
+  if (!fs.existsSync(weed)) throw new Error(`${weed} is missing: run .ci/seaweedfs.sh (or set SEAWEEDFS_WEED)`)
+  const held = []
+  for (let i = 0; i < 8; i++) held.push(await holdPort())
+  // weed's maintenance worker dials the admin port plus 10000, whatever the flags say.
+  let admin
+  for (;;) {
+    const a = await holdPort()
+    if (a.port + 10000 > 65535) { held.push(a); continue }
+    try { held.push(await holdPort(a.port + 10000)); admin = a; held.push(a); break } catch { held.push(a) }
+  }
+  const [s3, s3Grpc, master, masterGrpc, volume, volumeGrpc, filer, filerGrpc] = held.map((h) => h.port)
+  await Promise.all(held.map((h) => h.release()))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'upcache-js-weed-'))
+  fs.mkdirSync(path.join(dir, 'data'))
+  const log = fs.openSync(path.join(dir, 'weed.log'), 'a')
+  const ports = { 's3.port': s3, 's3.port.grpc': s3Grpc, 'master.port': master, 'master.port.grpc': masterGrpc, 'volume.port': volume, 'volume.port.grpc': volumeGrpc, 'filer.port': filer, 'filer.port.grpc': filerGrpc, 'admin.port': admin.port, 'admin.port.grpc': admin.port + 10000 }
+  const args = ['mini', `-dir=${path.join(dir, 'data')}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1',
+    ...Object.entries(ports).map(([k, v]) => `-${k}=${v}`),
+    '-webdav=false', '-s3.port.iceberg=0', '-s3.port.lance=0', '-admin.ui=false', '-master.telemetry=false',
+    `-bucket=${S3_BUCKET}`, `-filer.localSocket=${path.join(dir, 'filer.sock')}`, `-s3.localSocket=${path.join(dir, 's3.sock')}`]
+  const child = spawn(weed, args, {
+    cwd: dir,
+    env: { PATH: process.env.PATH, HOME: dir, AWS_ACCESS_KEY_ID: S3_KEY, AWS_SECRET_ACCESS_KEY: S3_SECRET },
+    stdio: ['ignore', log, log]
+  })
+  const endpoint = `http://127.0.0.1:${s3}`
+  // Up once the S3 port answers HTTP at all; upcache's write-behind retries
+  // until the bucket takes objects.
+  const until = Date.now() + 60_000
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`weed exited with ${child.exitCode}: ${fs.readFileSync(path.join(dir, 'weed.log'), 'utf8').slice(-2000)}`)
+    try { await fetch(endpoint + '/'); break } catch {}
+    if (Date.now() > until) throw new Error('weed did not answer within 60 s')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  fs.writeFileSync(path.join(dir, 'secret'), S3_SECRET)
+  return {
+    endpoint,
+    config: (prefix, extra = '') => `[s3]\nendpoint = "${endpoint}"\nbucket = "${S3_BUCKET}"\nregion = "us-east-1"\npath_style = true\nprefix = "${prefix}"\naccess_key_id = "${S3_KEY}"\nsecret_access_key_file = "${path.join(dir, 'secret')}"\n${extra}`,
+    async stop () {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve))
+        child.kill('SIGKILL')
+        await exited
+      }
+      fs.closeSync(log)
+      for (const port of Object.values(ports)) {
+        for (const kind of ['master', 'volume', 'filer', 's3', 'admin']) {
+          for (const grpc of ['', '-grpc']) fs.rmSync(`/tmp/seaweedfs-${kind}${grpc}-${port}.sock`, { force: true })
+        }
+      }
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
 }

@@ -38,6 +38,13 @@ pub const JSON: &str = "application/json";
 /// `Cache-Control` of results: they never change under their key.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// `Cache-Control` of a result's redirect to a presigned URL that is valid
+/// for `ttl_secs`: kept by the client alone (the URL is a credential) and
+/// for half the URL's life at most, never over a minute.
+pub fn redirect_cache_control(ttl_secs: u64) -> String {
+    format!("private, max-age={}", (ttl_secs / 2).min(60))
+}
+
 // tus 1.0.0 (the `/files/` front end; https://tus.io/protocols/resumable-upload).
 
 /// The tus protocol version spoken, and the only one accepted.

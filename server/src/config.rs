@@ -161,7 +161,7 @@ pub struct Config {
 }
 
 /// The S3 (or S3-compatible) bucket results and inputs are kept in.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// URL of the service (`http://127.0.0.1:8333`, `https://s3.example`);
@@ -184,9 +184,54 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// A file holding the secret access key; unset: `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key_file: Option<PathBuf>,
+    /// Answer `GET` of a result at least this large (`8MiB`) with a
+    /// `307` redirect to a presigned URL of its object in the bucket, once
+    /// the bucket's copy is confirmed; unset (the default): results are
+    /// always served by this node. Clients must be able to reach the bucket
+    /// (browsers also need CORS on it).
+    pub redirect_above: Option<ByteSize>,
+    /// Seconds a redirect's presigned URL stays valid (1 to 604800, the
+    /// most S3 signatures allow).
+    pub redirect_ttl: u64,
+    /// Copies to the bucket (and deletes) the write-behind queue runs at
+    /// once, 1 to 256.
+    pub write_behind_concurrency: usize,
+    /// Failed or slow calls in a row that open the circuit breaker: S3 is
+    /// then left alone (reads served locally, writes queued) until the
+    /// cooldown is over. 1 to 1000.
+    pub breaker_failures: u32,
+    /// Seconds after which an answer from S3 counts as a failure, 1 to 3600.
+    pub breaker_slow: u64,
+    /// Seconds the open breaker waits before it lets one probe through,
+    /// 1 to 3600.
+    pub breaker_cooldown: u64,
     /// The keys found by validation; `None`: the usual AWS sources.
     #[serde(skip)]
     pub credentials: Option<S3Credentials>,
+}
+
+/// Longest life of a presigned S3 URL (SigV4 allows seven days).
+pub const MAX_REDIRECT_TTL: u64 = 7 * 24 * 3600;
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            bucket: String::new(),
+            region: None,
+            path_style: false,
+            prefix: String::new(),
+            access_key_id: None,
+            secret_access_key_file: None,
+            redirect_above: None,
+            redirect_ttl: 300,
+            write_behind_concurrency: 4,
+            breaker_failures: 5,
+            breaker_slow: 10,
+            breaker_cooldown: 5,
+            credentials: None,
+        }
+    }
 }
 
 /// A static S3 access key. Its `Debug` never shows the secret.
@@ -239,6 +284,34 @@ impl S3Config {
         if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
             return bad("region is empty; leave it out to use AWS_REGION".into());
         }
+        if self.redirect_above.is_some_and(|b| b.as_u64() == 0) {
+            return bad(
+                "redirect_above is 0; leave it out to serve every result from this node".into(),
+            );
+        }
+        if !(1..=MAX_REDIRECT_TTL).contains(&self.redirect_ttl) {
+            return bad(format!(
+                "redirect_ttl {} is not between 1 and {MAX_REDIRECT_TTL} seconds",
+                self.redirect_ttl
+            ));
+        }
+        let within = |name: &str, value: u64, max: u64| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "s3: {name} {value} is not between 1 and {max}"
+                )))
+            }
+        };
+        within(
+            "write_behind_concurrency",
+            self.write_behind_concurrency as u64,
+            256,
+        )?;
+        within("breaker_failures", self.breaker_failures.into(), 1000)?;
+        within("breaker_slow (seconds)", self.breaker_slow, 3600)?;
+        within("breaker_cooldown (seconds)", self.breaker_cooldown, 3600)?;
         let prefix = self.prefix.trim_start_matches('/');
         if prefix.split('/').any(|p| p == "." || p == "..")
             || prefix.contains("//")
@@ -456,6 +529,20 @@ impl Config {
             "prefix",
             "access_key_id",
             "secret_access_key_file",
+            "redirect_above",
+            "redirect_ttl",
+            "write_behind_concurrency",
+            "breaker_failures",
+            "breaker_slow",
+            "breaker_cooldown",
+        ];
+        /// Fields that take a whole number.
+        const NUMBERS: &[&str] = &[
+            "redirect_ttl",
+            "write_behind_concurrency",
+            "breaker_failures",
+            "breaker_slow",
+            "breaker_cooldown",
         ];
         let field = field.to_ascii_lowercase();
         if !FIELDS.contains(&field.as_str()) {
@@ -471,6 +558,14 @@ impl Config {
                     "{name}: {other:?} is neither true nor false"
                 )))
             }
+            (f, v) if NUMBERS.contains(&f) => match v.trim().parse::<u32>() {
+                Ok(n) => toml::Value::Integer(n.into()),
+                Err(_) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name}: {v:?} is not a whole number"
+                    )))
+                }
+            },
             _ => toml::Value::String(value),
         };
         let s3 = table
@@ -995,6 +1090,170 @@ mod tests {
             bare.unwrap().s3.unwrap().credentials,
             None,
             "no key at all: the usual AWS sources"
+        );
+    }
+
+    #[test]
+    fn redirects_are_off_by_default_and_set_in_human_sizes() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(None, vars(pairs), toml::Table::new()).map(|c| c.s3.unwrap())
+        };
+        let s3 = load(&[("UPCACHE_S3_BUCKET", "bkt")]).unwrap();
+        assert_eq!(s3.redirect_above, None, "off by default");
+        assert_eq!(s3.redirect_ttl, 300);
+        let s3 = load(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_ABOVE", "8MiB"),
+            ("UPCACHE_S3_REDIRECT_TTL", "60"),
+        ])
+        .unwrap();
+        assert_eq!(s3.redirect_above, Some(ByteSize::mib(8)));
+        assert_eq!(s3.redirect_ttl, 60);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(
+            &file,
+            "[s3]\nbucket = \"bkt\"\nredirect_above = \"512KiB\"\nredirect_ttl = 900\n",
+        )
+        .unwrap();
+        let s3 = Config::load(Some(&file), Vec::new(), toml::Table::new())
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.redirect_above, Some(ByteSize::kib(512)));
+        assert_eq!(s3.redirect_ttl, 900);
+
+        let refused = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_TTL", "0"),
+        ]);
+        assert!(
+            e.contains("redirect_ttl 0 is not between 1 and 604800"),
+            "{e}"
+        );
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_TTL", "604801"),
+        ]);
+        assert!(e.contains("redirect_ttl"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_TTL", "5m"),
+        ]);
+        assert!(
+            e.contains("UPCACHE_S3_REDIRECT_TTL") && e.contains("not a whole number"),
+            "{e}"
+        );
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_ABOVE", "0"),
+        ]);
+        assert!(e.contains("redirect_above is 0"), "{e}");
+        let e = refused(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_REDIRECT_ABOVE", "lots"),
+        ]);
+        assert!(e.contains("lots"), "an unreadable size is quoted: {e}");
+    }
+
+    #[test]
+    fn write_behind_and_breaker_settings_layer_and_are_bounded() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(None, vars(pairs), toml::Table::new()).map(|c| c.s3.unwrap())
+        };
+        let s3 = load(&[("UPCACHE_S3_BUCKET", "bkt")]).unwrap();
+        assert_eq!(
+            (
+                s3.write_behind_concurrency,
+                s3.breaker_failures,
+                s3.breaker_slow,
+                s3.breaker_cooldown
+            ),
+            (4, 5, 10, 5),
+            "the defaults"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upcache.toml");
+        std::fs::write(
+            &file,
+            "[s3]\nbucket = \"bkt\"\nwrite_behind_concurrency = 16\nbreaker_failures = 3\n\
+             breaker_slow = 30\nbreaker_cooldown = 20\n",
+        )
+        .unwrap();
+        let s3 = Config::load(
+            Some(&file),
+            vars(&[("UPCACHE_S3_BREAKER_COOLDOWN", "2")]),
+            toml::Table::new(),
+        )
+        .unwrap()
+        .s3
+        .unwrap();
+        assert_eq!(s3.write_behind_concurrency, 16);
+        assert_eq!(s3.breaker_failures, 3);
+        assert_eq!(s3.breaker_slow, 30);
+        assert_eq!(s3.breaker_cooldown, 2, "env beats file");
+        let s3 = load(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_WRITE_BEHIND_CONCURRENCY", "1"),
+            ("UPCACHE_S3_BREAKER_FAILURES", "1000"),
+            ("UPCACHE_S3_BREAKER_SLOW", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s3.write_behind_concurrency,
+                s3.breaker_failures,
+                s3.breaker_slow
+            ),
+            (1, 1000, 3600),
+            "the bounds are allowed"
+        );
+
+        for (var, value, says) in [
+            (
+                "WRITE_BEHIND_CONCURRENCY",
+                "0",
+                "write_behind_concurrency 0 is not between 1 and 256",
+            ),
+            (
+                "WRITE_BEHIND_CONCURRENCY",
+                "257",
+                "write_behind_concurrency 257",
+            ),
+            (
+                "BREAKER_FAILURES",
+                "0",
+                "breaker_failures 0 is not between 1 and 1000",
+            ),
+            (
+                "BREAKER_SLOW",
+                "0",
+                "breaker_slow (seconds) 0 is not between 1 and 3600",
+            ),
+            (
+                "BREAKER_COOLDOWN",
+                "3601",
+                "breaker_cooldown (seconds) 3601",
+            ),
+            ("BREAKER_SLOW", "10s", "not a whole number"),
+        ] {
+            let name = format!("UPCACHE_S3_{var}");
+            let e = load(&[("UPCACHE_S3_BUCKET", "bkt"), (name.as_str(), value)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{name}={value}: {e}");
+        }
+        let e = load(&[
+            ("UPCACHE_S3_BUCKET", "bkt"),
+            ("UPCACHE_S3_BREAKER_FAILURES", "-1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("UPCACHE_S3_BREAKER_FAILURES") && e.contains("not a whole number"),
+            "a negative count: {e}"
         );
     }
 

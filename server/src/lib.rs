@@ -17,7 +17,8 @@
 //!   arrive, bound to their entry when complete) — the two owners of
 //!   uploads; the expiry sweeper (`cache::sweep`) and admin purges
 //!   (`cache::purge`); and fast hits: an index of complete results and the
-//!   memory tier in front of the disk, with pins.
+//!   memory tier in front of the disk, with pins; and the redirect of large
+//!   results to presigned URLs of the S3 tier (`cache::redirect`).
 //! * [`inputs`] — stored inputs: the one path that publishes a complete
 //!   upload's bytes as a verified input, for entries and files alike.
 //! * [`upload`] — the upload service, a leaf: sequential appends and
@@ -43,7 +44,8 @@
 //!   an optional S3 tier behind it — read-through with fill-back, the
 //!   durable write-behind queue ([`store::write_behind`]) and the circuit
 //!   breaker ([`store::breaker`]).
-//! * [`metrics`] — counters exported at `/metrics`.
+//! * [`metrics`] — counters, gauges and latency histograms exported at
+//!   `/metrics`.
 //! * [`error`] — the domain error.
 //! * [`tune_allocator`] — glibc malloc settings for the serving process (body
 //!   chunks reused instead of page-faulted anew).

@@ -1,7 +1,14 @@
-//! Counters and gauges exported at `/metrics` in the Prometheus text
-//! format. Every name is a constant here; nothing else spells one.
+//! Counters, gauges and latency histograms exported at `/metrics` in the
+//! Prometheus text format. Every name is a constant here; nothing else
+//! spells one.
+//!
+//! A [`Histogram`] has fixed buckets and atomic counts: recording is one
+//! bucket search over a short array and two relaxed `fetch_add`s, no lock
+//! and no allocation, so it may sit on the hit path.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// A monotonically increasing counter.
 pub struct Counter {
@@ -51,6 +58,113 @@ impl Gauge {
         self.value.load(Ordering::Relaxed)
     }
 }
+
+/// Upper bounds of the latency buckets: the `le` label and nanoseconds.
+/// From a microsecond (a memory hit) to two minutes (an upload to S3).
+const LATENCY_BUCKETS: [(&str, u64); 24] = [
+    ("0.000001", 1_000),
+    ("0.000005", 5_000),
+    ("0.00001", 10_000),
+    ("0.000025", 25_000),
+    ("0.00005", 50_000),
+    ("0.0001", 100_000),
+    ("0.00025", 250_000),
+    ("0.0005", 500_000),
+    ("0.001", 1_000_000),
+    ("0.0025", 2_500_000),
+    ("0.005", 5_000_000),
+    ("0.01", 10_000_000),
+    ("0.025", 25_000_000),
+    ("0.05", 50_000_000),
+    ("0.1", 100_000_000),
+    ("0.25", 250_000_000),
+    ("0.5", 500_000_000),
+    ("1", 1_000_000_000),
+    ("2.5", 2_500_000_000),
+    ("5", 5_000_000_000),
+    ("10", 10_000_000_000),
+    ("30", 30_000_000_000),
+    ("60", 60_000_000_000),
+    ("120", 120_000_000_000),
+];
+
+/// A latency histogram in seconds with the fixed [`LATENCY_BUCKETS`].
+pub struct Histogram {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Nanoseconds observed in all.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            counts: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation of `d`.
+    pub fn observe(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS.partition_point(|&(_, bound)| bound < nanos);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Records the time since `start`.
+    pub fn since(&self, start: Instant) {
+        self.observe(start.elapsed());
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Appends the histogram's exposition: cumulative `_bucket` samples,
+    /// then `_sum` (seconds) and `_count`.
+    fn render(&self, out: &mut String) {
+        let n = self.name;
+        let _ = write!(out, "# HELP {n} {}\n# TYPE {n} histogram\n", self.help);
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS.get(i).map_or("+Inf", |&(le, _)| le);
+            let _ = writeln!(out, "{n}_bucket{{le=\"{le}\"}} {total}");
+        }
+        let sum = Duration::from_nanos(self.sum.load(Ordering::Relaxed)).as_secs_f64();
+        let _ = write!(out, "{n}_sum {sum}\n{n}_count {total}\n");
+    }
+}
+
+pub static MEMORY_READ_SECONDS: Histogram = Histogram::new(
+    "upcache_memory_read_seconds",
+    "Reads of results from the memory tier, whole: the lookup and the slice of the range asked for",
+);
+pub static DISK_READ_SECONDS: Histogram = Histogram::new(
+    "upcache_disk_read_seconds",
+    "Reads from the disk tier, to the first byte: until the blob's bytes, or its open stream for large ones, are handed back",
+);
+pub static REMOTE_READ_SECONDS: Histogram = Histogram::new(
+    "upcache_remote_read_seconds",
+    "Reads from the remote tier (S3) on a disk miss, whole: the blob fetched, checked and stored on disk (read-through fill)",
+);
+pub static WRITE_BEHIND_UPLOAD_SECONDS: Histogram = Histogram::new(
+    "upcache_write_behind_upload_seconds",
+    "Copies of a blob to the remote tier (S3) by the write-behind queue, whole, successful ones",
+);
+
+const HISTOGRAMS: &[&Histogram] = &[
+    &MEMORY_READ_SECONDS,
+    &DISK_READ_SECONDS,
+    &REMOTE_READ_SECONDS,
+    &WRITE_BEHIND_UPLOAD_SECONDS,
+];
 
 pub static HTTP_REQUESTS: Counter =
     Counter::new("upcache_http_requests_total", "HTTP requests received");
@@ -219,6 +333,11 @@ pub static MEMORY_EVICTIONS: Counter = Counter::new(
     "Items the memory tier evicted to stay within memory_cap",
 );
 
+pub static RESULT_REDIRECTS: Counter = Counter::new(
+    "upcache_result_redirects_total",
+    "Result downloads answered with a 307 to a presigned S3 URL (s3.redirect_above)",
+);
+
 const ALL: &[&Counter] = &[
     &HTTP_REQUESTS,
     &OPERATIONS_STARTED,
@@ -256,6 +375,7 @@ const ALL: &[&Counter] = &[
     &MEMORY_FILLS,
     &MEMORY_FILLBACKS,
     &MEMORY_EVICTIONS,
+    &RESULT_REDIRECTS,
 ];
 
 /// The Prometheus text exposition of every counter.
@@ -281,5 +401,56 @@ pub fn render() -> String {
             g.get()
         ));
     }
+    for h in HISTOGRAMS {
+        h.render(&mut out);
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        let h = Histogram::new("test_seconds", "A test histogram");
+        h.observe(Duration::from_nanos(800)); // ≤ 1 µs
+        h.observe(Duration::from_micros(1)); // on a bound: that bucket
+        h.observe(Duration::from_millis(3)); // ≤ 5 ms
+        h.observe(Duration::from_secs(600)); // above every bound
+        let mut out = String::new();
+        h.render(&mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "# HELP test_seconds A test histogram");
+        assert_eq!(lines[1], "# TYPE test_seconds histogram");
+        assert_eq!(lines[2], "test_seconds_bucket{le=\"0.000001\"} 2");
+        assert_eq!(lines[3], "test_seconds_bucket{le=\"0.000005\"} 2");
+        assert!(out.contains("test_seconds_bucket{le=\"0.0025\"} 2\n"));
+        assert!(out.contains("test_seconds_bucket{le=\"0.005\"} 3\n"));
+        assert!(out.contains("test_seconds_bucket{le=\"120\"} 3\n"));
+        assert_eq!(lines[lines.len() - 3], "test_seconds_bucket{le=\"+Inf\"} 4");
+        let sum: f64 = lines[lines.len() - 2]
+            .strip_prefix("test_seconds_sum ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 600.003_001_8).abs() < 1e-9, "{sum}");
+        assert_eq!(lines[lines.len() - 1], "test_seconds_count 4");
+        assert_eq!(lines.len(), 2 + LATENCY_BUCKETS.len() + 1 + 2);
+        assert_eq!(h.count(), 4);
+        // Buckets ascend, so that the cumulative counts mean what they say.
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0].1 < w[1].1));
+        assert!(LATENCY_BUCKETS
+            .iter()
+            .all(|&(le, ns)| (le.parse::<f64>().unwrap() * 1e9).round() as u64 == ns));
+    }
+
+    #[test]
+    fn every_histogram_is_in_the_exposition() {
+        let text = render();
+        for h in HISTOGRAMS {
+            assert!(text.contains(&format!("# TYPE {} histogram\n", h.name)));
+            assert!(text.contains(&format!("{}_bucket{{le=\"+Inf\"}}", h.name)));
+        }
+    }
 }

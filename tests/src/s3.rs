@@ -283,6 +283,7 @@ impl SeaweedFs {
                 secret_access_key: secret.into(),
                 session_token: None,
             }),
+            ..S3Config::default()
         }
     }
 

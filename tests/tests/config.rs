@@ -206,3 +206,34 @@ async fn untouched_uploads_expire() {
     let (_, status) = server.create(&job, Some(1024)).await;
     assert_eq!(status.blocks_received, 0);
 }
+
+#[test]
+fn bad_s3_tier_settings_are_refused_before_binding() {
+    for (var, value, says) in [
+        (
+            "UPCACHE_S3_WRITE_BEHIND_CONCURRENCY",
+            "0",
+            "write_behind_concurrency 0",
+        ),
+        ("UPCACHE_S3_BREAKER_FAILURES", "0", "breaker_failures 0"),
+        ("UPCACHE_S3_BREAKER_SLOW", "soon", "UPCACHE_S3_BREAKER_SLOW"),
+        (
+            "UPCACHE_S3_BREAKER_COOLDOWN",
+            "0",
+            "breaker_cooldown (seconds) 0",
+        ),
+        ("UPCACHE_S3_REDIRECT_TTL", "0", "redirect_ttl 0"),
+        ("UPCACHE_S3_REDIRECT_ABOVE", "huge", "huge"),
+    ] {
+        let (code, stderr) = serve_with_env(
+            &[
+                ("UPCACHE_S3_BUCKET", "bkt"),
+                ("UPCACHE_S3_ENDPOINT", "http://127.0.0.1:9"),
+                (var, value),
+            ],
+            None,
+        );
+        assert_eq!(code, Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(says), "{var}={value}: {stderr}");
+    }
+}

@@ -1,8 +1,8 @@
 //! The memory tier, seen from outside: hits answered with the result's file
 //! gone from the data directory, `memory_max_item` and `memory_cap = "0"`
 //! respected, results of pinned operations kept through a stream of others
-//! larger than the cap, fill-back after a restart, and `DELETE` reaching the
-//! memory copy.
+//! larger than the cap, fill-back after a restart, `DELETE` reaching the
+//! memory copy, and the read latency histograms of the memory and disk tiers.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -217,4 +217,59 @@ async fn head_of_a_result_reads_no_bytes_and_says_their_length() {
         format!("\"{}\"", job.hash.to_hex())
     );
     assert_eq!(server.metric(HITS).await, hits, "HEAD read nothing");
+}
+
+async fn exposition(server: &Server) -> String {
+    let resp = server.client().get(server.url("/metrics")).send().await;
+    resp.expect("GET /metrics")
+        .text()
+        .await
+        .expect("read /metrics")
+}
+
+/// The samples of histogram `name` in `text`: its cumulative `_bucket`
+/// counts in order, its `_sum` and its `_count`.
+fn histogram(text: &str, name: &str) -> (Vec<f64>, f64, f64) {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .collect();
+    (
+        buckets,
+        parse_counter(text, &format!("{name}_sum")),
+        parse_counter(text, &format!("{name}_count")),
+    )
+}
+
+#[tokio::test]
+async fn read_latency_histograms_move_per_tier() {
+    let server = Server::start_with_config(r#"memory_max_item = "64KiB""#, &[]).await;
+    let on_disk = Job::identity(pseudo_random(64 * 1024 + 1, 20));
+    let in_memory = Job::identity(pseudo_random(1024, 21));
+    server.oneshot(&on_disk).await;
+    server.oneshot(&in_memory).await;
+    let before = exposition(&server).await;
+    for _ in 0..3 {
+        assert_eq!(get(&server, &on_disk.key).await.1, on_disk.input);
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&server, &in_memory.key).await.1, in_memory.input);
+    }
+    let after = exposition(&server).await;
+    for (name, reads) in [
+        ("upcache_disk_read_seconds", 3.0),
+        ("upcache_memory_read_seconds", 5.0),
+    ] {
+        let (b0, sum0, count0) = histogram(&before, name);
+        let (b1, sum1, count1) = histogram(&after, name);
+        assert_eq!(count1 - count0, reads, "{name}: one observation a read");
+        assert!(sum1 > sum0, "{name}: time was recorded");
+        assert_eq!(b1.len(), b0.len());
+        assert!(b1.windows(2).all(|w| w[0] <= w[1]), "{name}: cumulative");
+        assert_eq!(*b1.last().unwrap(), count1, "{name}: +Inf is the count");
+    }
+    let (_, _, remote) = histogram(&after, "upcache_remote_read_seconds");
+    assert_eq!(remote, 0.0, "no remote tier, no remote reads");
 }

@@ -59,6 +59,13 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
     let made = first.oneshot(&job).await;
     // The input and the result.
     drained(&first, 2.0).await;
+    assert!(
+        first
+            .metric("upcache_write_behind_upload_seconds_count")
+            .await
+            >= 2.0,
+        "the uploads' latency is recorded"
+    );
     let store = s3.store("shared/").await;
     let head = store
         .head(BlobName::Result(job.key))
@@ -81,6 +88,11 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), made, "byte for byte");
+    assert_eq!(
+        second.metric("upcache_remote_read_seconds_count").await,
+        1.0,
+        "one read from the bucket"
+    );
     let (_, status) = second.create(&job, None).await;
     assert_eq!(
         status.state,

@@ -151,13 +151,14 @@ impl Core {
         // memory must not become the disk's least recently used.
         self.cap.touch(result.blob);
         if self.memory.enabled() {
+            let started = std::time::Instant::now();
             if let Some(bytes) = self.memory.lookup(&result.blob) {
                 if bytes.len() as u64 == result.length && range.end <= result.length {
+                    let bytes = bytes.slice(range.start as usize..range.end as usize);
+                    metrics::MEMORY_READ_SECONDS.since(started);
                     metrics::MEMORY_HITS.inc();
                     metrics::MEMORY_SERVED_BYTES.add(range.end - range.start);
-                    return Ok(ResultBody::Bytes(
-                        bytes.slice(range.start as usize..range.end as usize),
-                    ));
+                    return Ok(ResultBody::Bytes(bytes));
                 }
             }
             metrics::MEMORY_MISSES.inc();

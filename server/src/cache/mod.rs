@@ -29,10 +29,12 @@ mod hot;
 mod process;
 mod purge;
 mod receive;
+mod redirect;
 mod sweep;
 
 pub use hot::{ResultBody, READY_ENTRIES};
 pub use receive::Received;
+pub use redirect::Redirect;
 pub use sweep::SWEEP_BATCH;
 
 use crate::config::Config;
@@ -46,14 +48,11 @@ use crate::store::blob::{BlobName, BlobStore};
 use crate::store::breaker::{BreakerSettings, BreakerState};
 use crate::store::cap::{CapError, DiskCap};
 use crate::store::deadlines::{Class, Deadlines};
-use crate::store::s3::S3Store;
-use crate::store::tiers::RemoteTier;
-
-/// Copies to the remote tier under way at once.
-const WRITE_BEHIND_CONCURRENCY: usize = 4;
 use crate::store::memory::MemoryStore;
 use crate::store::meta::{BlobRef, EntryRecord, InputRecord, Meta, UploadChange};
 use crate::store::records::Failure;
+use crate::store::s3::S3Store;
+use crate::store::tiers::RemoteTier;
 use crate::upload::{self, Completion, UploadId, Uploads};
 
 /// A complete result, as a reader gets it; what a response needs is
@@ -151,8 +150,12 @@ impl Core {
                 tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, "S3 tier on");
                 let remote = RemoteTier {
                     store: Arc::new(store),
-                    breaker: BreakerSettings::default(),
-                    concurrency: WRITE_BEHIND_CONCURRENCY,
+                    breaker: BreakerSettings {
+                        failures: s3.breaker_failures,
+                        slow: Duration::from_secs(s3.breaker_slow),
+                        cooldown: Duration::from_secs(s3.breaker_cooldown),
+                    },
+                    concurrency: s3.write_behind_concurrency,
                 };
                 Some((remote, meta.write_behind()?))
             }

@@ -47,7 +47,12 @@ pub fn signed(config: &Config, signature: &str, path: &str) -> bool {
 }
 
 /// `GET|HEAD /img/…`; `rest` is the path after `/img`.
-pub async fn get(core: &Arc<Core>, rest: &str, headers: &HeaderMap) -> Result<Response<Body>> {
+pub async fn get(
+    core: &Arc<Core>,
+    rest: &str,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Response<Body>> {
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let (signature, path) = match rest.split_once('/') {
         Some((s, p)) => (s, format!("/{p}")),
@@ -81,7 +86,7 @@ pub async fn get(core: &Arc<Core>, rest: &str, headers: &HeaderMap) -> Result<Re
         block_size: None,
     };
     let (key, _, _) = core.create(&request, &op).await?;
-    let mut response = result::get(core, &key, &http::Method::GET, headers).await?;
+    let mut response = result::get(core, &key, method, headers).await?;
     if varies {
         response
             .headers_mut()

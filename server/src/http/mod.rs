@@ -329,7 +329,7 @@ async fn dispatch(core: Arc<Core>, req: &mut Req) -> Result<Response<Body>, Erro
             None => "ok\n".to_owned(),
             Some(why) => format!("ok, degraded: {why}\n"),
         }))),
-        Endpoint::Img(path) => img::get(&core, &path, req.headers()).await,
+        Endpoint::Img(path) => img::get(&core, &path, &req.parts.method, req.headers()).await,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `GET /v1/ops/{key}/result`: waiting for, and serving, results — with
 //! strong ETags (the result's BLAKE3), `If-None-Match`, single byte ranges
-//! and immutable caching.
+//! and immutable caching; a `GET` of a large result may be answered with a
+//! `307` to a presigned URL of the S3 tier instead (`s3.redirect_above`,
+//! [`Core::redirect`]).
 
 use std::sync::Arc;
 
@@ -26,16 +28,105 @@ pub async fn get(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
-    let head = method == Method::HEAD;
-    // A hit: the ready index has the result, no sled read, no waiting.
-    if let Some(ready) = core.ready(key) {
-        return serve(core, &ready, headers, head).await;
-    }
-    let outcome = core.outcome(key, wait_for(core, headers)).await?;
-    answer_to(core, outcome, headers, head).await
+    get_as(core, key, method, headers, true).await
 }
 
-/// The answer of a result request (a `GET`) once its entry is where it is.
+/// [`get`], never redirecting when `may_redirect` is false (a caller that
+/// adds headers to the result the bucket would not send).
+pub async fn get_as(
+    core: &Arc<Core>,
+    key: &Key,
+    method: &Method,
+    headers: &HeaderMap,
+    may_redirect: bool,
+) -> Result<Response<Body>> {
+    let head = method == Method::HEAD;
+    let redirect = may_redirect && !head;
+    // A hit: the ready index has the result, no sled read, no waiting.
+    if let Some(ready) = core.ready(key) {
+        return deliver(core, &ready, headers, head, redirect).await;
+    }
+    match core.outcome(key, wait_for(core, headers)).await? {
+        Outcome::Ready(result) => deliver(core, &result, headers, head, redirect).await,
+        outcome => answer_to(core, outcome, headers, head).await,
+    }
+}
+
+/// A result for a `GET` or `HEAD` of a result URL: a redirect to the S3
+/// tier where one applies (and `redirect` allows it), else the result
+/// served here.
+async fn deliver(
+    core: &Arc<Core>,
+    result: &ResultView,
+    headers: &HeaderMap,
+    head: bool,
+    redirect: bool,
+) -> Result<Response<Body>> {
+    if redirect {
+        if let Some(r) = redirect_to_bucket(core, result, headers).await {
+            return Ok(r);
+        }
+    }
+    serve(core, result, headers, head).await
+}
+
+/// A `307` to a presigned URL of the result in the S3 tier, if the service
+/// hands this result out that way and the bucket can answer this request
+/// as this server would: the bucket serves the bytes and a single range,
+/// but knows nothing of our validators, so conditional requests stay here,
+/// and so do range headers this server would not honour as one range.
+async fn redirect_to_bucket(
+    core: &Arc<Core>,
+    result: &ResultView,
+    headers: &HeaderMap,
+) -> Option<Response<Body>> {
+    if !core.may_redirect(result) || conditional(headers) {
+        return None;
+    }
+    if let Some(v) = headers.get(header::RANGE) {
+        if !matches!(range::resolve(v.to_str().ok(), result.length), Ok(Some(_))) {
+            return None;
+        }
+    }
+    let to = core.redirect(result).await?;
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let hs = r.headers_mut();
+    hs.insert(header::LOCATION, HeaderValue::from_str(&to.url).ok()?);
+    hs.insert(header::ETAG, HeaderValue::from_str(&result.etag).ok()?);
+    hs.insert(
+        header::CACHE_CONTROL,
+        h::redirect_cache_control(to.ttl.as_secs())
+            .parse()
+            .expect("ascii"),
+    );
+    hs.insert(
+        UPLOAD_KEY.clone(),
+        HeaderValue::from_str(&result.key_hex).ok()?,
+    );
+    hs.insert(
+        UPLOAD_STATE.clone(),
+        HeaderValue::from_static(State::Complete.as_str()),
+    );
+    hs.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    Some(r)
+}
+
+/// Whether the request has a precondition only this server can judge.
+fn conditional(headers: &HeaderMap) -> bool {
+    [
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_RANGE,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|n| headers.contains_key(n))
+}
+
+/// The answer of a one-shot upload that waited for its result: the bytes
+/// themselves (a redirect would have the client send its upload again).
 pub async fn answer(
     core: &Arc<Core>,
     outcome: Outcome,

@@ -46,7 +46,7 @@ pub async fn handle(core: &Arc<Core>, endpoint: Endpoint, req: &mut Req) -> Resu
             core.delete_file(id).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        Endpoint::TusResult(id) => result(core, &id, req.headers()).await,
+        Endpoint::TusResult(id) => result(core, &id, &req.parts.method, req.headers()).await,
         _ => unreachable!("not a tus endpoint"),
     }
 }
@@ -424,9 +424,7 @@ fn is_media_type(t: &str) -> bool {
 /// An identity result is the uploaded file itself: served with the
 /// `filetype` and `filename` its upload gave, as a browser would expect.
 fn describe_identity(r: &mut Response<Body>, view: &FileView) {
-    let identity = serde_json::from_str::<serde_json::Value>(view.operation())
-        .is_ok_and(|op| op["op"] == "identity");
-    let Some(raw) = view.metadata().filter(|_| identity) else {
+    let Some(raw) = identity_metadata(view) else {
         return;
     };
     if let Some(t) = metadata_value(raw, "filetype").filter(|t| is_media_type(t)) {
@@ -451,9 +449,30 @@ fn describe_identity(r: &mut Response<Body>, view: &FileView) {
     }
 }
 
+/// The upload's metadata, if its result is the file itself (identity).
+fn identity_metadata(view: &FileView) -> Option<&str> {
+    let identity = serde_json::from_str::<serde_json::Value>(view.operation())
+        .is_ok_and(|op| op["op"] == "identity");
+    view.metadata().filter(|_| identity)
+}
+
+/// Whether [`describe_identity`] has headers to add: such a result is not
+/// redirected to the S3 tier, which would not send them.
+fn describes_identity(view: &FileView) -> bool {
+    identity_metadata(view).is_some_and(|raw| {
+        metadata_value(raw, "filetype").is_some_and(|t| is_media_type(&t))
+            || metadata_value(raw, "filename").is_some()
+    })
+}
+
 /// `GET|HEAD /files/{id}/result`: the result of the entry the upload is
 /// bound to, exactly as `/v1/ops/{key}/result` serves it.
-async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Response<Body>> {
+async fn result(
+    core: &Arc<Core>,
+    id: &Key,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Response<Body>> {
     // The metadata and operation of an upload never change: this view
     // describes the result whenever it comes.
     let view = core.file_view(id)?;
@@ -463,7 +482,8 @@ async fn result(core: &Arc<Core>, id: &Key, headers: &HeaderMap) -> Result<Respo
     };
     match key {
         Some(key) => {
-            let mut r = result::get(core, &key, &http::Method::GET, headers).await?;
+            let redirect = !describes_identity(&view);
+            let mut r = result::get_as(core, &key, method, headers, redirect).await?;
             if r.status().is_success() {
                 describe_identity(&mut r, &view);
             }

@@ -18,13 +18,19 @@
 //!
 //! A blob is *only local* while a put of it is queued: eviction from the
 //! local tier asks [`Tiers::only_local`] first.
+//!
+//! A blob whose remote copy is *confirmed* — copied up by the queue, read
+//! from the remote tier, or found there by a `HEAD` — may be handed to a
+//! client as a presigned URL of the remote tier ([`Tiers::presigned`]);
+//! names confirmed are remembered (a bounded set), so that a redirect asks
+//! the remote tier nothing but the first time.
 
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -48,7 +54,12 @@ struct Remote {
     /// Fills from the remote tier under way, one per name.
     fills: Mutex<HashMap<BlobName, Arc<tokio::sync::Mutex<()>>>>,
     concurrency: usize,
+    /// Names whose remote copy is known to be there.
+    confirmed: quick_cache::sync::Cache<BlobName, ()>,
 }
+
+/// Names the set of confirmed remote copies remembers.
+const CONFIRMED_NAMES: usize = 100_000;
 
 /// The tiers.
 #[derive(Debug, Clone)]
@@ -114,6 +125,7 @@ impl Tiers {
                 queue: Arc::new(queue),
                 fills: Mutex::default(),
                 concurrency: remote.concurrency.max(1),
+                confirmed: quick_cache::sync::Cache::new(CONFIRMED_NAMES),
             })),
         }
     }
@@ -164,6 +176,7 @@ impl Tiers {
         let Some(r) = &self.remote else {
             return Ok(());
         };
+        r.confirmed.remove(&name);
         let queue = r.queue.clone();
         let now = self.clock.now();
         tokio::task::spawn_blocking(move || queue.push(name, job, now))
@@ -284,6 +297,40 @@ impl Tiers {
         }
     }
 
+    /// A URL of `name` in the remote tier that a client may `GET` (ranges
+    /// included) for `ttl`, when the remote tier can presign, its breaker
+    /// is closed, nothing of `name` is queued, and its remote copy is
+    /// confirmed to hold `length` bytes (asked once, then remembered).
+    /// `None` otherwise: the caller serves `name` from the local tier.
+    pub async fn presigned(
+        &self,
+        name: BlobName,
+        length: u64,
+        ttl: Duration,
+    ) -> io::Result<Option<String>> {
+        let Some(r) = &self.remote else {
+            return Ok(None);
+        };
+        let Some(presign) = r.store.presign() else {
+            return Ok(None);
+        };
+        let settled = || r.queue.pending(name).is_none();
+        if r.breaker.state() != BreakerState::Closed || !settled() {
+            return Ok(None);
+        }
+        if r.confirmed.get(&name).is_none() {
+            let head = self
+                .call(&name, |s| async move { s.head(name).await })
+                .await?;
+            // A job queued meanwhile (a delete) wins over the answer.
+            if !(head.is_some_and(|h| h.length == length) && settled()) {
+                return Ok(None);
+            }
+            r.confirmed.insert(name, ());
+        }
+        presign.get_url(name, ttl).await.map(Some)
+    }
+
     /// Drains the write-behind queue until `shutdown` resolves: up to the
     /// configured number of jobs at once, each through the breaker; a job
     /// that fails stays queued and is retried.
@@ -326,7 +373,14 @@ impl Tiers {
     async fn work(&self, taken: Taken) {
         let r = self.remote.as_ref().expect("a remote tier");
         let outcome = match &taken.job {
-            Job::Put(meta) => self.copy_up(taken.name, meta.clone()).await,
+            Job::Put(meta) => {
+                let started = Instant::now();
+                let copied = self.copy_up(taken.name, meta.clone()).await;
+                if copied.is_ok() {
+                    metrics::WRITE_BEHIND_UPLOAD_SECONDS.since(started);
+                }
+                copied
+            }
             Job::Delete => self
                 .call(&taken.name, |s| async move { s.delete(taken.name).await })
                 .await
@@ -428,10 +482,14 @@ impl BlobStore for Tiers {
         name: BlobName,
         range: Option<Range<u64>>,
     ) -> io::Result<Option<ByteStream>> {
+        let started = Instant::now();
         if let Some(body) = self.local.get(name, range.clone()).await? {
+            metrics::DISK_READ_SECONDS.since(started);
             return Ok(Some(body));
         }
+        let started = Instant::now();
         if self.fill(name).await? {
+            metrics::REMOTE_READ_SECONDS.since(started);
             return self.local.get(name, range).await;
         }
         Ok(None)
