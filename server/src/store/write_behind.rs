@@ -374,6 +374,9 @@ mod tests {
         let taken = q.take(8);
         q.done(&taken[0], true).unwrap();
         assert_eq!(q.depth(), 0);
+        // A removal is not flushed by itself (see `done`); a clean stop
+        // flushes it, as sled's background flusher would within moments.
+        q.db.flush().unwrap();
         drop(q);
         let q = WriteBehind::open(&db(dir.path())).unwrap();
         assert_eq!(q.depth(), 0, "done jobs are gone from disk too");
