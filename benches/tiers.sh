@@ -93,7 +93,7 @@ upcache=$target/release/upcache
 work=$(mktemp -d "$(realpath "$target")/tiers-work.XXXXXX")
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -225,7 +225,8 @@ print(*ports)')"
         -admin.ui=false -master.telemetry=false -bucket=bench \
         -filer.localSocket="$work/weed/filer.sock" -s3.localSocket="$work/weed/s3.sock") \
         >"$work/weed/log" 2>&1 &
-    pids+=($!)
+    weed_pid=$!
+    pids+=("$weed_pid")
     s3_url=http://127.0.0.1:${wp[0]}
     for _ in $(seq 1 600); do
         curl -fsS -o /dev/null -X PUT --data-binary probe "$s3_url/bench/probe" 2>/dev/null \
@@ -242,6 +243,7 @@ print(*ports)')"
 
     start_upcache producer "$upcache" "${s3_env[@]}"
     producer_url=$url
+    producer_pid=${pids[-1]}
     declare -A s3_count=([10KiB]=$s3_objects_small [1MiB]=$s3_objects_large)
     declare -A s3_bytes=([10KiB]=10240 [1MiB]=1048576)
     for s in "${sizes[@]}"; do
@@ -277,6 +279,13 @@ for i in range(n):
     # A node that has never seen these results: every hit is a cold one.
     start_upcache cold "$upcache" "${s3_env[@]}" UPCACHE_MEMORY_CAP=0
     cold_url=$url
+    cold_pid=${pids[-1]}
+    kill "$producer_pid"
+    # SeaweedFS and the cold node are paused while the other rows run: an
+    # idle `weed mini` still takes CPU time the other servers would miss.
+    s3_pause() { kill -STOP "$weed_pid" "$cold_pid"; }
+    s3_resume() { kill -CONT "$weed_pid" "$cold_pid"; }
+    s3_pause
 fi
 
 # cold NAME SIZE: one walk of every object of SIZE (s3ref: from SeaweedFS,
@@ -367,11 +376,13 @@ for s in "${sizes[@]}"; do
     done
     if [ -n "$s3" ]; then
         # Each object is read once per run, so these rows are one run each.
+        s3_resume
         for r in s3ref s3; do
             cold "$r" "$s"
             row "${label[$r]}" "$s" "$rps" "$p99" \
                 "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2f", a / b }')"
         done
+        s3_pause
     fi
 done
 echo

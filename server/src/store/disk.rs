@@ -124,12 +124,17 @@ enum Cached {
 /// `RWF_NOWAIT` fails instead. Opening a file whose directory entry and
 /// inode are cached (every hot blob's) does not touch the disk either.
 #[cfg(target_os = "linux")]
-fn cached_read(open: &OpenFiles, name: BlobName, path: &Path, range: Option<Range<u64>>) -> Cached {
+fn cached_read(
+    open: &OpenFiles,
+    name: BlobName,
+    path: impl FnOnce() -> PathBuf,
+    range: Option<Range<u64>>,
+) -> Cached {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let file = match open.get(&name) {
         Some(f) => f,
-        None => match File::open(path) {
+        None => match File::open(path()) {
             Ok(f) => {
                 let f = Arc::new(f);
                 open.insert(name, f.clone());
@@ -156,15 +161,16 @@ fn cached_read(open: &OpenFiles, name: BlobName, path: &Path, range: Option<Rang
     if count as u64 > READ_WHOLE {
         return Cached::Opened(file);
     }
-    let mut buf = vec![0u8; count];
+    // Not zeroed first: the kernel fills it, and only what it filled is kept.
+    let mut buf: Vec<u8> = Vec::with_capacity(count);
     let mut done = 0;
     while done < count {
         let iov = libc::iovec {
-            iov_base: buf[done..].as_mut_ptr().cast(),
+            iov_base: buf.spare_capacity_mut()[done..].as_mut_ptr().cast(),
             iov_len: count - done,
         };
-        // SAFETY: one iovec over the unfilled part of `buf`, which outlives
-        // the call; the file descriptor is open.
+        // SAFETY: one iovec over the unfilled part of `buf`'s allocation,
+        // which outlives the call; the file descriptor is open.
         let n = unsafe {
             libc::preadv2(
                 file.as_raw_fd(),
@@ -181,6 +187,8 @@ fn cached_read(open: &OpenFiles, name: BlobName, path: &Path, range: Option<Rang
         }
         done += n as usize;
     }
+    // SAFETY: the reads above filled all `count` bytes.
+    unsafe { buf.set_len(count) };
     Cached::Done(Read::Whole(Bytes::from(buf)))
 }
 
@@ -225,7 +233,12 @@ fn read_blocking(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn cached_read(_: &OpenFiles, _: BlobName, _: &Path, _: Option<Range<u64>>) -> Cached {
+fn cached_read(
+    _: &OpenFiles,
+    _: BlobName,
+    _: impl FnOnce() -> PathBuf,
+    _: Option<Range<u64>>,
+) -> Cached {
     Cached::NotTried
 }
 
@@ -332,16 +345,20 @@ impl BlobStore for DiskStore {
         name: BlobName,
         range: Option<Range<u64>>,
     ) -> io::Result<Option<ByteStream>> {
-        let path = self.path(name);
         // A small range the page cache holds is read here, on the runtime's
         // thread: handing it to a blocking thread costs two context
-        // switches, more than the read itself.
-        let read = match cached_read(&self.open, name, &path, range.clone()) {
+        // switches, more than the read itself. (The path is only spelled
+        // out when a file is opened.)
+        let read = match cached_read(&self.open, name, || self.path(name), range.clone()) {
             Cached::Done(read) => read,
             Cached::Opened(file) => {
+                let path = self.path(name);
                 blocking(move || read_blocking(Some(file), &path, range)).await?
             }
-            Cached::NotTried => blocking(move || read_blocking(None, &path, range)).await?,
+            Cached::NotTried => {
+                let path = self.path(name);
+                blocking(move || read_blocking(None, &path, range)).await?
+            }
         };
         Ok(Some(match read {
             Read::Missing => return Ok(None),
