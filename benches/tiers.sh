@@ -17,8 +17,8 @@
 #   * disk   — a server with `memory_cap = "0"` (every hit reads the file);
 # and, in the same run with the same generator and settings, by nginx
 # (`sendfile on`, no access log, `open_file_cache`: its strongest static
-# setup; a config of its own on a free
-# port) serving the same bytes as static files. Each row is one wrk run
+# setup; a config of its own on a free port) serving the same bytes as
+# static files. Each row is one wrk run
 # (`--latency`) after a short warm-up; the table gives requests per second,
 # the p99 latency and the ratio of requests per second to nginx's for the
 # same size. The machine is noisy, so the rows of a size are run
@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --no-s3) s3=; shift ;;
         --s3-objects) s3_objects_small=$2; s3_objects_large=$(( $2 / 10 > 0 ? $2 / 10 : 1 )); shift 2 ;;
-        -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "tiers.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
