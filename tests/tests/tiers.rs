@@ -109,6 +109,38 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
     assert_ne!(status.state, State::Uploading, "the input is in the bucket");
     let bytes = second.wait_result(&other.key).await;
     assert!(!bytes.is_empty());
+
+    // A node that never saw the result can invalidate it: the bucket's copy
+    // goes, and a fresh node no longer finds it.
+    let third = Server::start_with_config(&config, &[]).await;
+    let resp = third
+        .client()
+        .delete(third.url(&format!("/v1/ops/{}", job.key)))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    eventually(
+        "the result leaves the bucket",
+        Duration::from_secs(60),
+        || async {
+            store
+                .head(BlobName::Result(job.key))
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let fourth = Server::start_with_config(&config, &[]).await;
+    let resp = fourth
+        .client()
+        .get(fourth.url(&format!("/v1/ops/{}/result", job.key)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -491,6 +491,17 @@ impl Core {
         Ok(Some(entry))
     }
 
+    /// Records `key`'s entry from the remote tier when this node does not
+    /// know it (see [`Core::adopt`]), so that invalidating a result another
+    /// node made, or one made here before the data directory was lost,
+    /// reaches the bucket too.
+    pub(crate) async fn adopt_unknown(&self, key: &Key) -> Result<()> {
+        if self.inputs.blobs().has_remote() && self.meta.entry(key)?.is_none() {
+            self.adopt(key).await?;
+        }
+        Ok(())
+    }
+
     /// Forgets a complete entry whose result blob is gone.
     fn forget_gone(&self, key: &Key) -> Result<()> {
         let removed = self.meta.remove(key)?;
@@ -899,6 +910,7 @@ impl Core {
     /// Cancels an upload or invalidates a result. The stored input stays:
     /// other operations may use it.
     pub async fn delete(self: &Arc<Self>, key: Key) -> Result<()> {
+        self.adopt_unknown(&key).await?;
         self.delete_entry(key)
             .await?
             .map(drop)

@@ -38,6 +38,9 @@ impl Core {
             }
             false
         };
+        if let Some(key) = &req.key {
+            self.adopt_unknown(key).await?;
+        }
         let selected: Vec<(Key, EntryRecord)> = match &req.key {
             Some(key) => self
                 .meta
