@@ -267,3 +267,64 @@ async fn with_s3_down_the_node_keeps_working_and_catches_up() {
         assert_eq!(&bytes, m);
     }
 }
+
+#[tokio::test]
+async fn a_purge_on_any_node_reaches_the_results_other_nodes_made() {
+    let s3 = SeaweedFs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(&s3, "purged/", dir.path());
+    let first = Server::start_with_config(&config, &[]).await;
+    let thumb = thumbnail(3, 16);
+    first.oneshot(&thumb).await;
+    let ident = Job::new(pseudo_random(50_000, 9), json!({"op": "identity"}));
+    first.oneshot(&ident).await;
+    // Two inputs, the thumbnail, and the identity result's link.
+    drained(&first, 4.0).await;
+    let store = s3.store("purged/").await;
+    let in_bucket = |name: BlobName| {
+        let store = &store;
+        async move { store.head(name).await.unwrap().is_some() }
+    };
+    assert!(in_bucket(BlobName::Result(thumb.key)).await);
+    assert!(in_bucket(BlobName::Result(ident.key)).await);
+
+    // A node that has seen none of it purges by operation...
+    let second = Server::start_with_config(&config, &[]).await;
+    let purge = |body: serde_json::Value| {
+        let second = &second;
+        async move {
+            let resp = second
+                .client()
+                .post(second.url(upcache_protocol::admin::PURGE_PATH))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            serde_json::from_slice::<serde_json::Value>(&resp.bytes().await.unwrap()).unwrap()
+        }
+    };
+    let report = purge(json!({"operation": "image.thumbnail"})).await;
+    assert_eq!(report["entries"], 1, "{report}");
+    eventually(
+        "the thumbnail leaves the bucket",
+        Duration::from_secs(60),
+        || async { (!in_bucket(BlobName::Result(thumb.key)).await).then_some(()) },
+    )
+    .await;
+    assert!(
+        in_bucket(BlobName::Result(ident.key)).await,
+        "another operation's result stays"
+    );
+
+    // ...and then of everything: results and inputs.
+    let report = purge(json!({"all": true})).await;
+    assert_eq!(report["entries"], 1, "{report}");
+    assert_eq!(report["inputs"], 2, "{report}");
+    eventually("the bucket is empty", Duration::from_secs(60), || async {
+        let left = store.list("").await.unwrap();
+        left.is_empty().then_some(())
+    })
+    .await;
+}

@@ -8,7 +8,11 @@
 //! purge run again once they settled takes them. An idle upload is
 //! purged like `DELETE` does: its staged bytes go, and a client resuming it
 //! is told the entry is gone. Matching entries are found by reading every
-//! entry: purges are rare, operator-run, and not on any hot path.
+//! entry: purges are rare, operator-run, and not on any hot path. With a
+//! remote tier, a purge by key, by operation or of everything first records
+//! the results in the bucket this node does not know, so that other nodes'
+//! results go too; a purge by age reaches this node's entries only (an
+//! object's age is not in its metadata).
 
 use std::sync::Arc;
 
@@ -23,6 +27,28 @@ use crate::store::meta::{BlobRef, EntryRecord};
 use crate::upload::UploadId;
 
 impl Core {
+    /// Records every result in the remote tier that this node does not know
+    /// (other nodes' results: see [`Core::adopt`]), so that a purge by
+    /// operation or of everything reaches them too. One `HEAD` per unknown
+    /// result; a remote tier that cannot list leaves the purge to this
+    /// node's own entries, and says so in the log.
+    async fn adopt_bucket(&self) {
+        let names = match self.inputs.blobs().list("results/").await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "purge: the remote tier could not list its results; purging this node's entries only");
+                return;
+            }
+        };
+        for name in names {
+            if let BlobName::Result(key) = name {
+                if let Err(e) = self.adopt_unknown(&key).await {
+                    tracing::warn!(key = %key, error = %e, "purge: a result in the remote tier could not be read");
+                }
+            }
+        }
+    }
+
     /// Purges what `req` selects (checked valid by the caller).
     pub async fn purge(self: &Arc<Self>, req: &PurgeRequest) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
@@ -40,6 +66,8 @@ impl Core {
         };
         if let Some(key) = &req.key {
             self.adopt_unknown(key).await?;
+        } else if (req.all || req.operation.is_some()) && self.inputs.blobs().has_remote() {
+            self.adopt_bucket().await;
         }
         let selected: Vec<(Key, EntryRecord)> = match &req.key {
             Some(key) => self
