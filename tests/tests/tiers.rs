@@ -9,8 +9,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 use upcache_e2e::s3::{BUCKET, SECRET_KEY};
 use upcache_e2e::*;
+use upcache_protocol::Key;
 use upcache_protocol::State;
 use upcache_server::store::blob::{BlobName, BlobStore};
+use upcache_server::store::s3::S3Store;
 
 const DEPTH: &str = "upcache_write_behind_depth";
 const UPLOADED: &str = "upcache_write_behind_uploads_total";
@@ -49,6 +51,32 @@ async fn drained(server: &Server, uploads: f64) {
     .await;
 }
 
+/// Waits until `name` has left the bucket (its delete went through the
+/// write-behind queue).
+async fn leaves_the_bucket(store: &S3Store, name: BlobName) {
+    eventually(
+        &format!("{name} leaves the bucket"),
+        Duration::from_secs(60),
+        || async { store.head(name).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+}
+
+/// `key`'s result through a node.
+async fn get_result(server: &Server, key: &Key) -> reqwest::Response {
+    server.result_request(key, None).send().await.unwrap()
+}
+
+/// Asserts that a node started now, with an empty data directory, does not
+/// find `key`'s result in the bucket.
+async fn a_fresh_node_does_not_find(config: &str, key: &Key) {
+    let fresh = Server::start_with_config(config, &[]).await;
+    assert_eq!(
+        get_result(&fresh, key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test]
 async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
     let s3 = SeaweedFs::start().await;
@@ -80,12 +108,7 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
         .is_some());
 
     let second = Server::start_with_config(&config, &[]).await;
-    let resp = second
-        .client()
-        .get(second.url(&format!("/v1/ops/{}/result", job.key)))
-        .send()
-        .await
-        .unwrap();
+    let resp = get_result(&second, &job.key).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), made, "byte for byte");
     assert_eq!(
@@ -113,34 +136,10 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
     // A node that never saw the result can invalidate it: the bucket's copy
     // goes, and a fresh node no longer finds it.
     let third = Server::start_with_config(&config, &[]).await;
-    let resp = third
-        .client()
-        .delete(third.url(&format!("/v1/ops/{}", job.key)))
-        .send()
-        .await
-        .unwrap();
+    let resp = third.delete(&job.key).await;
     assert!(resp.status().is_success(), "{}", resp.status());
-    eventually(
-        "the result leaves the bucket",
-        Duration::from_secs(60),
-        || async {
-            store
-                .head(BlobName::Result(job.key))
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
-    let fourth = Server::start_with_config(&config, &[]).await;
-    let resp = fourth
-        .client()
-        .get(fourth.url(&format!("/v1/ops/{}/result", job.key)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    leaves_the_bucket(&store, BlobName::Result(job.key)).await;
+    a_fresh_node_does_not_find(&config, &job.key).await;
 }
 
 #[tokio::test]
@@ -169,8 +168,7 @@ async fn an_identity_result_is_found_by_its_key_on_an_empty_node_until_deleted()
     assert_eq!(of.input, job.hash);
 
     let second = Server::start_with_config(&config, &[]).await;
-    let result = second.url(&format!("/v1/ops/{}/result", job.key));
-    let resp = second.client().get(&result).send().await.unwrap();
+    let resp = get_result(&second, &job.key).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.headers()[reqwest::header::ETAG],
@@ -187,30 +185,10 @@ async fn an_identity_result_is_found_by_its_key_on_an_empty_node_until_deleted()
 
     // Deleting it on a node that knows it removes the link from the bucket:
     // a third empty node no longer finds it.
-    let resp = second
-        .client()
-        .delete(second.url(&format!("/v1/ops/{}", job.key)))
-        .send()
-        .await
-        .unwrap();
+    let resp = second.delete(&job.key).await;
     assert!(resp.status().is_success(), "{}", resp.status());
-    eventually("the link is deleted", Duration::from_secs(60), || async {
-        store
-            .head(BlobName::Result(job.key))
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let third = Server::start_with_config(&config, &[]).await;
-    let resp = third
-        .client()
-        .get(third.url(&format!("/v1/ops/{}/result", job.key)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    leaves_the_bucket(&store, BlobName::Result(job.key)).await;
+    a_fresh_node_does_not_find(&config, &job.key).await;
 }
 
 #[tokio::test]
@@ -307,12 +285,7 @@ async fn a_purge_on_any_node_reaches_the_results_other_nodes_made() {
     };
     let report = purge(json!({"operation": "image.thumbnail"})).await;
     assert_eq!(report["entries"], 1, "{report}");
-    eventually(
-        "the thumbnail leaves the bucket",
-        Duration::from_secs(60),
-        || async { (!in_bucket(BlobName::Result(thumb.key)).await).then_some(()) },
-    )
-    .await;
+    leaves_the_bucket(&store, BlobName::Result(thumb.key)).await;
     assert!(
         in_bucket(BlobName::Result(ident.key)).await,
         "another operation's result stays"

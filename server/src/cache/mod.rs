@@ -461,20 +461,16 @@ impl Core {
             }
         }
         // A link (an identity result) stands for its input's bytes.
-        let result = if of.is_input {
-            crate::store::meta::ResultRecord {
-                blake3: of.input,
-                length: of.input_length,
-                content_type: meta.content_type.clone(),
-                blob: BlobRef::Input,
-            }
+        let (blake3, length, blob) = if of.is_input {
+            (of.input, of.input_length, BlobRef::Input)
         } else {
-            crate::store::meta::ResultRecord {
-                blake3: meta.blake3,
-                length: meta.length,
-                content_type: meta.content_type.clone(),
-                blob: BlobRef::Result,
-            }
+            (meta.blake3, meta.length, BlobRef::Result)
+        };
+        let result = crate::store::meta::ResultRecord {
+            blake3,
+            length,
+            content_type: meta.content_type.clone(),
+            blob,
         };
         let entry = EntryRecord {
             result: Some(result),

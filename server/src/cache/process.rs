@@ -120,15 +120,9 @@ impl Core {
                 // key, so that a node knowing only the key finds it. Queued
                 // before the entry completes: a crash in between leaves a
                 // link to a stored input, which is a valid result anyway.
-                let of = ResultOf {
-                    input: entry.input,
-                    input_length: entry.length,
-                    operation: entry.operation.clone(),
-                    is_input: true,
-                };
                 self.inputs
                     .blobs()
-                    .link(BlobName::Result(key), BlobMeta::link(of))
+                    .link(BlobName::Result(key), BlobMeta::link(made_of(&entry)))
                     .await?;
             }
         }
@@ -247,13 +241,12 @@ impl Core {
         output: StagedFile,
         written: Written,
     ) -> Result<ResultRecord> {
-        let of = ResultOf {
-            input: entry.input,
-            input_length: entry.length,
-            operation: entry.operation.clone(),
-            is_input: false,
-        };
-        let meta = BlobMeta::result(written.blake3, written.length, &written.content_type, of);
+        let meta = BlobMeta::result(
+            written.blake3,
+            written.length,
+            &written.content_type,
+            made_of(entry),
+        );
         self.inputs
             .blobs()
             .put_file(BlobName::Result(*key), output, meta)
@@ -297,5 +290,15 @@ impl Core {
         }
         self.meta.flush()?;
         Ok(own_blob && !recorded)
+    }
+}
+
+/// What `entry`'s result is made of, as its blob's metadata says it.
+fn made_of(entry: &EntryRecord) -> ResultOf {
+    ResultOf {
+        input: entry.input,
+        input_length: entry.length,
+        operation: entry.operation.clone(),
+        is_input: false,
     }
 }
