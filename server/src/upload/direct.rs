@@ -242,7 +242,7 @@ impl DirectWriter {
             }
             let len = self.len;
             let take = (CAPACITY - len).min(bytes.len());
-            self.current.buf()[len..len + take].copy_from_slice(&bytes[..take]);
+            copy(&mut self.current.buf()[len..len + take], &bytes[..take]);
             self.len += take;
             at += take as u64;
             bytes = &bytes[take..];
@@ -292,6 +292,45 @@ impl Drop for DirectWriter {
     }
 }
 
+/// Copies `src` into `dst` (of the same length) with plain vector moves.
+///
+/// Not `copy_from_slice`: glibc's `memcpy` uses `rep movsb` above about
+/// 2 KiB on CPUs with fast short `rep movsb`, and on AMD Zen that runs at
+/// well under half the speed of a vector loop when, as here, the source
+/// (hyper's read buffer) and the destination (an aligned buffer) are
+/// unaligned to each other. Profiled on an EPYC under a 1 GiB PATCH, the
+/// copy took 21% of the server's CPU time with `memcpy` and 10% with this.
+fn copy(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+        const STEP: usize = 64;
+        let whole = src.len() / STEP * STEP;
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: `i + STEP <= len` for both slices, which do not
+            // overlap (one is borrowed mutably); SSE2 is part of x86_64,
+            // and these loads and stores take any alignment.
+            unsafe {
+                let a = _mm_loadu_si128(s.add(i) as *const __m128i);
+                let b = _mm_loadu_si128(s.add(i + 16) as *const __m128i);
+                let c = _mm_loadu_si128(s.add(i + 32) as *const __m128i);
+                let e = _mm_loadu_si128(s.add(i + 48) as *const __m128i);
+                _mm_storeu_si128(d.add(i) as *mut __m128i, a);
+                _mm_storeu_si128(d.add(i + 16) as *mut __m128i, b);
+                _mm_storeu_si128(d.add(i + 32) as *mut __m128i, c);
+                _mm_storeu_si128(d.add(i + 48) as *mut __m128i, e);
+            }
+            i += STEP;
+        }
+        dst[whole..].copy_from_slice(&src[whole..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
 /// Writes `buf` at `start`: its aligned part through `direct`, the rest
 /// through `file`.
 fn write_out(direct: &File, file: &File, buf: &[u8], start: u64) -> io::Result<()> {
@@ -334,6 +373,21 @@ mod tests {
         let file = Arc::new(file);
         let w = DirectWriter::new(direct, file.clone());
         (file, w)
+    }
+
+    /// The vector copy moves every byte, whatever the lengths and the
+    /// alignments of source and destination.
+    #[test]
+    fn copy_moves_every_byte() {
+        let src: Vec<u8> = (0..5000u32).map(|i| (i * 131 % 251) as u8).collect();
+        for len in [0, 1, 15, 63, 64, 65, 127, 128, 1000, 4095, 4097] {
+            for (from, to) in [(0, 0), (1, 0), (0, 3), (17, 33), (63, 1)] {
+                let mut dst = vec![0xAAu8; len + to + 8];
+                copy(&mut dst[to..to + len], &src[from..from + len]);
+                assert_eq!(&dst[to..to + len], &src[from..from + len], "len {len}");
+                assert!(dst[..to].iter().chain(&dst[to + len..]).all(|b| *b == 0xAA));
+            }
+        }
     }
 
     /// Whatever the pieces and offsets, the file ends up with the bytes.
