@@ -14,14 +14,17 @@
 //! entries and input records in sled say what they are; `head` knows the
 //! length only.
 //!
-//! A small range (up to [`READ_WHOLE`]) that the page cache holds is read
-//! on the runtime's thread with `preadv2(RWF_NOWAIT)`, which fails rather
-//! than wait for the disk ([`cached_read`]), from a file kept open
-//! ([`OpenFiles`]) while it is still linked. Any other read of up to
-//! [`MAP_MOST`] bytes is one blocking call: a small range is
-//! read into one buffer, a larger one memory-mapped with its pages faulted
-//! in there (so the runtime's threads never wait for the disk) and sent from
-//! the page cache without a copy into the process; longer reads are
+//! Reads on the runtime's thread when they cannot wait for the disk
+//! ([`cached_read`]), from a file kept open ([`OpenFiles`]) while it is
+//! still linked: a small range (up to [`READ_WHOLE`]) with
+//! `preadv2(RWF_NOWAIT)`, which fails rather than wait; a larger one of a
+//! file of at most [`MAP_MOST`] bytes as a slice of the file's mapping,
+//! made once and kept with the open file, when `mincore` says the page
+//! cache holds all of its pages — sent from the page cache without a copy
+//! into the process, and without a mapping made and torn down per read.
+//! Any other read is one blocking call: a small range is read into one
+//! buffer, a larger one memory-mapped with its pages faulted in there (so
+//! the runtime's threads never wait for the disk); longer reads are
 //! streamed in chunks. Mapping is safe because a published file is never
 //! written again in place: it is only replaced by a rename or unlinked, and
 //! a mapping keeps the old file's pages. (Nothing here may ever truncate
@@ -73,7 +76,74 @@ pub struct DiskStore {
 /// while it is still linked: a blob deleted or replaced (by rename) leaves
 /// its old file with no links, which the `fstat` every read makes anyway
 /// tells, whoever removed it. Publishing and deleting drop the entry too.
-type OpenFiles = quick_cache::sync::Cache<BlobName, Arc<File>>;
+type OpenFiles = quick_cache::sync::Cache<BlobName, Arc<OpenBlob>>;
+
+/// A blob file kept open, and its mapping once a read needed one.
+#[derive(Debug)]
+struct OpenBlob {
+    file: File,
+    /// The whole file mapped, for files of more than [`READ_WHOLE`] and at
+    /// most [`MAP_MOST`] bytes; `None` inside when mapping failed.
+    map: std::sync::OnceLock<Option<memmap2::Mmap>>,
+}
+
+impl OpenBlob {
+    fn new(file: File) -> Arc<Self> {
+        Arc::new(Self {
+            file,
+            map: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The whole file's mapping (`length` bytes), made on first use.
+    fn map(&self, length: u64) -> Option<&memmap2::Mmap> {
+        self.map
+            .get_or_init(|| {
+                // SAFETY: blob files are immutable once published (module
+                // doc): replaced by rename or unlinked, never written in place.
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .len(length as usize)
+                        .map(&self.file)
+                }
+                .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// A range of a kept mapping, owned by a response body.
+struct Mapped {
+    blob: Arc<OpenBlob>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        let map = self.blob.map.get().and_then(Option::as_ref);
+        &map.expect("a Mapped is made only from a mapping")[self.range.clone()]
+    }
+}
+
+/// Whether the page cache holds every page of `bytes` (a range of a file
+/// mapping), so that reading them waits for no disk.
+#[cfg(target_os = "linux")]
+fn resident(bytes: &[u8]) -> bool {
+    const PAGE: usize = 4096;
+    if bytes.is_empty() {
+        return true;
+    }
+    let start = bytes.as_ptr() as usize / PAGE * PAGE;
+    let end = bytes.as_ptr() as usize + bytes.len();
+    let pages = (end - start).div_ceil(PAGE);
+    // One byte per page; `MAP_MOST` bounds the count.
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `start` is page-aligned and `[start, end)` lies within a live
+    // mapping (page size 4096 or a multiple: the range is then still
+    // inside the mapping's pages); `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+    rc == 0 && vec.iter().all(|v| v & 1 == 1)
+}
 
 /// Blob files kept open at most.
 const OPEN_FILES: usize = 256;
@@ -114,7 +184,7 @@ enum Cached {
     /// The answer: the blob is missing, or here are its bytes.
     Done(Read),
     /// The file is open, but its range is long or not all in the page cache.
-    Opened(Arc<File>),
+    Opened(Arc<OpenBlob>),
     /// Nothing was tried (not on this platform), or the open failed oddly.
     NotTried,
 }
@@ -136,7 +206,7 @@ fn cached_read(
         Some(f) => f,
         None => match File::open(path()) {
             Ok(f) => {
-                let f = Arc::new(f);
+                let f = OpenBlob::new(f);
                 open.insert(name, f.clone());
                 f
             }
@@ -144,7 +214,7 @@ fn cached_read(
             Err(_) => return Cached::NotTried,
         },
     };
-    let length = match file.metadata() {
+    let length = match file.file.metadata() {
         Ok(m) if m.nlink() > 0 => m.len(),
         // Deleted or replaced since it was opened: the path says what is
         // there now.
@@ -159,6 +229,16 @@ fn cached_read(
     };
     let count = (range.end - range.start) as usize;
     if count as u64 > READ_WHOLE {
+        if length <= MAP_MOST {
+            let Some(map) = file.map(length) else {
+                return Cached::Opened(file);
+            };
+            let range = range.start as usize..range.end as usize;
+            if !resident(&map[range.clone()]) {
+                return Cached::Opened(file);
+            }
+            return Cached::Done(Read::Whole(Bytes::from_owner(Mapped { blob: file, range })));
+        }
         return Cached::Opened(file);
     }
     // Not zeroed first: the kernel fills it, and only what it filled is kept.
@@ -173,7 +253,7 @@ fn cached_read(
         // which outlives the call; the file descriptor is open.
         let n = unsafe {
             libc::preadv2(
-                file.as_raw_fd(),
+                file.file.as_raw_fd(),
                 &iov,
                 1,
                 (range.start + done as u64) as libc::off_t,
@@ -196,25 +276,37 @@ fn cached_read(
 /// waiting for the disk: a small range into one buffer, a longer one mapped
 /// and its pages faulted in, a range too long to map left to be streamed.
 fn read_blocking(
-    opened: Option<Arc<File>>,
+    opened: Option<Arc<OpenBlob>>,
     path: &Path,
     range: Option<Range<u64>>,
 ) -> io::Result<Read> {
     let file = match opened {
         Some(f) => f,
         None => match File::open(path) {
-            Ok(f) => Arc::new(f),
+            Ok(f) => OpenBlob::new(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(e),
         },
     };
-    let length = file.metadata()?.len();
+    let length = file.file.metadata()?.len();
     let range = check_range(range, length)?;
     let count = range.end - range.start;
     if count <= READ_WHOLE {
         let mut buf = vec![0; count as usize];
-        file.read_exact_at(&mut buf, range.start)?;
+        file.file.read_exact_at(&mut buf, range.start)?;
         return Ok(Read::Whole(Bytes::from(buf)));
+    }
+    if length <= MAP_MOST {
+        if let Some(map) = file.map(length) {
+            // Faulted in here, so that sending them waits for no disk.
+            let range = range.start as usize..range.end as usize;
+            for at in (range.start / 4096 * 4096..range.end).step_by(4096) {
+                // SAFETY: `at` is within the mapping (below `range.end`); a
+                // volatile read is not optimized away.
+                unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
+            }
+            return Ok(Read::Whole(Bytes::from_owner(Mapped { blob: file, range })));
+        }
     }
     if count <= MAP_MOST {
         // SAFETY: blob files are immutable once published (module doc):
@@ -224,7 +316,7 @@ fn read_blocking(
                 .offset(range.start)
                 .len(count as usize)
                 .populate()
-                .map(&*file)?
+                .map(&file.file)?
         };
         return Ok(Read::Whole(Bytes::from_owner(map)));
     }
@@ -500,6 +592,49 @@ mod tests {
         fs::remove_file(&path).unwrap();
         assert_eq!(read(store.clone()).await, None);
         assert!(store.delete(name).await.is_ok());
+    }
+
+    /// Ranges of a file large enough to be mapped come out right, read
+    /// again from the kept mapping, and stay right in a body still held
+    /// after the file is replaced or removed.
+    #[tokio::test]
+    async fn mapped_reads_serve_the_right_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let name = BlobName::Result(upcache_protocol::Key([6; 32]));
+        let data: Vec<u8> = (0..(1u32 << 20) + 777).map(|i| (i % 253) as u8).collect();
+        let path = store.path(name);
+        fs::write(&path, &data).unwrap();
+        let read = |range: Option<Range<u64>>| {
+            let store = store.clone();
+            async move {
+                let body = store.get(name, range).await.unwrap().unwrap();
+                crate::store::blob::read_all(body).await.unwrap()
+            }
+        };
+        let len = data.len() as u64;
+        for range in [
+            0..len,
+            1..len - 1,
+            4095..4097 + 70_000,
+            100_000..100_010,
+            len - 5..len,
+        ] {
+            for _ in 0..2 {
+                let got = read(Some(range.clone())).await;
+                let want = &data[range.start as usize..range.end as usize];
+                assert!(got == want, "range {range:?}");
+            }
+        }
+        assert!(read(None).await == data);
+        let held = store.get(name, Some(0..len)).await.unwrap().unwrap();
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0xff).collect();
+        fs::write(dir.path().join("other"), &other).unwrap();
+        fs::rename(dir.path().join("other"), &path).unwrap();
+        assert!(read(None).await == other);
+        fs::remove_file(&path).unwrap();
+        assert!(store.get(name, None).await.unwrap().is_none());
+        assert!(crate::store::blob::read_all(held).await.unwrap() == data);
     }
 
     #[test]
