@@ -257,6 +257,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// What is known of `name`, or `None` if there is no such blob.
     async fn head(&self, name: BlobName) -> io::Result<Option<BlobHead>>;
 
+    /// The whole of `name` and what is known of it — [`BlobStore::head`]
+    /// and [`BlobStore::get`] in one, as one request where the store can
+    /// (S3 answers a `GET` with the object's metadata) — or `None` if
+    /// there is no such blob.
+    async fn fetch(&self, name: BlobName) -> io::Result<Option<(BlobHead, ByteStream)>> {
+        let Some(head) = self.head(name).await? else {
+            return Ok(None);
+        };
+        Ok(self.get(name, None).await?.map(|body| (head, body)))
+    }
+
     /// Whether [`BlobStore::head`] returns the [`BlobMeta`] a blob was
     /// published with.
     fn keeps_meta(&self) -> bool {

@@ -74,6 +74,10 @@ async fn absent_names(store: &dyn BlobStore) {
         "get of a missing blob"
     );
     assert!(
+        store.fetch(name).await.unwrap().is_none(),
+        "fetch of a missing blob"
+    );
+    assert!(
         !store.delete(name).await.unwrap(),
         "delete of a missing blob"
     );
@@ -93,6 +97,16 @@ async fn streams_round_trip(store: &dyn BlobStore) {
     assert!(
         get(store, name, None).await == bytes,
         "a streamed blob reads back whole"
+    );
+    let (head, body) = store
+        .fetch(name)
+        .await
+        .unwrap()
+        .expect("fetch of a present blob");
+    assert_eq!(head.length, bytes.len() as u64, "fetch says the length");
+    assert!(
+        read_all(body).await.unwrap() == bytes,
+        "a fetched blob reads back whole"
     );
     assert!(
         store.delete(name).await.unwrap(),
@@ -293,8 +307,16 @@ async fn metadata_round_trips(store: &dyn BlobStore, staging: &Staging) {
         .await
         .unwrap();
     let head = store.head(BlobName::Result(key)).await.unwrap().unwrap();
-    assert_eq!(head.meta, Some(meta), "a result's metadata round-trips");
+    assert_eq!(
+        head.meta,
+        Some(meta.clone()),
+        "a result's metadata round-trips"
+    );
     assert!(get(store, BlobName::Result(key), None).await == result);
+    // A fetch brings the same metadata with the bytes.
+    let (head, body) = store.fetch(BlobName::Result(key)).await.unwrap().unwrap();
+    assert_eq!(head.meta, Some(meta), "fetch brings a result's metadata");
+    assert!(read_all(body).await.unwrap() == result);
 
     store.delete(name).await.unwrap();
     store.delete(BlobName::Result(key)).await.unwrap();

@@ -229,12 +229,9 @@ impl Tiers {
             if self.local.head(name).await?.is_some() {
                 return Ok(true);
             }
-            let head = self.call(&name, |s| async move { s.head(name).await }).await?;
-            let body = match head {
-                Some(_) => self.call(&name, |s| async move { s.get(name, None).await }).await?,
-                None => None,
-            };
-            let (Some(head), Some(mut body)) = (head, body) else {
+            // One request: the object's bytes come with its metadata.
+            let fetched = self.call(&name, |s| async move { s.fetch(name).await }).await?;
+            let Some((head, mut body)) = fetched else {
                 metrics::REMOTE_MISSES.inc();
                 return Ok(false);
             };

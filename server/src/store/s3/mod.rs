@@ -304,6 +304,23 @@ impl S3Store {
     }
 }
 
+/// What an answer to `HEAD` or a whole `GET` of `name` says of it: its
+/// length, and its metadata if the object carries all of ours and they
+/// agree with that length.
+fn head_of(
+    name: BlobName,
+    length: Option<i64>,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    content_type: Option<&str>,
+) -> BlobHead {
+    let length = length.unwrap_or(0).max(0) as u64;
+    let meta = metadata.and_then(|m| {
+        let meta = parse_metadata(name, m, content_type?)?;
+        (meta.length == length).then_some(meta)
+    });
+    BlobHead { length, meta }
+}
+
 #[async_trait]
 impl BlobStore for S3Store {
     async fn put_file(&self, name: BlobName, file: StagedFile, meta: BlobMeta) -> io::Result<()> {
@@ -439,13 +456,29 @@ impl BlobStore for S3Store {
             Err(e) if is_missing(&e) => return Ok(None),
             Err(e) => return Err(s3_error("HeadObject", &object, e)),
         };
-        let length = out.content_length().unwrap_or(0).max(0) as u64;
-        let meta = out.metadata().and_then(|m| {
-            let content_type = out.content_type()?;
-            let meta = parse_metadata(name, m, content_type)?;
-            (meta.length == length).then_some(meta)
-        });
-        Ok(Some(BlobHead { length, meta }))
+        Ok(Some(head_of(
+            name,
+            out.content_length(),
+            out.metadata(),
+            out.content_type(),
+        )))
+    }
+
+    async fn fetch(&self, name: BlobName) -> io::Result<Option<(BlobHead, ByteStream)>> {
+        let object = self.object(name);
+        let req = self.client.get_object().bucket(&self.bucket).key(&object);
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(s3_error("GetObject", &object, e)),
+        };
+        let head = head_of(
+            name,
+            out.content_length(),
+            out.metadata(),
+            out.content_type(),
+        );
+        Ok(Some((head, Box::pin(Body(out.body)))))
     }
 
     async fn delete(&self, name: BlobName) -> io::Result<bool> {
