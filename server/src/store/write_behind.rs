@@ -325,8 +325,21 @@ mod tests {
         )
     }
 
+    /// Opens the database in `dir`. A handle just dropped may keep sled's
+    /// file lock for a moment (its background threads let go of it last):
+    /// opening again waits for that, up to a few seconds.
     fn db(dir: &std::path::Path) -> sled::Db {
-        sled::Config::new().path(dir).open().unwrap()
+        let mut tries = 0;
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return db,
+                Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("open the database: {e}"),
+            }
+        }
     }
 
     #[test]
