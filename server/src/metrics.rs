@@ -236,6 +236,26 @@ pub static REMOTE_BYTES_READ: Counter = Counter::new(
     "upcache_remote_bytes_read_total",
     "Bytes read from the remote tier",
 );
+pub static REMOTE_GET_REQUESTS: Counter = Counter::new(
+    "upcache_remote_get_requests_total",
+    "GET requests of objects sent to the remote tier (S3), retries included",
+);
+pub static REMOTE_HEAD_REQUESTS: Counter = Counter::new(
+    "upcache_remote_head_requests_total",
+    "HEAD requests sent to the remote tier (S3), retries included",
+);
+pub static REMOTE_PUT_REQUESTS: Counter = Counter::new(
+    "upcache_remote_put_requests_total",
+    "PUT and POST requests sent to the remote tier (S3): objects, multipart parts and their start and end; retries included",
+);
+pub static REMOTE_LIST_REQUESTS: Counter = Counter::new(
+    "upcache_remote_list_requests_total",
+    "LIST requests sent to the remote tier (S3), retries included",
+);
+pub static REMOTE_DELETE_REQUESTS: Counter = Counter::new(
+    "upcache_remote_delete_requests_total",
+    "DELETE requests sent to the remote tier (S3), retries included",
+);
 pub static FILL_BACKS: Counter = Counter::new(
     "upcache_fill_backs_total",
     "Blobs copied from the remote tier into the local one on a read",
@@ -358,6 +378,11 @@ const ALL: &[&Counter] = &[
     &REMOTE_HITS,
     &REMOTE_MISSES,
     &REMOTE_BYTES_READ,
+    &REMOTE_GET_REQUESTS,
+    &REMOTE_HEAD_REQUESTS,
+    &REMOTE_PUT_REQUESTS,
+    &REMOTE_LIST_REQUESTS,
+    &REMOTE_DELETE_REQUESTS,
     &FILL_BACKS,
     &WRITE_BEHIND_DONE,
     &WRITE_BEHIND_FAILURES,

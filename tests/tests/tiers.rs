@@ -67,6 +67,30 @@ async fn get_result(server: &Server, key: &Key) -> reqwest::Response {
     server.result_request(key, None).send().await.unwrap()
 }
 
+/// S3 requests a node has sent, by kind (its `upcache_remote_*_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Requests {
+    head: u64,
+    get: u64,
+}
+
+impl std::ops::Sub for Requests {
+    type Output = Requests;
+    fn sub(self, earlier: Requests) -> Requests {
+        Requests {
+            head: self.head - earlier.head,
+            get: self.get - earlier.get,
+        }
+    }
+}
+
+async fn s3_requests(server: &Server) -> Requests {
+    Requests {
+        head: server.metric("upcache_remote_head_requests_total").await as u64,
+        get: server.metric("upcache_remote_get_requests_total").await as u64,
+    }
+}
+
 /// Asserts that a node started now, with an empty data directory, does not
 /// find `key`'s result in the bucket.
 async fn a_fresh_node_does_not_find(config: &str, key: &Key) {
@@ -108,9 +132,15 @@ async fn a_node_with_an_empty_data_directory_serves_what_is_in_the_bucket() {
         .is_some());
 
     let second = Server::start_with_config(&config, &[]).await;
+    let before = s3_requests(&second).await;
     let resp = get_result(&second, &job.key).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), made, "byte for byte");
+    assert_eq!(
+        s3_requests(&second).await - before,
+        Requests { head: 1, get: 1 },
+        "a cold hit: the result's metadata, then its bytes with their metadata"
+    );
     assert_eq!(
         second.metric("upcache_remote_read_seconds_count").await,
         1.0,
@@ -168,6 +198,7 @@ async fn an_identity_result_is_found_by_its_key_on_an_empty_node_until_deleted()
     assert_eq!(of.input, job.hash);
 
     let second = Server::start_with_config(&config, &[]).await;
+    let before = s3_requests(&second).await;
     let resp = get_result(&second, &job.key).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
@@ -179,6 +210,11 @@ async fn an_identity_result_is_found_by_its_key_on_an_empty_node_until_deleted()
         resp.bytes().await.unwrap().to_vec(),
         job.input,
         "byte for byte"
+    );
+    assert_eq!(
+        s3_requests(&second).await - before,
+        Requests { head: 1, get: 1 },
+        "a cold hit: the link, then the input's bytes"
     );
     let (_, status) = second.create(&job, None).await;
     assert_eq!(status.state, State::Complete);

@@ -67,6 +67,7 @@ use super::blob::{
     BlobHead, BlobMeta, BlobName, BlobStore, ByteStream, PartUploads, Presign, StagedFile,
 };
 use crate::config::S3Config;
+use crate::metrics;
 use errors::{is_missing, s3_error, status};
 use headers::{metadata, parse_metadata};
 use parts::{file_part, joined, Body, Check, Parts};
@@ -173,7 +174,8 @@ impl S3Store {
             // S3-compatible servers differ in the newer checksum headers;
             // the bytes are checked end to end by their BLAKE3 anyway.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(CountRequests);
         if shared.region().is_none() {
             s3 = s3.region(Region::new("us-east-1"));
         }
@@ -301,6 +303,39 @@ impl S3Store {
             Some(h) if at > h.length => Err(past_end(at..at, h.length)),
             Some(_) => Ok(Some(Box::pin(futures_util::stream::empty()))),
         }
+    }
+}
+
+/// Counts every request sent to the endpoint by kind, as S3 bills them
+/// (each retry is a request of its own): the `upcache_remote_*_requests_total`
+/// metrics.
+#[derive(Debug)]
+struct CountRequests;
+
+impl aws_sdk_s3::config::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "upcache-count-requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request();
+        let query = request.uri().split_once('?').map_or("", |(_, q)| q);
+        let counter = match request.method() {
+            "HEAD" => &metrics::REMOTE_HEAD_REQUESTS,
+            "GET" if query.split('&').any(|p| p.starts_with("list-type=")) => {
+                &metrics::REMOTE_LIST_REQUESTS
+            }
+            "GET" => &metrics::REMOTE_GET_REQUESTS,
+            "DELETE" => &metrics::REMOTE_DELETE_REQUESTS,
+            _ => &metrics::REMOTE_PUT_REQUESTS,
+        };
+        counter.inc();
+        Ok(())
     }
 }
 
