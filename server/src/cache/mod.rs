@@ -1058,18 +1058,7 @@ mod tests {
             data: data.clone(),
             ..Config::default()
         };
-        // sled lets go of its file lock when its flusher thread notices the
-        // database was dropped, a moment later.
-        let mut tries = 0;
-        let core = loop {
-            match Core::open(config.clone()) {
-                Err(e) if e.to_string().contains("could not acquire lock") && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let core = crate::store::meta::reopen(|| Core::open(config.clone()));
         assert_eq!(core.stored_input(&kept).unwrap(), Some(rec));
         assert_eq!(core.stored_input(&lost).unwrap(), None);
         assert!(core.meta.legacy_inputs().unwrap().is_empty());

@@ -229,17 +229,15 @@ fn cached_read(
     };
     let count = (range.end - range.start) as usize;
     if count as u64 > READ_WHOLE {
-        if length <= MAP_MOST {
-            let Some(map) = file.map(length) else {
-                return Cached::Opened(file);
-            };
-            let range = range.start as usize..range.end as usize;
-            if !resident(&map[range.clone()]) {
-                return Cached::Opened(file);
-            }
-            return Cached::Done(Read::Whole(Bytes::from_owner(Mapped { blob: file, range })));
-        }
-        return Cached::Opened(file);
+        let range = range.start as usize..range.end as usize;
+        let cached = length <= MAP_MOST
+            && file
+                .map(length)
+                .is_some_and(|map| resident(&map[range.clone()]));
+        return match cached {
+            true => Cached::Done(Read::Whole(Bytes::from_owner(Mapped { blob: file, range }))),
+            false => Cached::Opened(file),
+        };
     }
     // Not zeroed first: the kernel fills it, and only what it filled is kept.
     let mut buf: Vec<u8> = Vec::with_capacity(count);

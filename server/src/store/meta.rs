@@ -587,6 +587,25 @@ impl Meta {
     }
 }
 
+/// Opens a database again right after a handle to it was dropped (tests):
+/// sled lets go of its file lock only when its background threads notice,
+/// a moment later, so `open` is retried while the lock is held, for up to
+/// five seconds.
+#[cfg(test)]
+pub(crate) fn reopen<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Ok(db) => return db,
+            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("open the database again: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -325,21 +325,10 @@ mod tests {
         )
     }
 
-    /// Opens the database in `dir`. A handle just dropped may keep sled's
-    /// file lock for a moment (its background threads let go of it last):
-    /// opening again waits for that, up to a few seconds.
+    /// Opens the database in `dir`, waiting for a handle just dropped to
+    /// let go of it.
     fn db(dir: &std::path::Path) -> sled::Db {
-        let mut tries = 0;
-        loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => return db,
-                Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => panic!("open the database: {e}"),
-            }
-        }
+        crate::store::meta::reopen(|| sled::Config::new().path(dir).open())
     }
 
     #[test]
