@@ -15,8 +15,8 @@
 //! length only.
 //!
 //! Reads on the runtime's thread when they cannot wait for the disk
-//! ([`cached_read`]), from a file kept open ([`OpenFiles`]) while it is
-//! still linked: a small range (up to [`READ_WHOLE`]) with
+//! ([`cached_read`]), from a file kept open with its length
+//! ([`OpenFiles`]: no `open` or `fstat` per read): a small range (up to [`READ_WHOLE`]) with
 //! `preadv2(RWF_NOWAIT)`, which fails rather than wait; a larger one of a
 //! file of at most [`MAP_MOST`] bytes as a slice of the file's mapping,
 //! made once and kept with the open file, when `mincore` says the page
@@ -71,39 +71,123 @@ pub struct DiskStore {
     open: Arc<OpenFiles>,
 }
 
-/// Files of recently read blobs kept open, so that a hit costs no `open`
-/// and `close` (nginx's `open_file_cache`). A cached file is used only
-/// while it is still linked: a blob deleted or replaced (by rename) leaves
-/// its old file with no links, which the `fstat` every read makes anyway
-/// tells, whoever removed it. Publishing and deleting drop the entry too.
-type OpenFiles = quick_cache::sync::Cache<BlobName, Arc<OpenBlob>>;
+/// Files of recently read blobs kept open, so that a hit costs no `open`,
+/// `close` or `fstat` (nginx's `open_file_cache`). Every blob this process
+/// replaces (by rename) or deletes goes through this store, which drops
+/// its entry first thing after; an open racing with that is not kept (the
+/// `epoch`). A change made behind the store's back — a file removed by
+/// hand — is noticed within [`REVALIDATE_MS`]: an entry older than that is
+/// checked with `fstat`, and dropped if its file has no links left.
+#[derive(Debug)]
+struct OpenFiles {
+    cache: quick_cache::sync::Cache<BlobName, Arc<OpenBlob>>,
+    /// Bumped by every removal; an open that saw another value is not kept.
+    epoch: AtomicU64,
+    /// Makes "check the epoch, then insert" and "bump, then remove" atomic.
+    gate: std::sync::Mutex<()>,
+    /// How long (ms) an entry is served without a check: [`REVALIDATE_MS`].
+    revalidate: u64,
+}
+
+/// How long (ms) a kept file is served without checking it is still linked.
+const REVALIDATE_MS: u64 = 1000;
+
+/// Milliseconds since the first call: the clock of [`OpenBlob::checked`].
+fn millis() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl OpenFiles {
+    fn new(capacity: usize, revalidate: u64) -> Self {
+        Self {
+            cache: quick_cache::sync::Cache::new(capacity),
+            epoch: AtomicU64::new(0),
+            gate: std::sync::Mutex::new(()),
+            revalidate,
+        }
+    }
+
+    /// The kept file of `name`, checked again if its last check is old.
+    fn get(&self, name: &BlobName) -> Option<Arc<OpenBlob>> {
+        let file = self.cache.get(name)?;
+        let now = millis();
+        if now.saturating_sub(file.checked.load(Ordering::Relaxed)) < self.revalidate {
+            return Some(file);
+        }
+        match file.file.metadata() {
+            Ok(m) if std::os::unix::fs::MetadataExt::nlink(&m) > 0 => {
+                file.checked.store(now, Ordering::Relaxed);
+                Some(file)
+            }
+            // Deleted or replaced behind the store's back: the path says
+            // what is there now.
+            _ => {
+                self.remove(name);
+                None
+            }
+        }
+    }
+
+    /// The epoch to pass to [`OpenFiles::insert`], read before opening.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Keeps `file`, opened after `epoch` was read, unless a removal has
+    /// happened since: the file may be the one it removed.
+    fn insert(&self, name: BlobName, file: Arc<OpenBlob>, epoch: u64) {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            self.cache.insert(name, file);
+        }
+    }
+
+    /// Forgets `name`'s file: called after it was replaced or deleted.
+    fn remove(&self, name: &BlobName) {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(name);
+    }
+}
 
 /// A blob file kept open, and its mapping once a read needed one.
 #[derive(Debug)]
 struct OpenBlob {
     file: File,
+    /// The file's length when opened (published files never change).
+    length: u64,
+    /// When the file was last known to be linked ([`millis`]).
+    checked: AtomicU64,
     /// The whole file mapped, for files of more than [`READ_WHOLE`] and at
     /// most [`MAP_MOST`] bytes; `None` inside when mapping failed.
     map: std::sync::OnceLock<Option<memmap2::Mmap>>,
 }
 
 impl OpenBlob {
-    fn new(file: File) -> Arc<Self> {
-        Arc::new(Self {
+    /// `file`, with its length (one `fstat`).
+    fn new(file: File) -> io::Result<Arc<Self>> {
+        let length = file.metadata()?.len();
+        Ok(Arc::new(Self {
             file,
+            length,
+            checked: AtomicU64::new(millis()),
             map: std::sync::OnceLock::new(),
-        })
+        }))
     }
 
-    /// The whole file's mapping (`length` bytes), made on first use.
-    fn map(&self, length: u64) -> Option<&memmap2::Mmap> {
+    /// The whole file's mapping, made on first use.
+    fn map(&self) -> Option<&memmap2::Mmap> {
         self.map
             .get_or_init(|| {
                 // SAFETY: blob files are immutable once published (module
                 // doc): replaced by rename or unlinked, never written in place.
                 unsafe {
                     memmap2::MmapOptions::new()
-                        .len(length as usize)
+                        .len(self.length as usize)
                         .map(&self.file)
                 }
                 .ok()
@@ -201,39 +285,31 @@ fn cached_read(
     range: Option<Range<u64>>,
 ) -> Cached {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
     let file = match open.get(&name) {
         Some(f) => f,
-        None => match File::open(path()) {
-            Ok(f) => {
-                let f = OpenBlob::new(f);
-                open.insert(name, f.clone());
-                f
+        None => {
+            let epoch = open.epoch();
+            match File::open(path()).and_then(OpenBlob::new) {
+                Ok(f) => {
+                    open.insert(name, f.clone(), epoch);
+                    f
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Cached::Done(Read::Missing)
+                }
+                Err(_) => return Cached::NotTried,
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Cached::Done(Read::Missing),
-            Err(_) => return Cached::NotTried,
-        },
-    };
-    let length = match file.file.metadata() {
-        Ok(m) if m.nlink() > 0 => m.len(),
-        // Deleted or replaced since it was opened: the path says what is
-        // there now.
-        Ok(_) => {
-            open.remove(&name);
-            return Cached::NotTried;
         }
-        Err(_) => return Cached::NotTried,
     };
+    let length = file.length;
     let Ok(range) = check_range(range, length) else {
         return Cached::Opened(file); // the blocking path reports it
     };
     let count = (range.end - range.start) as usize;
     if count as u64 > READ_WHOLE {
         let range = range.start as usize..range.end as usize;
-        let cached = length <= MAP_MOST
-            && file
-                .map(length)
-                .is_some_and(|map| resident(&map[range.clone()]));
+        let cached =
+            length <= MAP_MOST && file.map().is_some_and(|map| resident(&map[range.clone()]));
         return match cached {
             true => Cached::Done(Read::Whole(Bytes::from_owner(Mapped { blob: file, range }))),
             false => Cached::Opened(file),
@@ -281,12 +357,12 @@ fn read_blocking(
     let file = match opened {
         Some(f) => f,
         None => match File::open(path) {
-            Ok(f) => OpenBlob::new(f),
+            Ok(f) => OpenBlob::new(f)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(e),
         },
     };
-    let length = file.file.metadata()?.len();
+    let length = file.length;
     let range = check_range(range, length)?;
     let count = range.end - range.start;
     if count <= READ_WHOLE {
@@ -295,7 +371,7 @@ fn read_blocking(
         return Ok(Read::Whole(Bytes::from(buf)));
     }
     if length <= MAP_MOST {
-        if let Some(map) = file.map(length) {
+        if let Some(map) = file.map() {
             // Faulted in here, so that sending them waits for no disk.
             let range = range.start as usize..range.end as usize;
             for at in (range.start / 4096 * 4096..range.end).step_by(4096) {
@@ -339,7 +415,7 @@ impl DiskStore {
         let store = Self {
             root: root.to_owned(),
             tmp: root.join("tmp"),
-            open: Arc::new(OpenFiles::new(OPEN_FILES)),
+            open: Arc::new(OpenFiles::new(OPEN_FILES, REVALIDATE_MS)),
         };
         for dir in ["inputs", "results", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
@@ -552,10 +628,20 @@ mod tests {
         crate::store::conformance::check(&store, &staging).await;
     }
 
+    /// A store that checks its kept file is still linked on every read, so
+    /// that a change behind its back is noticed at the next read, not
+    /// within [`REVALIDATE_MS`].
+    fn checking_every_read(root: &Path) -> DiskStore {
+        DiskStore {
+            open: Arc::new(OpenFiles::new(OPEN_FILES, 0)),
+            ..DiskStore::open(root).unwrap()
+        }
+    }
+
     #[tokio::test]
     async fn a_file_kept_open_is_not_served_once_replaced_or_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DiskStore::open(dir.path()).unwrap();
+        let store = checking_every_read(dir.path());
         let name = BlobName::Result(upcache_protocol::Key([5; 32]));
         let read = |store: DiskStore| async move {
             match store.get(name, None).await.unwrap() {
@@ -592,13 +678,68 @@ mod tests {
         assert!(store.delete(name).await.is_ok());
     }
 
+    /// With the default check interval, a blob replaced or deleted through
+    /// the store is seen at once: the store drops its kept file itself.
+    #[tokio::test]
+    async fn changes_through_the_store_are_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let name = BlobName::Result(upcache_protocol::Key([6; 32]));
+        let put = |b: &'static [u8]| {
+            let store = store.clone();
+            async move {
+                let body = Box::pin(futures_util::stream::once(async move {
+                    Ok(Bytes::from_static(b))
+                })) as ByteStream;
+                let meta = BlobMeta::of_bytes(b, crate::store::blob::OCTET_STREAM);
+                store.put_stream(name, body, meta).await.unwrap();
+            }
+        };
+        let read = || async {
+            match store.get(name, None).await.unwrap() {
+                Some(body) => Some(crate::store::blob::read_all(body).await.unwrap()),
+                None => None,
+            }
+        };
+        put(b"first").await;
+        assert_eq!(read().await.as_deref(), Some(&b"first"[..]));
+        put(b"second!").await;
+        assert_eq!(read().await.as_deref(), Some(&b"second!"[..]));
+        assert_eq!(read().await.as_deref(), Some(&b"second!"[..]));
+        assert!(store.delete(name).await.unwrap());
+        assert_eq!(read().await, None);
+    }
+
+    /// A file opened before a removal is not kept after it: it may be the
+    /// very file that was removed.
+    #[test]
+    fn an_open_racing_a_removal_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        fs::write(&path, b"old").unwrap();
+        let open = OpenFiles::new(4, REVALIDATE_MS);
+        let name = BlobName::Result(upcache_protocol::Key([7; 32]));
+        let epoch = open.epoch();
+        let file = OpenBlob::new(File::open(&path).unwrap()).unwrap();
+        // Meanwhile the blob is deleted, and the store forgets it...
+        fs::remove_file(&path).unwrap();
+        open.remove(&name);
+        // ...before the reader gets to keep what it opened.
+        open.insert(name, file.clone(), epoch);
+        assert!(open.get(&name).is_none());
+        // An open after the removal is kept.
+        let epoch = open.epoch();
+        open.insert(name, file, epoch);
+        assert!(open.get(&name).is_some());
+    }
+
     /// Ranges of a file large enough to be mapped come out right, read
     /// again from the kept mapping, and stay right in a body still held
     /// after the file is replaced or removed.
     #[tokio::test]
     async fn mapped_reads_serve_the_right_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DiskStore::open(dir.path()).unwrap();
+        let store = checking_every_read(dir.path());
         let name = BlobName::Result(upcache_protocol::Key([6; 32]));
         let data: Vec<u8> = (0..(1u32 << 20) + 777).map(|i| (i % 253) as u8).collect();
         let path = store.path(name);
