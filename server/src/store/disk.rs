@@ -16,12 +16,14 @@
 //!
 //! Reads on the runtime's thread when they cannot wait for the disk
 //! ([`cached_read`]), from a file kept open with its length
-//! ([`OpenFiles`]: no `open` or `fstat` per read): a small range (up to [`READ_WHOLE`]) with
-//! `preadv2(RWF_NOWAIT)`, which fails rather than wait; a larger one of a
-//! file of at most [`MAP_MOST`] bytes as a slice of the file's mapping,
-//! made once and kept with the open file, when `mincore` says the page
-//! cache holds all of its pages — sent from the page cache without a copy
-//! into the process, and without a mapping made and torn down per read.
+//! ([`OpenFiles`]: no `open` or `fstat` per read). A file of at most
+//! [`MAP_MOST`] bytes is mapped once, the mapping kept with the open file,
+//! and a read is a slice of it when `mincore` says the page cache holds
+//! the file (checked at most once a second while it does:
+//! [`RESIDENT_MS`]) — a hit then makes no system call at all, and its
+//! bytes go from the page cache to the socket without a copy into the
+//! process. Otherwise a small range (up to [`READ_WHOLE`]) is tried with
+//! `preadv2(RWF_NOWAIT)`, which fails rather than wait.
 //! Any other read is one blocking call: a small range is read into one
 //! buffer, a larger one memory-mapped with its pages faulted in there (so
 //! the runtime's threads never wait for the disk); longer reads are
@@ -162,10 +164,21 @@ struct OpenBlob {
     length: u64,
     /// When the file was last known to be linked ([`millis`]).
     checked: AtomicU64,
-    /// The whole file mapped, for files of more than [`READ_WHOLE`] and at
-    /// most [`MAP_MOST`] bytes; `None` inside when mapping failed.
+    /// The whole file mapped, for files of at most [`MAP_MOST`] bytes;
+    /// `None` inside when mapping failed (an empty file).
     map: std::sync::OnceLock<Option<memmap2::Mmap>>,
+    /// When the page cache last held the whole file ([`millis`]), or [`NEVER`].
+    resident_at: AtomicU64,
 }
+
+/// [`OpenBlob::resident_at`] before any check found the file resident.
+const NEVER: u64 = u64::MAX;
+/// How long (ms) a file found wholly in the page cache is taken to stay
+/// there: its pages were just read, and the page cache evicts the least
+/// recently used first. A page evicted all the same is read by the fault
+/// of the runtime's thread that touches it — the one wait for the disk
+/// this store allows there, and only under heavy memory pressure.
+const RESIDENT_MS: u64 = 1000;
 
 impl OpenBlob {
     /// `file`, with its length (one `fstat`).
@@ -176,6 +189,7 @@ impl OpenBlob {
             length,
             checked: AtomicU64::new(millis()),
             map: std::sync::OnceLock::new(),
+            resident_at: AtomicU64::new(NEVER),
         }))
     }
 
@@ -193,6 +207,26 @@ impl OpenBlob {
                 .ok()
             })
             .as_ref()
+    }
+}
+
+impl OpenBlob {
+    /// Whether `range` of `map` (this file's mapping) can be read without
+    /// waiting for the disk: the whole file was in the page cache less than
+    /// [`RESIDENT_MS`] ago, or is now (checked at most once per that time
+    /// while it stays so), or at least `range` is.
+    #[cfg(target_os = "linux")]
+    fn cached(&self, map: &memmap2::Mmap, range: Range<usize>) -> bool {
+        let now = millis();
+        let at = self.resident_at.load(Ordering::Relaxed);
+        if at != NEVER && now.saturating_sub(at) < RESIDENT_MS {
+            return true;
+        }
+        if resident(map) {
+            self.resident_at.store(now, Ordering::Relaxed);
+            return true;
+        }
+        resident(&map[range])
     }
 }
 
@@ -306,14 +340,17 @@ fn cached_read(
         return Cached::Opened(file); // the blocking path reports it
     };
     let count = (range.end - range.start) as usize;
-    if count as u64 > READ_WHOLE {
+    if length <= MAP_MOST {
         let range = range.start as usize..range.end as usize;
-        let cached =
-            length <= MAP_MOST && file.map().is_some_and(|map| resident(&map[range.clone()]));
-        return match cached {
-            true => Cached::Done(Read::Whole(Bytes::from_owner(Mapped { blob: file, range }))),
-            false => Cached::Opened(file),
-        };
+        if file
+            .map()
+            .is_some_and(|map| file.cached(map, range.clone()))
+        {
+            return Cached::Done(Read::Whole(Bytes::from_owner(Mapped { blob: file, range })));
+        }
+    }
+    if count as u64 > READ_WHOLE {
+        return Cached::Opened(file);
     }
     // Not zeroed first: the kernel fills it, and only what it filled is kept.
     let mut buf: Vec<u8> = Vec::with_capacity(count);
@@ -733,47 +770,49 @@ mod tests {
         assert!(open.get(&name).is_some());
     }
 
-    /// Ranges of a file large enough to be mapped come out right, read
-    /// again from the kept mapping, and stay right in a body still held
-    /// after the file is replaced or removed.
+    /// Ranges of mapped files — a small one and one past [`READ_WHOLE`] —
+    /// come out right, read again from the kept mapping, and stay right in
+    /// a body still held after the file is replaced or removed.
     #[tokio::test]
     async fn mapped_reads_serve_the_right_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = checking_every_read(dir.path());
-        let name = BlobName::Result(upcache_protocol::Key([6; 32]));
-        let data: Vec<u8> = (0..(1u32 << 20) + 777).map(|i| (i % 253) as u8).collect();
-        let path = store.path(name);
-        fs::write(&path, &data).unwrap();
-        let read = |range: Option<Range<u64>>| {
-            let store = store.clone();
-            async move {
-                let body = store.get(name, range).await.unwrap().unwrap();
-                crate::store::blob::read_all(body).await.unwrap()
+        for (n, size) in [(6u8, (1u32 << 20) + 777), (7, 10_000)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = checking_every_read(dir.path());
+            let name = BlobName::Result(upcache_protocol::Key([n; 32]));
+            let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            let path = store.path(name);
+            fs::write(&path, &data).unwrap();
+            let read = |range: Option<Range<u64>>| {
+                let store = store.clone();
+                async move {
+                    let body = store.get(name, range).await.unwrap().unwrap();
+                    crate::store::blob::read_all(body).await.unwrap()
+                }
+            };
+            let len = data.len() as u64;
+            for range in [
+                0..len,
+                1..len - 1,
+                4095..(4097 + 70_000).min(len),
+                (len / 10)..(len / 10 + 10),
+                len - 5..len,
+            ] {
+                for _ in 0..2 {
+                    let got = read(Some(range.clone())).await;
+                    let want = &data[range.start as usize..range.end as usize];
+                    assert!(got == want, "{size} bytes, range {range:?}");
+                }
             }
-        };
-        let len = data.len() as u64;
-        for range in [
-            0..len,
-            1..len - 1,
-            4095..4097 + 70_000,
-            100_000..100_010,
-            len - 5..len,
-        ] {
-            for _ in 0..2 {
-                let got = read(Some(range.clone())).await;
-                let want = &data[range.start as usize..range.end as usize];
-                assert!(got == want, "range {range:?}");
-            }
+            assert!(read(None).await == data);
+            let held = store.get(name, Some(0..len)).await.unwrap().unwrap();
+            let other: Vec<u8> = data.iter().map(|b| b ^ 0xff).collect();
+            fs::write(dir.path().join("other"), &other).unwrap();
+            fs::rename(dir.path().join("other"), &path).unwrap();
+            assert!(read(None).await == other);
+            fs::remove_file(&path).unwrap();
+            assert!(store.get(name, None).await.unwrap().is_none());
+            assert!(crate::store::blob::read_all(held).await.unwrap() == data);
         }
-        assert!(read(None).await == data);
-        let held = store.get(name, Some(0..len)).await.unwrap().unwrap();
-        let other: Vec<u8> = data.iter().map(|b| b ^ 0xff).collect();
-        fs::write(dir.path().join("other"), &other).unwrap();
-        fs::rename(dir.path().join("other"), &path).unwrap();
-        assert!(read(None).await == other);
-        fs::remove_file(&path).unwrap();
-        assert!(store.get(name, None).await.unwrap().is_none());
-        assert!(crate::store::blob::read_all(held).await.unwrap() == data);
     }
 
     #[test]
