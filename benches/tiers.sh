@@ -419,7 +419,7 @@ for s in "${sizes[@]}"; do
         for r in s3ref s3; do
             cold "$r" "$s"
             row "${label[$r]}" "$s" "$rps" "$p99" \
-                "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2f", a / b }')" "—" "—"
+                "$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2f", a / b }')" "-" "-"
         done
         s3_pause
     fi
