@@ -323,11 +323,11 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# run_wrk URL [ARGS...]: one wrk run; sets $rps and $p99 (and $out).
+# run_wrk CONNECTIONS URL [ARGS...]: one wrk run; sets $rps and $p99 (and $out).
 run_wrk() {
-    local u=$1
-    shift
-    out=$(wrk -t"$threads" -c"$connections" --latency "$@" "$u")
+    local c=$1 u=$2
+    shift 2
+    out=$(wrk -t"$((threads < c ? threads : c))" -c"$c" --latency "$@" "$u")
     if grep -q "Non-2xx" <<<"$out"; then
         echo "tiers.sh: $u answered errors:" >&2
         echo "$out" >&2
@@ -337,26 +337,11 @@ run_wrk() {
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
 }
 
-# measure NAME SIZE: one warmed-up wrk run of a row; sets $rps and $p99.
+# measure NAME SIZE CONNECTIONS: one warmed-up wrk run of a row; sets $rps and $p99.
 measure() {
     local u=${result_url[$1/$2]}
-    wrk -t"$threads" -c"$connections" -d1s "$u" >/dev/null # warm-up
-    run_wrk "$u" -d"${duration}s"
-}
-
-# light NAME SIZE: a warmed-up wrk run of a row with $light connections
-# (see the header); sets $rps and $p99.
-light() {
-    local u=${result_url[$1/$2]} t=$((threads < light ? threads : light))
-    wrk -t"$t" -c"$light" -d1s "$u" >/dev/null
-    out=$(wrk -t"$t" -c"$light" --latency -d"${duration}s" "$u")
-    if grep -q "Non-2xx" <<<"$out"; then
-        echo "tiers.sh: $u answered errors:" >&2
-        echo "$out" >&2
-        exit 1
-    fi
-    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
-    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    run_wrk "$3" "$u" -d1s >/dev/null # warm-up
+    run_wrk "$3" "$u" -d"${duration}s"
 }
 
 median() { # numbers...
@@ -385,24 +370,19 @@ declare -A label=(
 row tier size "req/s" "p99 ms" "× nginx" "req/s -c$light" "p99 ms -c$light"
 printf "|%s|%s|%s|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..48})" "--------" "------------" "-----------" "----------" "--------------" "--------------"
 for s in "${sizes[@]}"; do
-    declare -A all_rps=() all_p99=()
+    declare -A all_rps=() all_p99=() light_rps=() light_p99=()
     for _ in $(seq 1 "$rounds"); do
         for r in "${rows[@]}"; do
-            measure "$r" "$s"
+            measure "$r" "$s" "$connections"
             all_rps[$r]+=" $rps"
             all_p99[$r]+=" $p99"
-        done
-    done
-    # shellcheck disable=SC2086 # the lists are words on purpose
-    nginx_rps=$(median ${all_rps[nginx]})
-    declare -A light_rps=() light_p99=()
-    for _ in $(seq 1 "$rounds"); do
-        for r in "${rows[@]}"; do
-            light "$r" "$s"
+            measure "$r" "$s" "$light"
             light_rps[$r]+=" $rps"
             light_p99[$r]+=" $p99"
         done
     done
+    # shellcheck disable=SC2086 # the lists are words on purpose
+    nginx_rps=$(median ${all_rps[nginx]})
     for r in "${rows[@]}"; do
         # shellcheck disable=SC2086
         rps=$(median ${all_rps[$r]})
