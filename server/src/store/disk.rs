@@ -747,6 +747,63 @@ mod tests {
         assert_eq!(read().await, None);
     }
 
+    /// Readers racing replaces and deletes made through the store, with the
+    /// default check interval, only ever see a whole version (or nothing
+    /// once deleted); and once a replace has returned, every read that
+    /// starts after it sees that version or a later one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_racing_replaces_see_whole_current_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let name = BlobName::Result(upcache_protocol::Key([8; 32]));
+        // Version v: 20 000 bytes of v (small: read from the mapping).
+        let version = |v: u8| Bytes::from(vec![v; 20_000]);
+        let put = |v: u8| {
+            let store = store.clone();
+            async move {
+                let body = version(v);
+                let meta = BlobMeta::of_bytes(&body, crate::store::blob::OCTET_STREAM);
+                let body = Box::pin(futures_util::stream::once(async move { Ok(body) }));
+                store.put_stream(name, body, meta).await.unwrap();
+            }
+        };
+        put(1).await;
+        // The newest version whose replace has returned.
+        let done = Arc::new(std::sync::atomic::AtomicU8::new(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let (store, done, stop) = (store.clone(), done.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                let mut reads = 0u32;
+                while !stop.load(Ordering::Acquire) {
+                    let floor = done.load(Ordering::Acquire);
+                    let Some(body) = store.get(name, None).await.unwrap() else {
+                        panic!("missing while version {floor} is published");
+                    };
+                    let got = crate::store::blob::read_all(body).await.unwrap();
+                    let v = got[0];
+                    assert!(got == version(v), "a torn read");
+                    assert!(v >= floor, "read version {v} after {floor} was published");
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        for v in 2..=60u8 {
+            put(v).await;
+            done.store(v, Ordering::Release);
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, Ordering::Release);
+        for r in readers {
+            assert!(r.await.unwrap() > 0, "every reader read");
+        }
+        // Deleted through the store: no reader sees it afterwards.
+        assert!(store.delete(name).await.unwrap());
+        assert!(store.get(name, None).await.unwrap().is_none());
+    }
+
     /// A file opened before a removal is not kept after it: it may be the
     /// very file that was removed.
     #[test]
