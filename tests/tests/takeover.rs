@@ -230,3 +230,60 @@ async fn a_trickling_patch_is_ended_and_keeps_what_arrived() {
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert!(server.wait_result(&job.key).await == job.input);
 }
+
+/// Block requests whose bodies come slowly, more of them than the runtime
+/// has blocking threads (512): they are 1 KiB into 4 KiB blocks, within
+/// `body_min_rate` for the test's few seconds.
+const SLOW_BODIES: u64 = 600;
+
+#[tokio::test]
+async fn many_slow_bodies_do_not_hold_up_other_uploads() {
+    let server = Server::start().await;
+    let bs = 4096;
+    let job = Job::identity(pseudo_random((SLOW_BODIES * bs) as usize, 26));
+    let layout = job.layout(bs);
+    server.create(&job, Some(bs)).await;
+    let mut slow = Vec::new();
+    for n in 0..SLOW_BODIES {
+        let mut conn = RawConn::connect(server.addr()).await;
+        let headers = vec![
+            ("content-length", bs.to_string()),
+            (h::UPLOAD_BLOCK_HASH, job.block_hash(&layout, n)),
+        ];
+        conn.send_head("PUT", &block_path(&job.key, n), &headers)
+            .await;
+        conn.send(&job.block(&layout, n)[..1024]).await;
+        slow.push(conn);
+    }
+
+    // Another client's upload goes through while they wait for their bytes.
+    let other = Job::identity(pseudo_random(100_000, 27));
+    server.create(&other, None).await;
+    let started = Instant::now();
+    let resp = tokio::time::timeout(
+        AT_ONCE,
+        server
+            .patch_request(&other.key, 0, other.input.clone())
+            .send(),
+    )
+    .await
+    .expect("an upload made while slow bodies wait is answered at once")
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(
+        started.elapsed() < AT_ONCE,
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(server.wait_result(&other.key).await == other.input);
+
+    // And the slow ones, once their bytes come, are all stored.
+    for (n, conn) in slow.iter_mut().enumerate() {
+        conn.send(&job.block(&layout, n as u64)[1024..]).await;
+    }
+    for conn in &mut slow {
+        let resp = conn.read_response().await;
+        assert!(resp.status < 300, "a slow block: {}", resp.text());
+    }
+    assert!(server.wait_result(&job.key).await == job.input);
+}

@@ -9,21 +9,26 @@
 //! into an aligned buffer and written in aligned runs; what cannot be
 //! aligned — the start of a request that resumes mid-page, the last bytes
 //! of an input — goes through the ordinary file descriptor. The two never
-//! write the same page. Full buffers are written by a thread of the
-//! writer's own while the next ones are filled and hashed; a flush waits
-//! for all of them. What must follow the writes — a block's commit — is
-//! queued behind them with [`DirectWriter::then`] and runs on that thread
-//! once they are done, so the caller never waits for the device at a block
-//! boundary. Durability is unchanged: the committer's
+//! write the same page at once: every write of a writer is a job in one
+//! queue, run in order.
+//!
+//! The queue is run by a blocking thread only while it has jobs: a request
+//! whose body trickles in holds no thread while it waits for the network.
+//! Buffers are filled (and their bytes hashed) by the caller while the
+//! queue writes the previous ones; [`DirectWriter::ready`] waits for a free
+//! one. What must follow the writes — a block's commit — is queued behind
+//! them with [`DirectWriter::then`], so the caller does not wait for the
+//! device at a block boundary. Durability is unchanged: the committer's
 //! `fdatasync` (on either descriptor: it is per file) flushes the device
 //! cache before a block is acknowledged.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
 
 /// Alignment of offsets, lengths and memory (covers 512- and 4096-byte devices).
 pub const ALIGN: u64 = 4096;
@@ -76,7 +81,7 @@ impl Aligned {
 /// What runs after the writes queued before it, with their outcome.
 pub type Then = Box<dyn FnOnce(io::Result<()>) + Send>;
 
-/// The writer thread's work, in order.
+/// A writer's work, run in order.
 enum Job {
     /// A filled buffer to write out at `start`.
     Write {
@@ -84,165 +89,239 @@ enum Job {
         start: u64,
         len: usize,
     },
+    /// Bytes that cannot be aligned, for the ordinary descriptor.
+    Unaligned { bytes: Vec<u8>, at: u64 },
     /// Runs once every write queued before it is done.
     Then(Then),
 }
 
-/// The direct descriptor of a staging file, and its buffers. Full buffers
-/// are written out by a thread of the writer's own, so that the request's
-/// bytes are hashed (on the caller's thread) while the previous ones go to
-/// the device: the two no longer take turns.
+/// A job's end: a written buffer back (for a [`Job::Write`]), and how it went.
+type Done = (Option<Aligned>, io::Result<()>);
+
+/// A writer's queue of jobs, and what runs them: one blocking thread at a
+/// time, only while there are jobs.
+struct Queue {
+    direct: File,
+    file: Arc<File>,
+    runtime: tokio::runtime::Handle,
+    pending: Mutex<Pending>,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+struct Pending {
+    jobs: VecDeque<Job>,
+    /// A blocking thread is running the jobs.
+    running: bool,
+    /// The first failed write: every later `Then` learns of it, since the
+    /// bytes before it are not all there.
+    broken: Option<(io::ErrorKind, String)>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(self: &Arc<Self>, job: Job) {
+        let mut pending = self.lock();
+        pending.jobs.push_back(job);
+        if !pending.running {
+            pending.running = true;
+            let queue = self.clone();
+            self.runtime.spawn_blocking(move || queue.run());
+        }
+    }
+
+    /// Runs the jobs until there are none.
+    fn run(&self) {
+        loop {
+            let (job, broken) = {
+                let mut pending = self.lock();
+                match pending.jobs.pop_front() {
+                    Some(job) => (job, pending.broken.clone()),
+                    None => {
+                        pending.running = false;
+                        return;
+                    }
+                }
+            };
+            let done = match job {
+                Job::Write { buf, start, len } => {
+                    let written = write_out(&self.direct, &self.file, buf.bytes(len), start);
+                    (Some(buf), written)
+                }
+                Job::Unaligned { bytes, at } => (None, self.file.write_all_at(&bytes, at)),
+                Job::Then(then) => {
+                    then(match broken {
+                        Some((kind, why)) => Err(io::Error::new(kind, why)),
+                        None => Ok(()),
+                    });
+                    (None, Ok(()))
+                }
+            };
+            if let Err(e) = &done.1 {
+                self.lock()
+                    .broken
+                    .get_or_insert_with(|| (e.kind(), e.to_string()));
+            }
+            // A writer that is gone takes no buffers back: the pool does.
+            if let Err(mpsc::error::SendError((Some(buf), _))) = self.done.send(done) {
+                buf.keep();
+            }
+        }
+    }
+}
+
+/// The direct descriptor of a staging file, its buffers and its queue of
+/// writes. Full buffers are written out by the queue while the next ones
+/// are filled and hashed on the request's task: the two no longer take turns.
 pub struct DirectWriter {
-    current: Aligned,
+    /// The buffer being filled, taken when the first byte comes.
+    current: Option<Aligned>,
     /// File offset of the current buffer's first byte.
     start: u64,
     len: usize,
     spare: Vec<Aligned>,
-    jobs: Option<mpsc::SyncSender<Job>>,
-    /// Each job's end: a written buffer back (with how the write went), or
-    /// `None` for a [`Job::Then`].
-    done: mpsc::Receiver<(Option<Aligned>, io::Result<()>)>,
-    /// Jobs sent and not yet done.
+    queue: Arc<Queue>,
+    done: mpsc::UnboundedReceiver<Done>,
+    /// Jobs queued and not yet done.
     in_flight: usize,
-    /// The first failed write, reported by the next flush.
+    /// The first failed write, reported by the next write or flush.
     failed: Option<io::Error>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl DirectWriter {
     /// Writes through `direct`, falling back to `file` (the same staging
-    /// file, opened without `O_DIRECT`) for what cannot be aligned.
-    pub fn new(direct: File, file: Arc<File>) -> Self {
-        let (jobs, inbox) = mpsc::sync_channel::<Job>(BUFFERS);
-        let (done_tx, done) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("upcache-direct".into())
-            .spawn(move || {
-                // The first failed write: every later `Then` learns of it,
-                // since the bytes before it are not all there.
-                let mut broken: Option<(io::ErrorKind, String)> = None;
-                for job in inbox {
-                    let sent = match job {
-                        Job::Write { buf, start, len } => {
-                            let written = write_out(&direct, &file, buf.bytes(len), start);
-                            if let (Err(e), None) = (&written, &broken) {
-                                broken = Some((e.kind(), e.to_string()));
-                            }
-                            done_tx.send((Some(buf), written))
-                        }
-                        Job::Then(then) => {
-                            then(match &broken {
-                                Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
-                                None => Ok(()),
-                            });
-                            done_tx.send((None, Ok(())))
-                        }
-                    };
-                    if sent.is_err() {
-                        return;
-                    }
-                }
-            })
-            .expect("start a writer thread");
+    /// file, opened without `O_DIRECT`) for what cannot be aligned, on
+    /// blocking threads of `runtime`.
+    pub fn new(direct: File, file: Arc<File>, runtime: tokio::runtime::Handle) -> Self {
+        let (done_tx, done) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue {
+            direct,
+            file,
+            runtime,
+            pending: Mutex::new(Pending {
+                jobs: VecDeque::new(),
+                running: false,
+                broken: None,
+            }),
+            done: done_tx,
+        });
         Self {
-            current: Aligned::take(),
+            current: None,
             start: 0,
             len: 0,
-            spare: (1..BUFFERS).map(|_| Aligned::take()).collect(),
-            jobs: Some(jobs),
+            spare: Vec::new(),
+            queue,
             done,
             in_flight: 0,
             failed: None,
-            thread: Some(thread),
         }
     }
 
-    /// Takes back one done job (a written buffer, if it was a write),
-    /// waiting for it.
-    fn reclaim(&mut self) {
-        match self.done.recv() {
-            Ok((buf, written)) => {
-                self.in_flight -= 1;
-                self.spare.extend(buf);
-                if let Err(e) = written {
-                    self.failed.get_or_insert(e);
-                }
+    /// Takes back a done job: its buffer, if it was a write, and its error.
+    fn settle(&mut self, (buf, written): Done) {
+        self.in_flight -= 1;
+        if let Some(buf) = buf {
+            if self.spare.len() < BUFFERS {
+                self.spare.push(buf);
+            } else {
+                buf.keep();
             }
-            Err(_) => {
+        }
+        if let Err(e) = written {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    /// Waits for one job to be done. Blocking.
+    fn settle_one(&mut self) {
+        match self.done.blocking_recv() {
+            Some(done) => self.settle(done),
+            // Cannot happen while the writer holds the queue; said anyway.
+            None => {
                 self.in_flight = 0;
                 self.failed
-                    .get_or_insert_with(|| io::Error::other("the writer thread stopped"));
+                    .get_or_insert_with(|| io::Error::other("the writes stopped"));
             }
         }
     }
 
-    /// Hands the current buffer to the writer thread.
+    /// Waits until a [`write`](Self::write) of `len` bytes can hand its
+    /// full buffers to the queue with at most [`BUFFERS`] of them queued,
+    /// the one being filled included: the device sets the pace. Blocking.
+    pub fn ready(&mut self, len: usize) {
+        while let Ok(done) = self.done.try_recv() {
+            self.settle(done);
+        }
+        let fills = (self.len + len) / CAPACITY;
+        while self.in_flight > 0 && self.in_flight + fills >= BUFFERS {
+            self.settle_one();
+        }
+    }
+
+    fn push(&mut self, job: Job) {
+        self.queue.push(job);
+        self.in_flight += 1;
+    }
+
+    /// Queues the current buffer's bytes for writing.
     fn submit(&mut self) {
         if self.len == 0 {
             return;
         }
-        while self.spare.is_empty() && self.in_flight > 0 {
-            self.reclaim();
+        if let Some(buf) = self.current.take() {
+            let job = Job::Write {
+                buf,
+                start: self.start,
+                len: self.len,
+            };
+            self.push(job);
         }
-        let Some(next) = self.spare.pop() else {
-            return; // the thread is gone; `failed` says so
-        };
-        let buf = std::mem::replace(&mut self.current, next);
-        let job = Job::Write {
-            buf,
-            start: self.start,
-            len: self.len,
-        };
         self.len = 0;
-        self.send(job);
     }
 
-    fn send(&mut self, job: Job) {
-        let sent = match self.jobs.as_ref() {
-            Some(jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| job),
-            None => Err(job),
-        };
-        match sent {
-            Ok(()) => self.in_flight += 1,
-            Err(job) => {
-                self.failed
-                    .get_or_insert_with(|| io::Error::other("the writer thread stopped"));
-                if let Job::Then(then) = job {
-                    then(Err(io::Error::other("the writer thread stopped")));
-                }
-            }
-        }
-    }
-
-    /// Runs `then` on the writer thread once everything given so far is
-    /// written, with the outcome (an error if any write failed, this one's
-    /// or an earlier one's). Does not wait.
+    /// Runs `then` once everything given so far is written, with the
+    /// outcome (an error if any write failed, this one's or an earlier
+    /// one's). Does not wait.
     pub fn then(&mut self, then: Then) {
         self.submit();
-        self.send(Job::Then(then));
+        self.push(Job::Then(then));
     }
 
     /// Writes `bytes` at `at`: buffered for direct writes where aligned,
-    /// through `file` where not.
-    pub fn write(&mut self, file: &File, mut bytes: &[u8], mut at: u64) -> io::Result<()> {
+    /// through the ordinary descriptor where not. Does not wait for the
+    /// device; [`ready`](Self::ready) before it does.
+    pub fn write(&mut self, mut bytes: &[u8], mut at: u64) -> io::Result<()> {
         if self.len > 0 && at != self.start + self.len as u64 {
-            self.flush(file)?;
+            self.submit();
         }
         while !bytes.is_empty() {
             if self.len == 0 {
                 let misaligned = at % ALIGN;
                 if misaligned != 0 {
                     let head = ((ALIGN - misaligned) as usize).min(bytes.len());
-                    file.write_all_at(&bytes[..head], at)?;
+                    let job = Job::Unaligned {
+                        bytes: bytes[..head].to_vec(),
+                        at,
+                    };
+                    self.push(job);
                     at += head as u64;
                     bytes = &bytes[head..];
                     continue;
                 }
                 self.start = at;
             }
+            let current = match self.current.as_mut() {
+                Some(current) => current,
+                None => {
+                    let buf = self.spare.pop().unwrap_or_else(Aligned::take);
+                    self.current.insert(buf)
+                }
+            };
             let len = self.len;
             let take = (CAPACITY - len).min(bytes.len());
-            copy(&mut self.current.buf()[len..len + take], &bytes[..take]);
+            copy(&mut current.buf()[len..len + take], &bytes[..take]);
             self.len += take;
             at += take as u64;
             bytes = &bytes[take..];
@@ -258,11 +337,11 @@ impl DirectWriter {
 
     /// Writes out everything given so far and waits until it is written:
     /// the aligned part directly, the rest (less than a page, at the end of
-    /// the bytes) through the plain descriptor.
-    pub fn flush(&mut self, _file: &File) -> io::Result<()> {
+    /// the bytes) through the plain descriptor. Blocking.
+    pub fn flush(&mut self) -> io::Result<()> {
         self.submit();
         while self.in_flight > 0 {
-            self.reclaim();
+            self.settle_one();
         }
         match self.failed.take() {
             Some(e) => Err(e),
@@ -273,21 +352,14 @@ impl DirectWriter {
 
 impl Drop for DirectWriter {
     fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let written = self.done.try_iter().filter_map(|(buf, _)| buf);
-        let spare = std::mem::take(&mut self.spare);
-        let current = std::mem::replace(
-            &mut self.current,
-            Aligned {
-                raw: Vec::new(),
-                offset: 0,
-            },
-        );
-        for buf in spare.into_iter().chain(written).chain([current]) {
+        // Buffers still queued come back to the pool from the queue.
+        for buf in self.spare.drain(..).chain(self.current.take()) {
             buf.keep();
+        }
+        while let Ok((buf, _)) = self.done.try_recv() {
+            if let Some(buf) = buf {
+                buf.keep();
+            }
         }
     }
 }
@@ -356,10 +428,18 @@ fn write_out(direct: &File, file: &File, buf: &[u8], start: u64) -> io::Result<(
 mod tests {
     use super::*;
 
+    /// A runtime for the writers' blocking threads.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap()
+    }
+
     /// A staging file of `len` bytes at `path` and a writer on it. tmpfs
     /// refuses O_DIRECT; the plain descriptor then stands in, and the
     /// buffering logic is exercised all the same.
-    fn writer(path: &std::path::Path, len: usize) -> (Arc<File>, DirectWriter) {
+    fn writer(path: &std::path::Path, len: usize, rt: &tokio::runtime::Runtime) -> DirectWriter {
         let file = File::options()
             .read(true)
             .write(true)
@@ -370,9 +450,7 @@ mod tests {
         file.set_len(len as u64).unwrap();
         let direct =
             crate::store::staging::open_direct(path).unwrap_or_else(|| file.try_clone().unwrap());
-        let file = Arc::new(file);
-        let w = DirectWriter::new(direct, file.clone());
-        (file, w)
+        DirectWriter::new(direct, Arc::new(file), rt.handle().clone())
     }
 
     /// The vector copy moves every byte, whatever the lengths and the
@@ -393,30 +471,29 @@ mod tests {
     /// Whatever the pieces and offsets, the file ends up with the bytes.
     #[test]
     fn pieces_land_where_they_belong() {
+        let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
         let len = 3 * CAPACITY + 5_000;
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        let (file, mut w) = writer(&path, len);
+        let mut w = writer(&path, len, &rt);
         // A first request from 0 that stops mid-page, a resumed one from
         // there in uneven pieces, and a gap written out of order.
         let cut = 10_001;
-        w.write(&file, &data[..cut], 0).unwrap();
-        w.flush(&file).unwrap();
+        w.write(&data[..cut], 0).unwrap();
+        w.flush().unwrap();
         let mut at = cut;
         for piece in data[cut..2 * CAPACITY].chunks(77_777) {
-            w.write(&file, piece, at as u64).unwrap();
+            w.ready(piece.len());
+            w.write(piece, at as u64).unwrap();
             at += piece.len();
         }
-        w.write(&file, &data[3 * CAPACITY..], 3 * CAPACITY as u64)
+        w.ready(5_000);
+        w.write(&data[3 * CAPACITY..], 3 * CAPACITY as u64).unwrap();
+        w.ready(CAPACITY);
+        w.write(&data[2 * CAPACITY..3 * CAPACITY], 2 * CAPACITY as u64)
             .unwrap();
-        w.write(
-            &file,
-            &data[2 * CAPACITY..3 * CAPACITY],
-            2 * CAPACITY as u64,
-        )
-        .unwrap();
-        w.flush(&file).unwrap();
+        w.flush().unwrap();
         assert!(std::fs::read(&path).unwrap() == data);
     }
 
@@ -424,13 +501,14 @@ mod tests {
     /// the caller waiting, and sees their bytes in the file.
     #[test]
     fn then_runs_once_the_bytes_before_it_are_written() {
+        let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
         let len = 2 * CAPACITY + 3 * ALIGN as usize;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
-        let (file, mut w) = writer(&path, len);
+        let mut w = writer(&path, len, &rt);
         let (tx, rx) = std::sync::mpsc::channel();
-        w.write(&file, &data, 0).unwrap();
+        w.write(&data, 0).unwrap();
         let seen = path.clone();
         w.then(Box::new(move |written| {
             let bytes = std::fs::read(&seen).unwrap();
@@ -439,6 +517,28 @@ mod tests {
         let (ok, bytes) = rx.recv().unwrap();
         assert!(ok);
         assert!(bytes == data);
-        w.flush(&file).unwrap();
+        w.flush().unwrap();
+    }
+
+    /// A write that fails is reported by the next flush, and what is
+    /// queued behind it learns that the bytes are not all there.
+    #[test]
+    fn a_failed_write_is_reported_and_fails_what_follows() {
+        let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staging");
+        std::fs::write(&path, vec![0u8; 2 * CAPACITY]).unwrap();
+        // Descriptors that cannot write.
+        let read_only = || File::open(&path).unwrap();
+        let mut w = DirectWriter::new(read_only(), Arc::new(read_only()), rt.handle().clone());
+        w.write(&vec![7u8; CAPACITY], 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.then(Box::new(move |written| tx.send(written.is_ok()).unwrap()));
+        assert!(
+            !rx.recv().unwrap(),
+            "a commit behind a failed write must fail"
+        );
+        assert!(w.flush().is_err());
+        assert!(std::fs::read(&path).unwrap().iter().all(|b| *b == 0));
     }
 }

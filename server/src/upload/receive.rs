@@ -5,9 +5,10 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+
 use futures_util::StreamExt;
 use roaring::RoaringBitmap;
 use tokio::sync::{mpsc, watch};
@@ -45,8 +46,8 @@ struct Writer {
     key: Key,
     epoch: u64,
     file: Arc<File>,
-    /// Direct writes of the staged bytes, where the filesystem allows them.
-    direct: Option<DirectWriter>,
+    /// The staged bytes' writes: direct where the filesystem allows them.
+    direct: DirectWriter,
     layout: Layout,
     span: Span,
     pos: u64,
@@ -106,10 +107,7 @@ impl Writer {
                 if let Some(v) = self.verify.as_mut() {
                     v.update(part);
                 }
-                match self.direct.as_mut() {
-                    Some(d) => d.write(&self.file, part, self.pos)?,
-                    None => self.file.write_all_at(part, self.pos)?,
-                }
+                self.direct.write(part, self.pos)?;
                 metrics::BYTES_STORED.add(take as u64);
             }
             self.pos += take as u64;
@@ -118,15 +116,6 @@ impl Writer {
             if self.pos == block_end && matches!(self.span, Span::Sequential { .. }) {
                 self.end_block()?;
             }
-        }
-        Ok(())
-    }
-
-    /// Writes out bytes still buffered for direct writes: before anything
-    /// is committed (the commit's fdatasync makes the file's bytes durable).
-    fn flush(&mut self) -> Result<()> {
-        if let Some(d) = self.direct.as_mut() {
-            d.flush(&self.file)?;
         }
         Ok(())
     }
@@ -184,33 +173,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Hands `blocks` to the committer once their bytes are written. With
-    /// direct writes still in flight, the commit is queued behind them on
-    /// the direct writer's thread, and this thread goes on hashing the next
-    /// block instead of waiting for the device.
+    /// Hands `blocks` to the committer once their bytes are written: the
+    /// commit is queued behind the writes, and the request goes on hashing
+    /// the next block instead of waiting for the device.
     fn commit_when_written(&mut self, blocks: Vec<BlockCommit>) {
-        let committer = &self.uploads.committer;
-        match self.direct.as_mut() {
-            Some(direct) => {
-                let (done, receipt) = tokio::sync::oneshot::channel();
-                let (committer, file) = (committer.clone(), self.file.clone());
-                direct.then(Box::new(move |written| {
-                    committer.blocks_written(file, blocks, written, done)
-                }));
-                self.receipts.push(receipt);
-            }
-            None => self
-                .receipts
-                .push(committer.blocks(self.file.clone(), blocks)),
-        }
+        let (done, receipt) = tokio::sync::oneshot::channel();
+        let (committer, file) = (self.uploads.committer.clone(), self.file.clone());
+        self.direct.then(Box::new(move |written| {
+            committer.blocks_written(file, blocks, written, done)
+        }));
+        self.receipts.push(receipt);
     }
 
     /// After the last byte. A sequential writer saves its partial block
     /// whether or not the body ended cleanly — unless a newer request took
     /// over, which resumes from what is durable; a block writer commits only
-    /// a whole block whose body ended cleanly.
+    /// a whole block whose body ended cleanly. Called once every write is
+    /// done ([`DirectWriter::flush`]).
     fn finish(&mut self, clean: bool, superseded: bool) -> Result<()> {
-        self.flush()?;
         if let Some((running, held)) = self.check.take() {
             // All or nothing: a cut or mismatching body leaves no trace.
             if !clean {
@@ -296,11 +276,17 @@ pub(super) async fn receive(
     let staging = uploads.staging.clone();
     let (file, direct) = tokio::task::spawn_blocking(move || {
         let file = staging.open_file(&key, layout.length)?;
-        std::io::Result::Ok((file, staging.open_direct(&key)))
+        // Without O_DIRECT (tmpfs, some network filesystems), the same
+        // writes go through the page cache.
+        let direct = match staging.open_direct(&key) {
+            Some(direct) => direct,
+            None => file.try_clone()?,
+        };
+        std::io::Result::Ok((file, direct))
     })
     .await??;
     let file = Arc::new(file);
-    let direct = direct.map(|d| DirectWriter::new(d, file.clone()));
+    let direct = DirectWriter::new(direct, file.clone(), tokio::runtime::Handle::current());
     // Only a hash of the block alone needs a second hasher; a chaining
     // value is checked against the one computed anyway.
     let verify = matches!(
@@ -315,7 +301,7 @@ pub(super) async fn receive(
         Span::Sequential { check: Some(c), .. } => Some((Running::new(c.algorithm), Vec::new())),
         _ => None,
     };
-    let mut writer = Writer {
+    let writer = Writer {
         uploads: uploads.clone(),
         slot: slot.clone(),
         key,
@@ -333,26 +319,15 @@ pub(super) async fn receive(
         receipts: Vec::new(),
     };
     // A few frames in flight keep the writer busy without buffering much per request.
-    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(4);
-    let superseded = Arc::new(AtomicBool::new(false));
-    let discard = superseded.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let mut clean = false;
-        let mut result = Ok(());
-        while let Some(msg) = rx.blocking_recv() {
-            let Some(bytes) = msg else {
-                clean = true;
-                break;
-            };
-            if let Err(e) = writer.write(&bytes) {
-                result = Err(e);
-                break;
-            }
-        }
-        if result.is_ok() {
-            result = writer.finish(clean, discard.load(Ordering::Acquire));
-        }
-        (writer, result)
+    let (tx, frames) = mpsc::channel::<Bytes>(4);
+    let pipe = Arc::new(Pipe {
+        sink: Mutex::new(Sink {
+            writer,
+            frames,
+            result: Ok(()),
+        }),
+        running: Mutex::new(false),
+        failed: AtomicBool::new(false),
     });
     let idle = uploads.idle;
     // A body must keep up a minimum rate over each window, or it could hold
@@ -377,10 +352,7 @@ pub(super) async fn receive(
             }
             frame = tokio::time::timeout(idle, body.next()) => match frame {
                 Err(_) => break Ended::Interrupted("the body stalled".into()),
-                Ok(None) => {
-                    let _ = tx.send(None).await;
-                    break Ended::Complete;
-                }
+                Ok(None) => break Ended::Complete,
                 Ok(Some(Err(e))) => break Ended::Interrupted(e.to_string()),
                 Ok(Some(Ok(mut bytes))) => {
                     if sequential {
@@ -392,7 +364,13 @@ pub(super) async fn receive(
                         bytes.truncate(remaining as usize);
                     }
                     remaining -= bytes.len() as u64;
-                    if !bytes.is_empty() && tx.send(Some(bytes)).await.is_err() {
+                    if !bytes.is_empty() {
+                        if tx.send(bytes).await.is_err() {
+                            break Ended::Complete; // cannot happen: the sink holds the receiver
+                        }
+                        pipe.run();
+                    }
+                    if pipe.failed.load(Ordering::Acquire) {
                         break Ended::Complete; // the writer failed; its error is reported below
                     }
                     if too_long {
@@ -402,20 +380,118 @@ pub(super) async fn receive(
             }
         }
     };
-    if matches!(ended, Ended::Superseded) {
-        superseded.store(true, Ordering::Release);
-    }
     drop(tx);
-    let (writer, written) = task.await?;
-    for receipt in writer.receipts {
+    let clean = matches!(ended, Ended::Complete);
+    let superseded = matches!(ended, Ended::Superseded);
+    // The last frames, every write done, then the commits queued: on a
+    // blocking thread, after any still running for this request.
+    let (pos, receipts, claims, written) = tokio::task::spawn_blocking(move || {
+        let mut sink = pipe.lock_sink();
+        sink.drain();
+        let sink = &mut *sink;
+        let flushed = sink.writer.direct.flush();
+        let written = match (std::mem::replace(&mut sink.result, Ok(())), flushed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e.into()),
+            (Ok(()), Ok(())) => sink.writer.finish(clean, superseded),
+        };
+        let w = &mut sink.writer;
+        (
+            w.pos,
+            std::mem::take(&mut w.receipts),
+            std::mem::take(&mut w.claims),
+            written,
+        )
+    })
+    .await?;
+    for receipt in receipts {
         let committed = receipt
             .await
             .map_err(|_| Error::Internal("the committer stopped".into()))?;
         committed?;
     }
-    drop(writer.claims);
+    drop(claims);
     written?;
-    Ok((writer.pos, ended))
+    Ok((pos, ended))
+}
+
+/// A request's writer and the frames on their way to it. Frames are
+/// hashed and written by a blocking thread only while there are some
+/// ([`Pipe::run`]): a request waiting for its body holds no thread, however
+/// slowly the body comes, while a fast one is hashed on one thread as the
+/// next bytes are received on another.
+struct Pipe {
+    sink: Mutex<Sink>,
+    /// A blocking thread is draining the frames.
+    running: Mutex<bool>,
+    /// The writer failed: the body need not be read further.
+    failed: AtomicBool,
+}
+
+struct Sink {
+    writer: Writer,
+    frames: mpsc::Receiver<Bytes>,
+    /// The writer's first error; later frames are dropped.
+    result: Result<()>,
+}
+
+impl Pipe {
+    fn lock_sink(&self) -> MutexGuard<'_, Sink> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running(&self) -> MutexGuard<'_, bool> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure a blocking thread drains the frames: called after each send.
+    fn run(self: &Arc<Self>) {
+        let mut running = self.running();
+        if !*running {
+            *running = true;
+            let pipe = self.clone();
+            tokio::task::spawn_blocking(move || pipe.drain());
+        }
+    }
+
+    fn drain(&self) {
+        let mut sink = self.lock_sink();
+        loop {
+            sink.drain();
+            if sink.result.is_err() {
+                self.failed.store(true, Ordering::Release);
+            }
+            // A frame sent before the sender looked at `running` is seen
+            // here; one sent after finds `running` false and starts a drain.
+            let mut running = self.running();
+            match sink.frames.try_recv() {
+                Ok(bytes) => {
+                    drop(running);
+                    sink.write(bytes);
+                }
+                Err(_) => {
+                    *running = false;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// Writes the frames there are.
+    fn drain(&mut self) {
+        while let Ok(bytes) = self.frames.try_recv() {
+            self.write(bytes);
+        }
+    }
+
+    fn write(&mut self, bytes: Bytes) {
+        if self.result.is_ok() {
+            self.writer.direct.ready(bytes.len());
+            self.result = self.writer.write(&bytes);
+        }
+    }
 }
 
 /// Resolves once the holder of a block is asked to let go; never without a block claim.
