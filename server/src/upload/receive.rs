@@ -1,6 +1,14 @@
 //! The writer task behind every upload request: streams a body into the
 //! staging file at its place, hashes each block on the way, hands finished
 //! blocks to the committer and waits until they are durable.
+//!
+//! Three stages overlap on a fast body: the request's task receives
+//! frames, a blocking thread hashes them into aligned buffers
+//! ([`Pipe`]), and the direct writer's queue writes full buffers out.
+//! Neither blocking stage holds a thread while it has nothing to do, so a
+//! body that trickles in costs a task and its buffers, not threads: many
+//! slow clients cannot use up the runtime's blocking pool, which every
+//! other upload and disk read needs.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
