@@ -287,3 +287,53 @@ async fn many_slow_bodies_do_not_hold_up_other_uploads() {
     }
     assert!(server.wait_result(&job.key).await == job.input);
 }
+
+/// Block bodies that send their first 3 MiB at once, then stall.
+const STALLED: usize = 100;
+
+#[tokio::test]
+async fn a_stalled_body_lets_its_buffers_go() {
+    let server = Server::start().await;
+    let bs: u64 = 4 << 20;
+    let create = serde_json::json!({
+        "input": {"blake3": "ab".repeat(32), "length": STALLED as u64 * bs},
+        "block_size": bs,
+        "operation": {"op": "identity"},
+    });
+    let resp = server.post_create(&create).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let status: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let key = status["key"].as_str().unwrap().parse().unwrap();
+    let before = server.proc_status_kb("VmRSS");
+    let stored = server.metric("upcache_bytes_stored_total").await;
+
+    let sent = pseudo_random(3 << 20, 28);
+    let mut stalled = Vec::new();
+    for n in 0..STALLED as u64 {
+        let mut conn = RawConn::connect(server.addr()).await;
+        conn.send_head(
+            "PUT",
+            &block_path(&key, n),
+            &[("content-length", bs.to_string())],
+        )
+        .await;
+        conn.send(&sent).await;
+        stalled.push(conn);
+    }
+    stored_at_least(&server, stored, (STALLED * sent.len()) as u64).await;
+    // Each stalled request keeps well under the 3 MiB of buffers it
+    // filled (it used to keep them all): hyper's read buffer stays, up to
+    // 400 KiB a connection, and the pool keeps a few buffers.
+    let most = (STALLED as u64) * 1536;
+    let grew = eventually(
+        "the stalled requests to let their buffers go",
+        Duration::from_secs(20),
+        || async {
+            let grew = server.proc_status_kb("VmRSS").saturating_sub(before);
+            (grew < most).then_some(grew)
+        },
+    )
+    .await;
+    assert!(grew < most, "{grew} kB");
+    drop(stalled);
+}

@@ -43,10 +43,11 @@ static POOL: Mutex<Vec<Aligned>> = Mutex::new(Vec::new());
 /// Most buffers kept in [`POOL`] (the writers of a few uploads at once).
 const POOLED: usize = 16;
 
-/// A buffer of [`CAPACITY`] bytes at an aligned address.
+/// A buffer of [`CAPACITY`] bytes at a page-aligned address: an anonymous
+/// mapping, so that a buffer let go is returned to the system at once (a
+/// heap allocation this large may stay with the process).
 struct Aligned {
-    raw: Vec<u8>,
-    offset: usize,
+    map: memmap2::MmapMut,
 }
 
 impl Aligned {
@@ -54,10 +55,8 @@ impl Aligned {
     /// writer left: only what is filled is ever written out.
     fn take() -> Self {
         let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        kept.unwrap_or_else(|| {
-            let raw = vec![0u8; CAPACITY + ALIGN as usize];
-            let offset = raw.as_ptr().align_offset(ALIGN as usize);
-            Self { raw, offset }
+        kept.unwrap_or_else(|| Self {
+            map: memmap2::MmapMut::map_anon(CAPACITY).expect("map a write buffer"),
         })
     }
 
@@ -70,11 +69,11 @@ impl Aligned {
     }
 
     fn buf(&mut self) -> &mut [u8] {
-        &mut self.raw[self.offset..self.offset + CAPACITY]
+        &mut self.map[..]
     }
 
     fn bytes(&self, len: usize) -> &[u8] {
-        &self.raw[self.offset..self.offset + len]
+        &self.map[..len]
     }
 }
 
@@ -332,6 +331,19 @@ impl DirectWriter {
         match self.failed.take() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Gives the buffers this writer holds back to the pool (which frees
+    /// what it does not keep), once [`flush`](Self::flush) has written
+    /// them out: a request whose body has stalled keeps no buffer while it
+    /// waits.
+    pub fn release(&mut self) {
+        while let Ok(done) = self.done.try_recv() {
+            self.settle(done);
+        }
+        for buf in self.spare.drain(..) {
+            buf.keep();
         }
     }
 

@@ -327,7 +327,7 @@ pub(super) async fn receive(
         receipts: Vec::new(),
     };
     // A few frames in flight keep the writer busy without buffering much per request.
-    let (tx, frames) = mpsc::channel::<Bytes>(4);
+    let (tx, frames) = mpsc::channel::<Frame>(4);
     let pipe = Arc::new(Pipe {
         sink: Mutex::new(Sink {
             writer,
@@ -346,6 +346,10 @@ pub(super) async fn receive(
         tokio::time::interval_at(tokio::time::Instant::now() + rate_window, rate_window);
     let mut window_bytes = 0u64;
     let mut remaining = end - start;
+    // When the body stalls, its buffered bytes are written out and the
+    // buffers let go, once.
+    let mut park_at = tokio::time::Instant::now() + PARK;
+    let mut parked = true;
     let ended = loop {
         tokio::select! {
             biased;
@@ -357,6 +361,13 @@ pub(super) async fn receive(
                     break Ended::TooSlow;
                 }
                 window_bytes = 0;
+            }
+            _ = tokio::time::sleep_until(park_at), if !parked => {
+                parked = true;
+                if tx.send(Frame::Park).await.is_err() {
+                    break Ended::Complete; // cannot happen: the sink holds the receiver
+                }
+                pipe.run();
             }
             frame = tokio::time::timeout(idle, body.next()) => match frame {
                 Err(_) => break Ended::Interrupted("the body stalled".into()),
@@ -373,10 +384,12 @@ pub(super) async fn receive(
                     }
                     remaining -= bytes.len() as u64;
                     if !bytes.is_empty() {
-                        if tx.send(bytes).await.is_err() {
+                        if tx.send(Frame::Bytes(bytes)).await.is_err() {
                             break Ended::Complete; // cannot happen: the sink holds the receiver
                         }
                         pipe.run();
+                        park_at = tokio::time::Instant::now() + PARK;
+                        parked = false;
                     }
                     if pipe.failed.load(Ordering::Acquire) {
                         break Ended::Complete; // the writer failed; its error is reported below
@@ -436,9 +449,19 @@ struct Pipe {
     failed: AtomicBool,
 }
 
+/// What the request's task hands the sink.
+enum Frame {
+    Bytes(Bytes),
+    /// The body has stalled: write out what is buffered, let the buffers go.
+    Park,
+}
+
+/// How long a body may pause before its buffers are let go ([`Frame::Park`]).
+const PARK: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Sink {
     writer: Writer,
-    frames: mpsc::Receiver<Bytes>,
+    frames: mpsc::Receiver<Frame>,
     /// The writer's first error; later frames are dropped.
     result: Result<()>,
 }
@@ -473,9 +496,9 @@ impl Pipe {
             // here; one sent after finds `running` false and starts a drain.
             let mut running = self.running();
             match sink.frames.try_recv() {
-                Ok(bytes) => {
+                Ok(frame) => {
                     drop(running);
-                    sink.write(bytes);
+                    sink.take(frame);
                 }
                 Err(_) => {
                     *running = false;
@@ -487,17 +510,26 @@ impl Pipe {
 }
 
 impl Sink {
-    /// Writes the frames there are.
+    /// Takes the frames there are.
     fn drain(&mut self) {
-        while let Ok(bytes) = self.frames.try_recv() {
-            self.write(bytes);
+        while let Ok(frame) = self.frames.try_recv() {
+            self.take(frame);
         }
     }
 
-    fn write(&mut self, bytes: Bytes) {
-        if self.result.is_ok() {
-            self.writer.direct.ready(bytes.len());
-            self.result = self.writer.write(&bytes);
+    fn take(&mut self, frame: Frame) {
+        if self.result.is_err() {
+            return;
+        }
+        match frame {
+            Frame::Bytes(bytes) => {
+                self.writer.direct.ready(bytes.len());
+                self.result = self.writer.write(&bytes);
+            }
+            Frame::Park => {
+                self.result = self.writer.direct.flush().map_err(Error::from);
+                self.writer.direct.release();
+            }
         }
     }
 }
