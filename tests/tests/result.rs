@@ -222,3 +222,35 @@ async fn image_results_carry_their_media_type() {
     let info = server.status(&job.key).await.result.unwrap();
     assert_eq!(info.content_type, "image/jpeg");
 }
+
+/// Downloads of a large result whose clients stop reading hold no buffer
+/// of their own: the bytes come from a mapping of the file, which the page
+/// cache owns.
+#[tokio::test]
+async fn stalled_downloads_hold_no_buffers() {
+    const STALLED: u64 = 100;
+    let server = Server::start().await;
+    let job = Job::identity(pseudo_random(20 << 20, 30));
+    assert!(server.oneshot(&job).await == job.input);
+    let before = server.proc_status_kb("RssAnon");
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut conn = RawConn::connect(server.addr()).await;
+        conn.send_head("GET", &result_path(&job.key), &[]).await;
+        stalled.push(conn);
+    }
+    // Long enough for every request to fill its socket and stall.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let grew = server.proc_status_kb("RssAnon").saturating_sub(before);
+    // Each used to hold about 0.8 MiB of read buffers.
+    assert!(
+        grew < STALLED * 256,
+        "{grew} kB for {STALLED} stalled downloads"
+    );
+    // They are still served, whole.
+    for conn in stalled.iter_mut().take(3) {
+        let resp = conn.read_response().await;
+        assert_eq!(resp.status, 200);
+        assert!(resp.body == job.input);
+    }
+}

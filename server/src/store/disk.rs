@@ -26,8 +26,12 @@
 //! `preadv2(RWF_NOWAIT)`, which fails rather than wait.
 //! Any other read is one blocking call: a small range is read into one
 //! buffer, a larger one memory-mapped with its pages faulted in there (so
-//! the runtime's threads never wait for the disk); longer reads are
-//! streamed in chunks. Mapping is safe because a published file is never
+//! the runtime's threads never wait for the disk). A range longer than
+//! [`MAP_MOST`] is sent in [`SEND_CHUNK`]s of the file's kept mapping
+//! ([`Chunks`]): each chunk's pages are faulted in on a blocking thread
+//! unless `mincore` finds them cached, and the next chunks are read ahead
+//! meanwhile. A download that stalls thus holds no buffer of its own, only
+//! a reference to a mapping of pages the page cache may reclaim. Mapping is safe because a published file is never
 //! written again in place: it is only replaced by a rename or unlinked, and
 //! a mapping keeps the old file's pages. (Nothing here may ever truncate
 //! or rewrite a blob file in place: a mapped reader would fault.)
@@ -52,16 +56,22 @@ use super::memory::check_range;
 
 /// Largest range read into a buffer; longer ones are mapped.
 const READ_WHOLE: u64 = 64 * 1024;
-/// Longest range mapped; longer ones are streamed in [`READ_CHUNK`]s.
+/// Longest range sent in one piece; longer ones go in [`SEND_CHUNK`]s.
 const MAP_MOST: u64 = 16 << 20;
-/// Chunks a long read is streamed in.
+/// Chunks a long range is sent in.
+const SEND_CHUNK: usize = 1 << 20;
+/// Chunks read ahead of the one being sent.
+const READ_AHEAD: usize = 4;
+/// Chunks a long read is streamed in where files cannot be mapped.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// What the blocking part of a read found.
 enum Read {
     Missing,
     Whole(Bytes),
-    /// Too long to map: streamed from the open file.
+    /// Too long to send at once: sent in chunks of the kept mapping.
+    Chunks(Arc<OpenBlob>, Range<usize>),
+    /// A file that could not be mapped: streamed from it.
     Long(File, Range<u64>),
 }
 
@@ -164,8 +174,8 @@ struct OpenBlob {
     length: u64,
     /// When the file was last known to be linked ([`millis`]).
     checked: AtomicU64,
-    /// The whole file mapped, for files of at most [`MAP_MOST`] bytes;
-    /// `None` inside when mapping failed (an empty file).
+    /// The whole file mapped, made on first use; `None` inside when
+    /// mapping failed (an empty file).
     map: std::sync::OnceLock<Option<memmap2::Mmap>>,
     /// When the page cache last held the whole file ([`millis`]), or [`NEVER`].
     resident_at: AtomicU64,
@@ -244,6 +254,109 @@ impl AsRef<[u8]> for Mapped {
     fn as_ref(&self) -> &[u8] {
         let map = self.blob.map.get().and_then(Option::as_ref);
         &map.expect("a Mapped is made only from a mapping")[self.range.clone()]
+    }
+}
+
+/// A long range of a kept mapping, sent in [`SEND_CHUNK`]s.
+struct Chunks {
+    blob: Arc<OpenBlob>,
+    at: usize,
+    end: usize,
+    /// The next chunk's pages being faulted in on a blocking thread.
+    faulting: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl futures_util::Stream for Chunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.at >= this.end {
+            return Poll::Ready(None);
+        }
+        let next = (this.at + SEND_CHUNK).min(this.end);
+        let chunk = this.at..next;
+        if this.faulting.is_none() && !this.blob.range_cached(chunk.clone()) {
+            let (blob, end) = (this.blob.clone(), this.end);
+            this.faulting = Some(tokio::task::spawn_blocking(move || {
+                blob.fault_in(chunk, end)
+            }));
+        }
+        if let Some(faulting) = this.faulting.as_mut() {
+            match std::future::Future::poll(std::pin::Pin::new(faulting), cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(done) => {
+                    this.faulting = None;
+                    if let Err(e) = done {
+                        this.at = this.end;
+                        return Poll::Ready(Some(Err(io::Error::other(e))));
+                    }
+                }
+            }
+        }
+        let range = this.at..next;
+        this.at = next;
+        Poll::Ready(Some(Ok(Bytes::from_owner(Mapped {
+            blob: this.blob.clone(),
+            range,
+        }))))
+    }
+}
+
+impl OpenBlob {
+    /// Whether the page cache holds `range` of the kept mapping: one
+    /// `mincore` of its pages.
+    #[cfg(target_os = "linux")]
+    fn range_cached(&self, range: Range<usize>) -> bool {
+        let Some(map) = self.map.get().and_then(Option::as_ref) else {
+            return false;
+        };
+        let first = range.start / PAGE;
+        let mut pages = vec![0u8; range.end.div_ceil(PAGE) - first];
+        // SAFETY: the mapping starts on a page boundary and covers whole
+        // pages, `range` lies within it, and `pages` has one byte a page.
+        let rc = unsafe {
+            libc::mincore(
+                map.as_ptr().add(first * PAGE) as *mut libc::c_void,
+                range.end - first * PAGE,
+                pages.as_mut_ptr(),
+            )
+        };
+        rc == 0 && pages.iter().all(|p| p & 1 == 1)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn range_cached(&self, _: Range<usize>) -> bool {
+        false
+    }
+
+    /// Faults `range` of the kept mapping in, and asks the kernel to read
+    /// the next [`READ_AHEAD`] chunks (up to `end`) meanwhile. Blocking.
+    fn fault_in(&self, range: Range<usize>, end: usize) {
+        let Some(map) = self.map.get().and_then(Option::as_ref) else {
+            return;
+        };
+        let ahead = range.end / PAGE * PAGE..(range.end + READ_AHEAD * SEND_CHUNK).min(end);
+        if !ahead.is_empty() {
+            // SAFETY: a page-aligned start within the mapping, and a length
+            // that stays within it; advice changes no memory.
+            unsafe {
+                libc::madvise(
+                    map.as_ptr().add(ahead.start) as *mut libc::c_void,
+                    ahead.end - ahead.start,
+                    libc::MADV_WILLNEED,
+                );
+            }
+        }
+        for at in (range.start / PAGE * PAGE..range.end).step_by(PAGE) {
+            // SAFETY: `at` is within the mapping (below `range.end`); a
+            // volatile read is not optimized away.
+            unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
+        }
     }
 }
 
@@ -439,6 +552,10 @@ fn read_blocking(
         };
         return Ok(Read::Whole(Bytes::from_owner(map)));
     }
+    if file.map().is_some() {
+        let range = range.start as usize..range.end as usize;
+        return Ok(Read::Chunks(file, range));
+    }
     // Streamed with its own file offset: a file of its own.
     Ok(Read::Long(File::open(path)?, range))
 }
@@ -576,6 +693,12 @@ impl BlobStore for DiskStore {
             Read::Whole(bytes) => {
                 Box::pin(futures_util::stream::once(async move { Ok(bytes) })) as ByteStream
             }
+            Read::Chunks(blob, range) => Box::pin(Chunks {
+                blob,
+                at: range.start,
+                end: range.end,
+                faulting: None,
+            }),
             Read::Long(file, range) => {
                 let mut file = tokio::fs::File::from_std(file);
                 file.seek(io::SeekFrom::Start(range.start)).await?;
@@ -921,6 +1044,59 @@ mod tests {
             blob.cached(map, 40 * PAGE..40 * PAGE, now),
             "nothing to read"
         );
+    }
+
+    /// A range longer than [`MAP_MOST`] comes in chunks of the kept
+    /// mapping, right whether its pages are cached or dropped from the page
+    /// cache first (then faulted in on a blocking thread), and stays right
+    /// in a body held while the file is replaced and removed.
+    #[tokio::test]
+    async fn long_ranges_come_in_chunks_of_the_mapping() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = checking_every_read(dir.path());
+        let name = BlobName::Result(upcache_protocol::Key([9; 32]));
+        let len = MAP_MOST as usize + 3 * SEND_CHUNK + 4321;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let path = store.path(name);
+        fs::write(&path, &data).unwrap();
+        File::open(&path).unwrap().sync_all().unwrap();
+        let drop_cache = || {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                let f = File::open(&path).unwrap();
+                // SAFETY: advice on an open descriptor.
+                unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            }
+        };
+        for range in [0..len, 4095..len - 1, 1..MAP_MOST as usize + 2] {
+            for cold in [true, false] {
+                if cold {
+                    drop_cache();
+                }
+                let mut body = store
+                    .get(name, Some(range.start as u64..range.end as u64))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut chunks = 0;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.unwrap();
+                    assert!(chunk.len() <= SEND_CHUNK);
+                    got.extend_from_slice(&chunk);
+                    chunks += 1;
+                }
+                assert!(got == data[range.clone()], "{range:?}, cold {cold}");
+                assert_eq!(chunks, (range.end - range.start).div_ceil(SEND_CHUNK));
+            }
+        }
+        let held = store.get(name, None).await.unwrap().unwrap();
+        fs::write(dir.path().join("other"), b"other").unwrap();
+        fs::rename(dir.path().join("other"), &path).unwrap();
+        fs::remove_file(&path).unwrap();
+        assert!(crate::store::blob::read_all(held).await.unwrap() == data);
     }
 
     #[test]
