@@ -51,13 +51,17 @@ struct Aligned {
 }
 
 impl Aligned {
-    /// A kept buffer, or a new one. Its bytes are whatever a previous
-    /// writer left: only what is filled is ever written out.
-    fn take() -> Self {
+    /// A kept buffer, or a new one (which fails only when the system is
+    /// out of memory). Its bytes are whatever a previous writer left: only
+    /// what is filled is ever written out.
+    fn take() -> io::Result<Self> {
         let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        kept.unwrap_or_else(|| Self {
-            map: memmap2::MmapMut::map_anon(CAPACITY).expect("map a write buffer"),
-        })
+        match kept {
+            Some(buf) => Ok(buf),
+            None => Ok(Self {
+                map: memmap2::MmapMut::map_anon(CAPACITY)?,
+            }),
+        }
     }
 
     /// Keeps the buffer for the next writer, unless enough are kept.
@@ -314,7 +318,10 @@ impl DirectWriter {
             let current = match self.current.as_mut() {
                 Some(current) => current,
                 None => {
-                    let buf = self.spare.pop().unwrap_or_else(Aligned::take);
+                    let buf = match self.spare.pop() {
+                        Some(buf) => buf,
+                        None => Aligned::take()?,
+                    };
                     self.current.insert(buf)
                 }
             };

@@ -481,8 +481,26 @@ impl Pipe {
         if !*running {
             *running = true;
             let pipe = self.clone();
-            tokio::task::spawn_blocking(move || pipe.drain());
+            tokio::task::spawn_blocking(move || {
+                let drained =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipe.drain()));
+                if drained.is_err() {
+                    pipe.broke();
+                }
+            });
         }
+    }
+
+    /// After a drain panicked: the request fails, and its task, which may
+    /// be waiting to send a frame, is let go instead of waiting forever.
+    fn broke(&self) {
+        let mut sink = self.lock_sink();
+        sink.result = Err(Error::Internal(
+            "the upload's writer stopped unexpectedly".into(),
+        ));
+        sink.frames.close();
+        self.failed.store(true, Ordering::Release);
+        *self.running() = false;
     }
 
     fn drain(&self) {
