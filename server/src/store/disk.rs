@@ -230,7 +230,7 @@ impl OpenBlob {
         if at != NEVER && now.saturating_sub(at) < RESIDENT_MS {
             return true;
         }
-        let Some(pages) = resident_pages(map) else {
+        let Some(pages) = resident_pages(map, 0..map.len()) else {
             return false;
         };
         if pages.iter().all(|p| p & 1 == 1) {
@@ -312,21 +312,11 @@ impl OpenBlob {
     /// `mincore` of its pages.
     #[cfg(target_os = "linux")]
     fn range_cached(&self, range: Range<usize>) -> bool {
-        let Some(map) = self.map.get().and_then(Option::as_ref) else {
-            return false;
-        };
-        let first = range.start / PAGE;
-        let mut pages = vec![0u8; range.end.div_ceil(PAGE) - first];
-        // SAFETY: the mapping starts on a page boundary and covers whole
-        // pages, `range` lies within it, and `pages` has one byte a page.
-        let rc = unsafe {
-            libc::mincore(
-                map.as_ptr().add(first * PAGE) as *mut libc::c_void,
-                range.end - first * PAGE,
-                pages.as_mut_ptr(),
-            )
-        };
-        rc == 0 && pages.iter().all(|p| p & 1 == 1)
+        self.map
+            .get()
+            .and_then(Option::as_ref)
+            .and_then(|map| resident_pages(map, range))
+            .is_some_and(|pages| pages.iter().all(|p| p & 1 == 1))
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -352,11 +342,16 @@ impl OpenBlob {
                 );
             }
         }
-        for at in (range.start / PAGE * PAGE..range.end).step_by(PAGE) {
-            // SAFETY: `at` is within the mapping (below `range.end`); a
-            // volatile read is not optimized away.
-            unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
-        }
+        fault_in(map, range);
+    }
+}
+
+/// Faults the pages of `range` of `map` in: a read of each. Blocking.
+fn fault_in(map: &memmap2::Mmap, range: Range<usize>) {
+    for at in (range.start / PAGE * PAGE..range.end).step_by(PAGE) {
+        // SAFETY: `at` is within the mapping (below `range.end`); a
+        // volatile read is not optimized away.
+        unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
     }
 }
 
@@ -364,19 +359,20 @@ impl OpenBlob {
 /// the system's page size or a divisor of it.
 const PAGE: usize = 4096;
 
-/// For each [`PAGE`] of `map` (a whole file mapping), a byte whose lowest
-/// bit says whether the page cache holds it; `None` if `mincore` failed.
+/// For each [`PAGE`] of `range` of `map` (a whole file mapping), from
+/// the one holding `range.start` on, a byte whose lowest bit says whether
+/// the page cache holds it; `None` if `mincore` failed.
 #[cfg(target_os = "linux")]
-fn resident_pages(map: &memmap2::Mmap) -> Option<Vec<u8>> {
-    // One byte per page; `MAP_MOST` bounds the count.
-    let mut pages = vec![0u8; map.len().div_ceil(PAGE)];
+fn resident_pages(map: &memmap2::Mmap, range: Range<usize>) -> Option<Vec<u8>> {
+    let first = range.start / PAGE * PAGE;
+    let mut pages = vec![0u8; range.end.div_ceil(PAGE) - first / PAGE];
     // SAFETY: a mapping starts on a page boundary and covers whole pages
-    // (4096 or a multiple), so `[ptr, ptr + len)` lies within it; `pages`
-    // has one byte per 4096.
+    // (4096 or a multiple), so `[ptr + first, ptr + range.end)` lies
+    // within it; `pages` has one byte per 4096.
     let rc = unsafe {
         libc::mincore(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
+            map.as_ptr().add(first) as *mut libc::c_void,
+            range.end - first,
             pages.as_mut_ptr(),
         )
     };
@@ -532,11 +528,7 @@ fn read_blocking(
         if let Some(map) = file.map() {
             // Faulted in here, so that sending them waits for no disk.
             let range = range.start as usize..range.end as usize;
-            for at in (range.start / PAGE * PAGE..range.end).step_by(PAGE) {
-                // SAFETY: `at` is within the mapping (below `range.end`); a
-                // volatile read is not optimized away.
-                unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
-            }
+            fault_in(map, range.clone());
             return Ok(Read::Whole(Bytes::from_owner(Mapped { blob: file, range })));
         }
     }
@@ -1026,7 +1018,7 @@ mod tests {
         }
         blob.file.read_exact_at(&mut vec![0; 32 * PAGE], 0).unwrap();
         let map = blob.map().unwrap();
-        let pages = resident_pages(map).unwrap();
+        let pages = resident_pages(map, 0..map.len()).unwrap();
         let held = |r: Range<usize>| pages[r].iter().map(|p| p & 1 == 1).collect::<Vec<_>>();
         if held(0..32) != [true; 32] || held(32..64) != [false; 32] {
             eprintln!("skipped: the page cache kept what it was asked to drop");

@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::on_demand::OnDemand;
+
 /// Alignment of offsets, lengths and memory (covers 512- and 4096-byte devices).
 pub const ALIGN: u64 = 4096;
 /// Bytes gathered before a write.
@@ -108,13 +110,12 @@ struct Queue {
     file: Arc<File>,
     runtime: tokio::runtime::Handle,
     pending: Mutex<Pending>,
+    on_demand: OnDemand,
     done: mpsc::UnboundedSender<Done>,
 }
 
 struct Pending {
     jobs: VecDeque<Job>,
-    /// A blocking thread is running the jobs.
-    running: bool,
     /// The first failed write: every later `Then` learns of it, since the
     /// bytes before it are not all there.
     broken: Option<(io::ErrorKind, String)>,
@@ -126,27 +127,24 @@ impl Queue {
     }
 
     fn push(self: &Arc<Self>, job: Job) {
-        let mut pending = self.lock();
-        pending.jobs.push_back(job);
-        if !pending.running {
-            pending.running = true;
-            let queue = self.clone();
-            self.runtime.spawn_blocking(move || queue.run());
-        }
+        self.lock().jobs.push_back(job);
+        let queue = self.clone();
+        self.on_demand.start(&self.runtime, move || queue.run());
     }
 
     /// Runs the jobs until there are none.
     fn run(&self) {
         loop {
-            let (job, broken) = {
+            let next = {
                 let mut pending = self.lock();
-                match pending.jobs.pop_front() {
-                    Some(job) => (job, pending.broken.clone()),
-                    None => {
-                        pending.running = false;
-                        return;
-                    }
+                let broken = pending.broken.clone();
+                pending.jobs.pop_front().map(|job| (job, broken))
+            };
+            let Some((job, broken)) = next else {
+                if self.on_demand.may_stop(|| !self.lock().jobs.is_empty()) {
+                    return;
                 }
+                continue;
             };
             let done = match job {
                 Job::Write { buf, start, len } => {
@@ -205,9 +203,9 @@ impl DirectWriter {
             runtime,
             pending: Mutex::new(Pending {
                 jobs: VecDeque::new(),
-                running: false,
                 broken: None,
             }),
+            on_demand: OnDemand::default(),
             done: done_tx,
         });
         Self {
@@ -237,6 +235,21 @@ impl DirectWriter {
         }
     }
 
+    /// Takes back the jobs done so far, without waiting.
+    fn settle_done(&mut self) {
+        while let Ok(done) = self.done.try_recv() {
+            self.settle(done);
+        }
+    }
+
+    /// The first failed write since the last call, if any.
+    fn take_failed(&mut self) -> io::Result<()> {
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Waits for one job to be done. Blocking.
     fn settle_one(&mut self) {
         match self.done.blocking_recv() {
@@ -254,9 +267,7 @@ impl DirectWriter {
     /// full buffers to the queue with at most [`BUFFERS`] of them queued,
     /// the one being filled included: the device sets the pace. Blocking.
     pub fn ready(&mut self, len: usize) {
-        while let Ok(done) = self.done.try_recv() {
-            self.settle(done);
-        }
+        self.settle_done();
         let fills = (self.len + len) / CAPACITY;
         while self.in_flight > 0 && self.in_flight + fills >= BUFFERS {
             self.settle_one();
@@ -335,10 +346,7 @@ impl DirectWriter {
                 self.submit();
             }
         }
-        match self.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.take_failed()
     }
 
     /// Gives the buffers this writer holds back to the pool (which frees
@@ -346,9 +354,7 @@ impl DirectWriter {
     /// them out: a request whose body has stalled keeps no buffer while it
     /// waits.
     pub fn release(&mut self) {
-        while let Ok(done) = self.done.try_recv() {
-            self.settle(done);
-        }
+        self.settle_done();
         for buf in self.spare.drain(..) {
             buf.keep();
         }
@@ -362,23 +368,16 @@ impl DirectWriter {
         while self.in_flight > 0 {
             self.settle_one();
         }
-        match self.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.take_failed()
     }
 }
 
 impl Drop for DirectWriter {
     fn drop(&mut self) {
         // Buffers still queued come back to the pool from the queue.
-        for buf in self.spare.drain(..).chain(self.current.take()) {
+        self.release();
+        if let Some(buf) = self.current.take() {
             buf.keep();
-        }
-        while let Ok((buf, _)) = self.done.try_recv() {
-            if let Some(buf) = buf {
-                buf.keep();
-            }
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::store::staging::Staging;
 
 mod check;
 mod direct;
+mod on_demand;
 mod slots;
 
 pub use check::{BodyCheck, ChecksumAlgorithm};

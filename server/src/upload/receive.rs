@@ -26,6 +26,7 @@ use upcache_protocol::{InputHash, Key, Layout, Problem, ProblemType};
 
 use super::check::Running;
 use super::direct::DirectWriter;
+use super::on_demand::OnDemand;
 use super::{BodyCheck, BodyStream, Claim, Slot, Uploads};
 use crate::commit::Committed;
 use crate::error::{Error, Result};
@@ -334,7 +335,7 @@ pub(super) async fn receive(
             frames,
             result: Ok(()),
         }),
-        running: Mutex::new(false),
+        on_demand: OnDemand::default(),
         failed: AtomicBool::new(false),
     });
     let idle = uploads.idle;
@@ -443,8 +444,7 @@ pub(super) async fn receive(
 /// next bytes are received on another.
 struct Pipe {
     sink: Mutex<Sink>,
-    /// A blocking thread is draining the frames.
-    running: Mutex<bool>,
+    on_demand: OnDemand,
     /// The writer failed: the body need not be read further.
     failed: AtomicBool,
 }
@@ -471,24 +471,17 @@ impl Pipe {
         self.sink.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn running(&self) -> MutexGuard<'_, bool> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Makes sure a blocking thread drains the frames: called after each send.
     fn run(self: &Arc<Self>) {
-        let mut running = self.running();
-        if !*running {
-            *running = true;
-            let pipe = self.clone();
-            tokio::task::spawn_blocking(move || {
+        let pipe = self.clone();
+        self.on_demand
+            .start(&tokio::runtime::Handle::current(), move || {
                 let drained =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipe.drain()));
                 if drained.is_err() {
                     pipe.broke();
                 }
             });
-        }
     }
 
     /// After a drain panicked: the request fails, and its task, which may
@@ -500,7 +493,7 @@ impl Pipe {
         ));
         sink.frames.close();
         self.failed.store(true, Ordering::Release);
-        *self.running() = false;
+        self.on_demand.stopped();
     }
 
     fn drain(&self) {
@@ -510,18 +503,8 @@ impl Pipe {
             if sink.result.is_err() {
                 self.failed.store(true, Ordering::Release);
             }
-            // A frame sent before the sender looked at `running` is seen
-            // here; one sent after finds `running` false and starts a drain.
-            let mut running = self.running();
-            match sink.frames.try_recv() {
-                Ok(frame) => {
-                    drop(running);
-                    sink.take(frame);
-                }
-                Err(_) => {
-                    *running = false;
-                    return;
-                }
+            if self.on_demand.may_stop(|| !sink.frames.is_empty()) {
+                return;
             }
         }
     }
