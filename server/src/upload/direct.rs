@@ -382,39 +382,50 @@ impl Drop for DirectWriter {
     }
 }
 
-/// Copies `src` into `dst` (of the same length) with plain vector moves.
+/// Copies `src` into `dst` (of the same length) with plain vector loads and
+/// streaming (non-temporal) stores.
 ///
 /// Not `copy_from_slice`: glibc's `memcpy` uses `rep movsb` above about
 /// 2 KiB on CPUs with fast short `rep movsb`, and on AMD Zen that runs at
 /// well under half the speed of a vector loop when, as here, the source
 /// (hyper's read buffer) and the destination (an aligned buffer) are
-/// unaligned to each other. Profiled on an EPYC under a 1 GiB PATCH, the
-/// copy took 21% of the server's CPU time with `memcpy` and 10% with this.
+/// unaligned to each other. Streaming stores because nothing on this CPU
+/// reads the destination again — the disk's DMA does — so its lines need
+/// not be fetched into the cache first, nor evict the frames still to be
+/// hashed. Profiled on an EPYC under a 1 GiB PATCH, the copy took 21% of
+/// the server's CPU time with `memcpy`, 15% with cached vector stores and
+/// 8% with streaming ones (the server's CPU time per GiB fell by 8%: median
+/// of 8 ABBA pairs, 7 of them won).
 fn copy(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len());
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
         const STEP: usize = 64;
-        let whole = src.len() / STEP * STEP;
+        let head = (dst.as_ptr().align_offset(STEP)).min(src.len());
+        dst[..head].copy_from_slice(&src[..head]);
+        let whole = head + (src.len() - head) / STEP * STEP;
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i = 0;
+        let mut i = head;
         while i < whole {
             // SAFETY: `i + STEP <= len` for both slices, which do not
-            // overlap (one is borrowed mutably); SSE2 is part of x86_64,
-            // and these loads and stores take any alignment.
+            // overlap (one is borrowed mutably); SSE2 is part of x86_64;
+            // the loads take any alignment and `d + i` is 64-byte aligned.
             unsafe {
                 let a = _mm_loadu_si128(s.add(i) as *const __m128i);
                 let b = _mm_loadu_si128(s.add(i + 16) as *const __m128i);
                 let c = _mm_loadu_si128(s.add(i + 32) as *const __m128i);
                 let e = _mm_loadu_si128(s.add(i + 48) as *const __m128i);
-                _mm_storeu_si128(d.add(i) as *mut __m128i, a);
-                _mm_storeu_si128(d.add(i + 16) as *mut __m128i, b);
-                _mm_storeu_si128(d.add(i + 32) as *mut __m128i, c);
-                _mm_storeu_si128(d.add(i + 48) as *mut __m128i, e);
+                _mm_stream_si128(d.add(i) as *mut __m128i, a);
+                _mm_stream_si128(d.add(i + 16) as *mut __m128i, b);
+                _mm_stream_si128(d.add(i + 32) as *mut __m128i, c);
+                _mm_stream_si128(d.add(i + 48) as *mut __m128i, e);
             }
             i += STEP;
         }
+        // SAFETY: SSE is part of x86_64. Orders the streaming stores before
+        // the buffer is handed to the thread that writes it out.
+        unsafe { _mm_sfence() };
         dst[whole..].copy_from_slice(&src[whole..]);
     }
     #[cfg(not(target_arch = "x86_64"))]
