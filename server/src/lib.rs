@@ -25,8 +25,9 @@
 //!   parallel blocks into staging files under an [`upload::UploadId`],
 //!   hashing each block as it arrives; the newest request for a block or an
 //!   offset takes over, and a body must keep a minimum rate. A body waiting
-//!   for the network holds no thread, and one that stalls lets its write
-//!   buffers go. A complete upload is handed back as a value
+//!   for the network holds no thread, and one that stalls, or comes too
+//!   slowly to fill a write buffer soon, lets its buffers go. A complete
+//!   upload is handed back as a value
 //!   ([`upload::Completion`]).
 //! * [`commit`] — group commit: a block is acknowledged once its bytes and
 //!   its bit are durable.

@@ -337,3 +337,70 @@ async fn a_stalled_body_lets_its_buffers_go() {
     assert!(grew < most, "{grew} kB");
     drop(stalled);
 }
+
+/// Block bodies that send 1.5 MiB at once, then trickle on.
+const TRICKLING: usize = 100;
+
+#[tokio::test]
+async fn a_trickling_body_lets_its_buffers_go() {
+    let server = Server::start().await;
+    let bs: u64 = 4 << 20;
+    let create = serde_json::json!({
+        "input": {"blake3": "cd".repeat(32), "length": TRICKLING as u64 * bs},
+        "block_size": bs,
+        "operation": {"op": "identity"},
+    });
+    let resp = server.post_create(&create).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let status: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let key = status["key"].as_str().unwrap().parse().unwrap();
+    let before = server.proc_status_kb("VmRSS");
+    let stored = server.metric("upcache_bytes_stored_total").await;
+
+    let sent = pseudo_random(3 << 19, 29);
+    let mut conns = Vec::new();
+    for n in 0..TRICKLING as u64 {
+        let mut conn = RawConn::connect(server.addr()).await;
+        conn.send_head(
+            "PUT",
+            &block_path(&key, n),
+            &[("content-length", bs.to_string())],
+        )
+        .await;
+        conn.send(&sent).await;
+        conns.push(conn);
+    }
+    // Then 1 KiB from each every 100 ms, far above the minimum rate and
+    // never pausing long enough to count as stalled: too slow, though, to
+    // fill a write buffer soon, so each must let its buffer go all the same.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let trickle = tokio::spawn(async move {
+        let kib = [7u8; 1024];
+        loop {
+            for conn in &mut conns {
+                conn.send(&kib).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stopped.changed() => return conns,
+            }
+        }
+    });
+    stored_at_least(&server, stored, (TRICKLING * sent.len()) as u64).await;
+    // Each keeps less than the 1.5 MiB of buffer it filled: hyper's read
+    // buffer stays, up to 400 KiB a connection, and the pool keeps a few
+    // buffers.
+    let most = (TRICKLING as u64) * 1024;
+    let grew = eventually(
+        "the trickling requests to let their buffers go",
+        Duration::from_secs(20),
+        || async {
+            let grew = server.proc_status_kb("VmRSS").saturating_sub(before);
+            (grew < most).then_some(grew)
+        },
+    )
+    .await;
+    assert!(grew < most, "{grew} kB");
+    stop.send(true).unwrap();
+    drop(trickle.await.unwrap());
+}

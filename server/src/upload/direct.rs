@@ -36,12 +36,12 @@ use super::on_demand::OnDemand;
 /// Alignment of offsets, lengths and memory (covers 512- and 4096-byte devices).
 pub const ALIGN: u64 = 4096;
 /// Bytes gathered before a write: one transparent huge page.
-const CAPACITY: usize = 2 << 20;
+pub const CAPACITY: usize = 2 << 20;
 /// Buffers per writer: one being filled while the others are written out.
 const BUFFERS: usize = 3;
 
-/// Buffers kept for the next writers (every block request has one): a
-/// fresh buffer costs a huge page's fault and zeroing, a kept one nothing.
+/// Huge buffers kept for the next writers: a fresh one costs a huge page's
+/// fault and zeroing, a kept one nothing.
 static POOL: Mutex<Vec<Aligned>> = Mutex::new(Vec::new());
 /// Most buffers kept in [`POOL`] (the writers of a few uploads at once).
 const POOLED: usize = 16;
@@ -56,9 +56,11 @@ const POOLED: usize = 16;
 /// is then one step instead of 512, the device gets one segment, and the
 /// copy into it misses the TLB less; under a 1 GiB `PATCH` the server's CPU
 /// time fell by a fifth against 4 KiB pages. Its first byte makes the whole
-/// 2 MiB resident, though, so a body's first buffer (a trickling body may
-/// never fill it) is made of ordinary pages, resident only where filled;
-/// and only huge buffers are kept in the pool.
+/// 2 MiB resident, though, so a body that is let go of its buffers for
+/// being slow ([`DirectWriter::release`]) goes on with new mappings of
+/// ordinary pages, resident only where filled: a body that trickles in
+/// holds about what it has sent, not a kept 2 MiB. Only huge buffers are
+/// kept for other writers.
 struct Aligned {
     ptr: NonNull<u8>,
     huge: bool,
@@ -68,14 +70,18 @@ struct Aligned {
 unsafe impl Send for Aligned {}
 
 impl Aligned {
-    /// A kept buffer, or a new one (huge or not, see [`Aligned`]), which
-    /// fails only when the system is out of memory. Its bytes are whatever
-    /// a previous writer left: only what is filled is ever written out.
-    fn take(huge: bool) -> io::Result<Self> {
+    /// A buffer for a body of this pace: a kept one if there is one and
+    /// the body is not known to be slow, else a new one, huge if the body is
+    /// fast. Fails only when the system is out of memory. Its bytes are
+    /// whatever a previous writer left: only what is filled is ever written out.
+    fn take(pace: Pace) -> io::Result<Self> {
+        if pace == Pace::Slow {
+            return Self::map(false);
+        }
         let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match kept {
             Some(buf) => Ok(buf),
-            None => Self::map(huge),
+            None => Self::map(pace == Pace::Fast),
         }
     }
 
@@ -144,6 +150,19 @@ impl Drop for Aligned {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), CAPACITY) };
     }
+}
+
+/// What a writer knows of its body's pace, which decides its new buffers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pace {
+    /// Nothing yet: a kept buffer if there is one (most bodies are fast),
+    /// else a new ordinary one.
+    Unknown,
+    /// It has filled a buffer: huge ones.
+    Fast,
+    /// It was let go of its buffers ([`DirectWriter::release`]): new
+    /// ordinary ones, until it fills one.
+    Slow,
 }
 
 /// What runs after the writes queued before it, with their outcome.
@@ -246,9 +265,8 @@ pub struct DirectWriter {
     start: u64,
     len: usize,
     spare: Vec<Aligned>,
-    /// Whether a buffer has been filled whole: from then on, new buffers
-    /// are huge ones (see [`Aligned`]).
-    filled: bool,
+    /// What is known of the body's pace, which decides new buffers.
+    pace: Pace,
     queue: Arc<Queue>,
     done: mpsc::UnboundedReceiver<Done>,
     /// Jobs queued and not yet done.
@@ -279,7 +297,7 @@ impl DirectWriter {
             start: 0,
             len: 0,
             spare: Vec::new(),
-            filled: false,
+            pace: Pace::Unknown,
             queue,
             done,
             in_flight: 0,
@@ -292,7 +310,7 @@ impl DirectWriter {
         self.in_flight -= 1;
         if let Some(buf) = buf {
             // An ordinary buffer makes way for a huge one once the body is fast.
-            if self.spare.len() < BUFFERS && (buf.huge || !self.filled) {
+            if self.spare.len() < BUFFERS && (buf.huge || self.pace != Pace::Fast) {
                 self.spare.push(buf);
             } else {
                 buf.keep();
@@ -399,7 +417,7 @@ impl DirectWriter {
                 None => {
                     let buf = match self.spare.pop() {
                         Some(buf) => buf,
-                        None => Aligned::take(self.filled)?,
+                        None => Aligned::take(self.pace)?,
                     };
                     self.current.insert(buf)
                 }
@@ -411,7 +429,7 @@ impl DirectWriter {
             at += take as u64;
             bytes = &bytes[take..];
             if self.len == CAPACITY {
-                self.filled = true;
+                self.pace = Pace::Fast;
                 self.submit();
             }
         }
@@ -420,9 +438,11 @@ impl DirectWriter {
 
     /// Gives the buffers this writer holds back to the pool (which frees
     /// what it does not keep), once [`flush`](Self::flush) has written
-    /// them out: a request whose body has stalled keeps no buffer while it
-    /// waits.
+    /// them out: a request whose body has stalled, or comes too slowly to
+    /// fill a buffer soon, keeps no buffer while it waits. Its next buffers
+    /// are ordinary ones, until it fills one.
     pub fn release(&mut self) {
+        self.pace = Pace::Slow;
         self.settle_done();
         for buf in self.spare.drain(..) {
             buf.keep();
@@ -526,13 +546,6 @@ fn write_out(direct: &File, file: &File, buf: &[u8], start: u64) -> io::Result<(
 mod tests {
     use super::*;
 
-    /// Serializes the tests that use writers: they share the buffer pool,
-    /// which one of them empties, under `cargo test`'s threads.
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        static SERIAL: Mutex<()> = Mutex::new(());
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A runtime for the writers' blocking threads.
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -558,28 +571,32 @@ mod tests {
         DirectWriter::new(direct, Arc::new(file), rt.handle().clone())
     }
 
-    /// A body's first buffer is made of ordinary pages, so a trickling body
-    /// holds only the pages it has filled; once a buffer has been filled
-    /// whole, the writer's new buffers are huge pages at aligned addresses,
-    /// and only those are kept for other writers.
+    /// A body let go of its buffers for being slow goes on with ordinary
+    /// pages, whatever is kept, so it holds only the pages it fills; once it
+    /// has filled a buffer whole, its new buffers are huge pages at aligned
+    /// addresses, and only those are kept for other writers.
     #[test]
     fn huge_buffers_only_for_bodies_that_fill_one() {
-        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
         let len = 3 * CAPACITY;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
         let mut w = writer(&path, len, &rt);
-        // The pool may hold huge buffers of other tests: empty it.
-        POOL.lock().unwrap().clear();
-        w.write(&data[..1000], 0).unwrap();
+        let page = ALIGN as usize;
+        w.write(&data[..page], 0).unwrap();
+        w.flush().unwrap();
+        w.release();
+        // A huge buffer kept, which the slow body does not get.
+        Aligned::map(true).unwrap().keep();
+        w.write(&data[page..2 * page], page as u64).unwrap();
         assert!(
             !w.current.as_ref().unwrap().huge,
-            "first buffer is ordinary"
+            "a slow body's buffer is ordinary"
         );
         w.ready(CAPACITY);
-        w.write(&data[1000..CAPACITY + 1000], 1000).unwrap();
+        w.write(&data[2 * page..CAPACITY + 2 * page], 2 * page as u64)
+            .unwrap();
         let current = w.current.as_ref().unwrap();
         assert!(current.huge, "the buffer after a full one is huge");
         assert_eq!(
@@ -587,8 +604,8 @@ mod tests {
             0,
             "aligned to its size"
         );
-        w.ready(len - CAPACITY - 1000);
-        w.write(&data[CAPACITY + 1000..], (CAPACITY + 1000) as u64)
+        w.ready(len - CAPACITY - 2 * page);
+        w.write(&data[CAPACITY + 2 * page..], (CAPACITY + 2 * page) as u64)
             .unwrap();
         w.flush().unwrap();
         assert!(
@@ -618,7 +635,6 @@ mod tests {
     /// Whatever the pieces and offsets, the file ends up with the bytes.
     #[test]
     fn pieces_land_where_they_belong() {
-        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
@@ -649,7 +665,6 @@ mod tests {
     /// the caller waiting, and sees their bytes in the file.
     #[test]
     fn then_runs_once_the_bytes_before_it_are_written() {
-        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");
@@ -673,7 +688,6 @@ mod tests {
     /// queued behind it learns that the bytes are not all there.
     #[test]
     fn a_failed_write_is_reported_and_fails_what_follows() {
-        let _serial = serial();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staging");

@@ -347,9 +347,11 @@ pub(super) async fn receive(
         tokio::time::interval_at(tokio::time::Instant::now() + rate_window, rate_window);
     let mut window_bytes = 0u64;
     let mut remaining = end - start;
-    // When the body stalls, its buffered bytes are written out and the
-    // buffers let go, once.
-    let mut park_at = tokio::time::Instant::now() + PARK;
+    // When the body stalls or comes too slowly to fill a buffer soon, its
+    // buffered bytes are written out and the buffers let go.
+    let mut pace = tokio::time::interval_at(tokio::time::Instant::now() + PARK, PARK);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace_bytes = 0usize;
     let mut parked = true;
     let ended = loop {
         tokio::select! {
@@ -363,12 +365,15 @@ pub(super) async fn receive(
                 }
                 window_bytes = 0;
             }
-            _ = tokio::time::sleep_until(park_at), if !parked => {
-                parked = true;
-                if tx.send(Frame::Park).await.is_err() {
-                    break Ended::Complete; // cannot happen: the sink holds the receiver
+            _ = pace.tick() => {
+                if !parked && pace_bytes < SLOW {
+                    parked = true;
+                    if tx.send(Frame::Park).await.is_err() {
+                        break Ended::Complete; // cannot happen: the sink holds the receiver
+                    }
+                    pipe.run();
                 }
-                pipe.run();
+                pace_bytes = 0;
             }
             frame = tokio::time::timeout(idle, body.next()) => match frame {
                 Err(_) => break Ended::Interrupted("the body stalled".into()),
@@ -385,11 +390,12 @@ pub(super) async fn receive(
                     }
                     remaining -= bytes.len() as u64;
                     if !bytes.is_empty() {
+                        let bytes_len = bytes.len();
                         if tx.send(Frame::Bytes(bytes)).await.is_err() {
                             break Ended::Complete; // cannot happen: the sink holds the receiver
                         }
                         pipe.run();
-                        park_at = tokio::time::Instant::now() + PARK;
+                        pace_bytes += bytes_len;
                         parked = false;
                     }
                     if pipe.failed.load(Ordering::Acquire) {
@@ -452,12 +458,17 @@ struct Pipe {
 /// What the request's task hands the sink.
 enum Frame {
     Bytes(Bytes),
-    /// The body has stalled: write out what is buffered, let the buffers go.
+    /// The body has stalled or is slow: write out what is buffered, let the
+    /// buffers go.
     Park,
 }
 
-/// How long a body may pause before its buffers are let go ([`Frame::Park`]).
+/// How often a body's pace is looked at: one that has sent less than
+/// [`SLOW`] bytes since the last look is parked ([`Frame::Park`]).
 const PARK: std::time::Duration = std::time::Duration::from_secs(1);
+/// A buffer's worth: a body that sends less in a [`PARK`] interval is not
+/// worth a buffer held for it (see `direct::Aligned`).
+const SLOW: usize = super::direct::CAPACITY;
 
 struct Sink {
     writer: Writer,
