@@ -113,7 +113,9 @@ impl Aligned {
                 if tail > 0 {
                     libc::munmap((start + CAPACITY) as *mut libc::c_void, tail);
                 }
-                // Advice only: without transparent huge pages it is ordinary memory.
+                // Advice only: without transparent huge pages (or elsewhere
+                // than Linux) it is ordinary memory, aligned.
+                #[cfg(target_os = "linux")]
                 libc::madvise(start as *mut libc::c_void, CAPACITY, libc::MADV_HUGEPAGE);
             }
             let ptr = NonNull::new(start as *mut u8).expect("mmap returned a mapping");
