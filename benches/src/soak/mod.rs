@@ -281,6 +281,7 @@ fn report(
             format!("{:.0}", s.at.as_secs_f64()),
             size(s.rss),
             s.fds.to_string(),
+            s.sockets.to_string(),
             size(s.db),
             size(s.data),
             size(s.inputs),
@@ -292,7 +293,10 @@ fn report(
     print!(
         "{}",
         crate::report::render(
-            &["sample", "s", "RSS", "fds", "db", "data", "inputs", "results", "staging"],
+            &[
+                "sample", "s", "RSS", "fds", "sockets", "db", "data", "inputs", "results",
+                "staging"
+            ],
             &rows
         )
     );
