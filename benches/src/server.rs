@@ -178,6 +178,12 @@ pub(crate) fn vm_rss(status: &str) -> Option<u64> {
     status_kb(status, "VmRSS:")
 }
 
+/// Anonymous resident memory (`RssAnon` of `/proc/<pid>/status`), in bytes:
+/// `VmRSS` without the file pages the process has mapped.
+pub(crate) fn rss_anon(status: &str) -> Option<u64> {
+    status_kb(status, "RssAnon:")
+}
+
 /// A `kB` field of `/proc/<pid>/status`, in bytes.
 fn status_kb(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix(field))?;

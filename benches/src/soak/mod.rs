@@ -280,6 +280,7 @@ fn report(
             name.to_string(),
             format!("{:.0}", s.at.as_secs_f64()),
             size(s.rss),
+            size(s.anon),
             s.fds.to_string(),
             s.sockets.to_string(),
             size(s.db),
@@ -294,7 +295,7 @@ fn report(
         "{}",
         crate::report::render(
             &[
-                "sample", "s", "RSS", "fds", "sockets", "db", "data", "inputs", "results",
+                "sample", "s", "RSS", "anon", "fds", "sockets", "db", "data", "inputs", "results",
                 "staging"
             ],
             &rows

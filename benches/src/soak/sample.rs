@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::report::size;
-use crate::server::vm_rss;
+use crate::server::{rss_anon, vm_rss};
 use crate::Result;
 
 /// The server at one moment.
@@ -21,6 +21,8 @@ pub struct Sample {
     /// Since the clients started.
     pub at: Duration,
     pub rss: u64,
+    /// The anonymous part of `rss`: the rest is pages of mapped files.
+    pub anon: u64,
     pub fds: u64,
     /// The descriptors that are sockets: connections and the listener.
     pub sockets: u64,
@@ -50,6 +52,7 @@ impl Sample {
         Ok(Self {
             at,
             rss: vm_rss(&status).ok_or("no VmRSS in /proc/<pid>/status")?,
+            anon: rss_anon(&status).ok_or("no RssAnon in /proc/<pid>/status")?,
             fds,
             sockets,
             db: du(&data.join("db")),
