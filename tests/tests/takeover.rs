@@ -288,15 +288,19 @@ async fn many_slow_bodies_do_not_hold_up_other_uploads() {
     assert!(server.wait_result(&job.key).await == job.input);
 }
 
-/// Block bodies that send their first 3 MiB at once, then stall.
-const STALLED: usize = 100;
-
-#[tokio::test]
-async fn a_stalled_body_lets_its_buffers_go() {
-    let server = Server::start().await;
+/// Opens `count` block requests (4 MiB blocks of a new entry, the `fill`
+/// byte repeated as its input hash) that each send `sent`, and waits until
+/// the server has stored all of it. Returns the requests and the server's
+/// RSS (kB) before them.
+async fn block_bodies_stored(
+    server: &Server,
+    count: usize,
+    sent: &[u8],
+    fill: &str,
+) -> (Vec<RawConn>, u64) {
     let bs: u64 = 4 << 20;
     let create = serde_json::json!({
-        "input": {"blake3": "ab".repeat(32), "length": STALLED as u64 * bs},
+        "input": {"blake3": fill.repeat(32), "length": count as u64 * bs},
         "block_size": bs,
         "operation": {"op": "identity"},
     });
@@ -306,10 +310,8 @@ async fn a_stalled_body_lets_its_buffers_go() {
     let key = status["key"].as_str().unwrap().parse().unwrap();
     let before = server.proc_status_kb("VmRSS");
     let stored = server.metric("upcache_bytes_stored_total").await;
-
-    let sent = pseudo_random(3 << 20, 28);
-    let mut stalled = Vec::new();
-    for n in 0..STALLED as u64 {
+    let mut conns = Vec::new();
+    for n in 0..count as u64 {
         let mut conn = RawConn::connect(server.addr()).await;
         conn.send_head(
             "PUT",
@@ -317,24 +319,42 @@ async fn a_stalled_body_lets_its_buffers_go() {
             &[("content-length", bs.to_string())],
         )
         .await;
-        conn.send(&sent).await;
-        stalled.push(conn);
+        conn.send(sent).await;
+        conns.push(conn);
     }
-    stored_at_least(&server, stored, (STALLED * sent.len()) as u64).await;
+    stored_at_least(server, stored, (count * sent.len()) as u64).await;
+    (conns, before)
+}
+
+/// Asserts that the server's RSS comes to less than `most` kB above `before`.
+async fn rss_settles_below(server: &Server, before: u64, most: u64, what: &str) {
+    let grew = eventually(what, Duration::from_secs(20), || async {
+        let grew = server.proc_status_kb("VmRSS").saturating_sub(before);
+        (grew < most).then_some(grew)
+    })
+    .await;
+    assert!(grew < most, "{grew} kB");
+}
+
+/// Block bodies that send their first 3 MiB at once, then stall.
+const STALLED: usize = 100;
+
+#[tokio::test]
+async fn a_stalled_body_lets_its_buffers_go() {
+    let server = Server::start().await;
+    let sent = pseudo_random(3 << 20, 28);
+    let (stalled, before) = block_bodies_stored(&server, STALLED, &sent, "ab").await;
     // Each stalled request keeps well under the 3 MiB of buffers it
     // filled (it used to keep them all): hyper's read buffer stays, up to
     // 400 KiB a connection, and the pool keeps a few buffers.
     let most = (STALLED as u64) * 1536;
-    let grew = eventually(
+    rss_settles_below(
+        &server,
+        before,
+        most,
         "the stalled requests to let their buffers go",
-        Duration::from_secs(20),
-        || async {
-            let grew = server.proc_status_kb("VmRSS").saturating_sub(before);
-            (grew < most).then_some(grew)
-        },
     )
     .await;
-    assert!(grew < most, "{grew} kB");
     drop(stalled);
 }
 
@@ -344,32 +364,8 @@ const TRICKLING: usize = 100;
 #[tokio::test]
 async fn a_trickling_body_lets_its_buffers_go() {
     let server = Server::start().await;
-    let bs: u64 = 4 << 20;
-    let create = serde_json::json!({
-        "input": {"blake3": "cd".repeat(32), "length": TRICKLING as u64 * bs},
-        "block_size": bs,
-        "operation": {"op": "identity"},
-    });
-    let resp = server.post_create(&create).await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let status: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-    let key = status["key"].as_str().unwrap().parse().unwrap();
-    let before = server.proc_status_kb("VmRSS");
-    let stored = server.metric("upcache_bytes_stored_total").await;
-
     let sent = pseudo_random(3 << 19, 29);
-    let mut conns = Vec::new();
-    for n in 0..TRICKLING as u64 {
-        let mut conn = RawConn::connect(server.addr()).await;
-        conn.send_head(
-            "PUT",
-            &block_path(&key, n),
-            &[("content-length", bs.to_string())],
-        )
-        .await;
-        conn.send(&sent).await;
-        conns.push(conn);
-    }
+    let (mut conns, before) = block_bodies_stored(&server, TRICKLING, &sent, "cd").await;
     // Then 1 KiB from each every 100 ms, far above the minimum rate and
     // never pausing long enough to count as stalled: too slow, though, to
     // fill a write buffer soon, so each must let its buffer go all the same.
@@ -386,21 +382,17 @@ async fn a_trickling_body_lets_its_buffers_go() {
             }
         }
     });
-    stored_at_least(&server, stored, (TRICKLING * sent.len()) as u64).await;
     // Each keeps less than the 1.5 MiB of buffer it filled: hyper's read
     // buffer stays, up to 400 KiB a connection, and the pool keeps a few
     // buffers.
     let most = (TRICKLING as u64) * 1024;
-    let grew = eventually(
+    rss_settles_below(
+        &server,
+        before,
+        most,
         "the trickling requests to let their buffers go",
-        Duration::from_secs(20),
-        || async {
-            let grew = server.proc_status_kb("VmRSS").saturating_sub(before);
-            (grew < most).then_some(grew)
-        },
     )
     .await;
-    assert!(grew < most, "{grew} kB");
     stop.send(true).unwrap();
     drop(trickle.await.unwrap());
 }
