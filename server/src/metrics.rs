@@ -284,6 +284,8 @@ pub static REMOTE_BREAKER_STATE: Gauge = Gauge::new(
 const GAUGES: &[&Gauge] = &[
     &DISK_USED,
     &DISK_RESERVED,
+    &MEMORY_HELD,
+    &MEMORY_PINNED,
     &WRITE_BEHIND_DEPTH,
     &WRITE_BEHIND_AGE,
     &REMOTE_BREAKER_STATE,
@@ -351,6 +353,14 @@ pub static MEMORY_FILLBACKS: Counter = Counter::new(
 pub static MEMORY_EVICTIONS: Counter = Counter::new(
     "upcache_memory_evictions_total",
     "Items the memory tier evicted to stay within memory_cap",
+);
+pub static MEMORY_HELD: Gauge = Gauge::new(
+    "upcache_memory_held_bytes",
+    "Weight of the memory tier's evictable items (their bytes plus 128 each), at most memory_cap",
+);
+pub static MEMORY_PINNED: Gauge = Gauge::new(
+    "upcache_memory_pinned_bytes",
+    "Bytes of pinned results held in memory, outside memory_cap (memory_pin_operations)",
 );
 
 pub static RESULT_REDIRECTS: Counter = Counter::new(

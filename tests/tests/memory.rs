@@ -15,6 +15,8 @@ const HITS: &str = "upcache_memory_hits_total";
 const MISSES: &str = "upcache_memory_misses_total";
 const FILLBACKS: &str = "upcache_memory_fillbacks_total";
 const EVICTIONS: &str = "upcache_memory_evictions_total";
+const HELD: &str = "upcache_memory_held_bytes";
+const PINNED: &str = "upcache_memory_pinned_bytes";
 
 async fn get(server: &Server, key: &Key) -> (StatusCode, Vec<u8>) {
     let resp = server
@@ -164,6 +166,13 @@ memory_pin_operations = ["image.thumbnail"]
         assert_eq!(server.oneshot(&other).await.len(), 30 * 1024);
     }
     assert!(server.metric(EVICTIONS).await >= 30.0, "the stream evicted");
+    // The gauges tell the tier's bytes: full to its cap, pinned beside it.
+    let held = server.metric(HELD).await;
+    assert!(
+        (128.0 * 1024.0..=256.0 * 1024.0).contains(&held),
+        "held {held}"
+    );
+    assert_eq!(server.metric(PINNED).await, want.len() as f64);
     // The unpinned first result was evicted: its next read is a miss.
     let misses = server.metric(MISSES).await;
     get(&server, &first.key).await;
@@ -183,10 +192,23 @@ async fn delete_reaches_the_memory_copy() {
         let hits = server.metric(HITS).await;
         assert_eq!(get(&server, &job.key).await.0, StatusCode::OK);
         assert_eq!(server.metric(HITS).await - hits, 1.0, "in memory before");
+        let held = server.metric(HELD).await;
+        assert!(held > 0.0, "held {held}");
         assert_eq!(
             server.delete(&job.key).await.status(),
             StatusCode::NO_CONTENT
         );
+        // A result of its own leaves memory; identity's bytes are the input,
+        // which stays (other operations may use it).
+        let after = server.metric(HELD).await;
+        if job.op.name() == "identity" {
+            assert_eq!(after, held, "the input stays in memory");
+        } else {
+            assert!(
+                after < held,
+                "the result's bytes left memory: {held} -> {after}"
+            );
+        }
         let (code, _) = get(&server, &job.key).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "deleted: {}", job.op.name());
         let head = server

@@ -110,9 +110,21 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let server = BenchServer::start(&opts.server_bin, &work.path().join("server"))?;
     let (pid, data) = (server.pid(), server.data_dir());
+    let probe = http_client_with_timeout(1, Duration::from_secs(10))?;
+    let metrics = format!("{}/metrics", server.base_url());
     let take = |at: Duration| {
-        let data = data.clone();
-        async move { tokio::task::spawn_blocking(move || Sample::take(pid, &data, at)).await? }
+        let (data, probe, metrics) = (data.clone(), probe.clone(), metrics.clone());
+        async move {
+            let text = probe
+                .get(&metrics)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
+            let tier = sample::memory_tier(&text).ok_or("no memory tier gauges in /metrics")?;
+            tokio::task::spawn_blocking(move || Sample::take(pid, &data, at, tier)).await?
+        }
     };
     let before = take(Duration::ZERO).await?;
     println!("  server    {} (pid {pid})", server.base_url());
@@ -141,7 +153,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut warm = None;
     let mut next_line = started + opts.every;
     let mut last = (started, 0u64);
-    println!("progress (RSS, fds and disk use of the server; data = du of its data dir)");
+    println!("progress (RSS, the memory tier's bytes, fds and disk use of the server; data = du of its data dir)");
     let end = loop {
         let now = Instant::now();
         let wake = [next_line, stop]
@@ -281,6 +293,7 @@ fn report(
             format!("{:.0}", s.at.as_secs_f64()),
             size(s.rss),
             size(s.anon),
+            size(s.tier),
             s.fds.to_string(),
             s.sockets.to_string(),
             size(s.db),
@@ -295,8 +308,8 @@ fn report(
         "{}",
         crate::report::render(
             &[
-                "sample", "s", "RSS", "anon", "fds", "sockets", "db", "data", "inputs", "results",
-                "staging"
+                "sample", "s", "RSS", "anon", "mem tier", "fds", "sockets", "db", "data", "inputs",
+                "results", "staging"
             ],
             &rows
         )

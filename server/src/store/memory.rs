@@ -31,6 +31,9 @@
 //!
 //! Counters: evictions are counted here ([`metrics::MEMORY_EVICTIONS`]);
 //! hits, misses and fill-backs by the caller, which knows why it looked.
+//! The gauges [`metrics::MEMORY_HELD`] and [`metrics::MEMORY_PINNED`] follow
+//! every change (the server has one memory tier), so an operator can tell
+//! the tier's bytes from the rest of the process's memory.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -172,6 +175,8 @@ impl MemoryStore {
             let mut pins = self.pins.write().expect("pins lock");
             if pins.names.contains(&name) {
                 pins.held.insert(name, bytes);
+                drop(pins);
+                self.publish();
                 return true;
             }
         }
@@ -179,6 +184,7 @@ impl MemoryStore {
             return false;
         }
         cache.insert(name, bytes);
+        self.publish();
         true
     }
 
@@ -192,6 +198,9 @@ impl MemoryStore {
             .remove(name)
             .is_some();
         let cached = self.cache.as_ref().and_then(|c| c.remove(name)).is_some();
+        if pinned || cached {
+            self.publish();
+        }
         pinned || cached
     }
 
@@ -202,6 +211,8 @@ impl MemoryStore {
         pins.names.insert(name);
         if let Some((_, bytes)) = self.cache.as_ref().and_then(|c| c.remove(&name)) {
             pins.held.insert(name, bytes);
+            drop(pins);
+            self.publish();
         }
     }
 
@@ -214,7 +225,9 @@ impl MemoryStore {
             pins.held.remove(name)
         };
         if let Some(bytes) = bytes {
-            self.insert(*name, bytes);
+            if !self.insert(*name, bytes) {
+                self.publish();
+            }
         }
     }
 
@@ -238,6 +251,12 @@ impl MemoryStore {
     pub fn pinned_bytes(&self) -> u64 {
         let pins = self.pins.read().expect("pins lock");
         pins.held.values().map(|b| b.len() as u64).sum()
+    }
+
+    /// Sets the tier's gauges to what it holds now.
+    fn publish(&self) {
+        metrics::MEMORY_HELD.set(self.held());
+        metrics::MEMORY_PINNED.set(self.pinned_bytes());
     }
 
     fn names(&self) -> Vec<BlobName> {
