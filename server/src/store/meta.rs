@@ -5,7 +5,7 @@
 //! | tree      | key                         | value                                   |
 //! |-----------|-----------------------------|-----------------------------------------|
 //! | `entries` | operation key (32 bytes)    | [`EntryRecord`], JSON, format `fv` 2 (1: release 0.1, migrated at start-up) |
-//! | `uploads` | upload id (32 bytes)        | [`UploadRecord`], binary, format byte 1 |
+//! | `uploads` | upload id (32 bytes)        | [`UploadRecord`] but its digest, binary, format byte 2 |
 //! | `cvs`     | upload id ‖ block (u64 BE)  | the block's chaining value (32 bytes)   |
 //! | `files`   | upload id (32 bytes)        | [`FileRecord`], JSON with format `fv`   |
 //! | `write_behind` | blob name              | a job for the remote tier ([`super::write_behind`]) |
@@ -22,15 +22,27 @@
 //! (the page cache is bounded by `db_cache`), so callers may make them on the
 //! async runtime; `flush` (an fsync) must run on a blocking thread.
 //!
+//! An upload's commutative digest is not stored: it is the sum of its
+//! received blocks' contributions, and their chaining values are in `cvs`,
+//! committed with the bits. [`Meta`] keeps each upload's digest in memory,
+//! adds the blocks committed since, and derives it again from `cvs` after a
+//! restart. Stored, it made every upload record 2 KiB, rewritten with every
+//! commit and tail; sled's log-structured file could not reclaim that churn
+//! as fast as it came while the long-lived trees grew beside it (the soak
+//! benchmark saw the database grow a thousand times faster than its live
+//! records).
+//!
 //! Every write first makes sure sled has room ([`Room`]): on a full disk it
 //! fails with [`MetaError::NoSpace`] before sled sees it, since sled itself
 //! would stop taking writes until a restart.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use roaring::RoaringBitmap;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use upcache_protocol::{InputHash, Key};
+use upcache_protocol::{Digest, InputHash, Key};
 
 use super::space::Room;
 use crate::clock::SharedClock;
@@ -149,7 +161,21 @@ pub struct Meta {
     room: Arc<Room>,
     /// What records are stamped with.
     clock: SharedClock,
+    /// The digests of uploads, as far as they were derived.
+    digests: Arc<Mutex<HashMap<Key, KnownDigest>>>,
 }
+
+/// An upload's digest over the blocks `covered`, of the upload `epoch`.
+#[derive(Debug, Clone)]
+struct KnownDigest {
+    epoch: u64,
+    covered: RoaringBitmap,
+    digest: Digest,
+}
+
+/// Uploads whose digests are kept at most; past it the memory forgets them
+/// all (each is derived again when next read).
+const KNOWN_DIGESTS: usize = 4096;
 
 impl Meta {
     /// Opens (or creates) the database in `dir`; records are stamped with
@@ -169,6 +195,7 @@ impl Meta {
             pins: db.open_tree("pins")?,
             db,
             clock,
+            digests: Arc::default(),
         })
     }
 
@@ -210,10 +237,64 @@ impl Meta {
     }
 
     pub fn upload(&self, id: &Key) -> Result<Option<UploadRecord>> {
-        self.uploads
-            .get(id.as_bytes())?
-            .map(|v| UploadRecord::decode(&v))
-            .transpose()
+        let Some(bytes) = self.uploads.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut rec = UploadRecord::decode(&bytes)?;
+        rec.digest = self.digest_of(id, &rec)?;
+        Ok(Some(rec))
+    }
+
+    /// The digest of the blocks `rec` says are received: the one known for
+    /// the upload, plus the contributions of the blocks committed since
+    /// (their chaining values read from `cvs`). The contributions are
+    /// computed outside the lock; a block whose chaining value is gone (the
+    /// upload was removed or started again meanwhile) leaves the digest
+    /// unknown, and the next read derives it again.
+    fn digest_of(&self, id: &Key, rec: &UploadRecord) -> Result<Digest> {
+        let known = self
+            .digests
+            .lock()
+            .expect("digests lock")
+            .get(id)
+            .filter(|k| k.epoch == rec.epoch && k.covered.is_subset(&rec.received))
+            .cloned();
+        let mut known = known.unwrap_or_else(|| KnownDigest {
+            epoch: rec.epoch,
+            covered: RoaringBitmap::new(),
+            digest: Digest::new(),
+        });
+        let mut complete = true;
+        for block in &rec.received - &known.covered {
+            match self.cvs.get(cv_key(id, u64::from(block)))? {
+                Some(cv) if cv.len() == 32 => {
+                    let cv: [u8; 32] = cv[..].try_into().expect("32 bytes");
+                    known.digest.add(u64::from(block), &cv);
+                    known.covered.insert(block);
+                }
+                _ => complete = false,
+            }
+        }
+        let digest = known.digest.clone();
+        if complete {
+            let mut digests = self.digests.lock().expect("digests lock");
+            if digests.len() >= KNOWN_DIGESTS && !digests.contains_key(id) {
+                digests.clear();
+            }
+            // A concurrent reader may have stored a digest of more blocks.
+            let better = digests
+                .get(id)
+                .is_some_and(|k| k.epoch == known.epoch && k.covered.len() > known.covered.len());
+            if !better {
+                digests.insert(*id, known);
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Forgets the digest of an upload that ended or starts again.
+    fn forget_digest(&self, id: &Key) {
+        self.digests.lock().expect("digests lock").remove(id);
     }
 
     pub fn file(&self, id: &Key) -> Result<Option<FileRecord>> {
@@ -411,6 +492,11 @@ impl Meta {
                 }
             }
         }))
+        .inspect(|changed| {
+            if upload == UploadChange::End && changed.as_ref().is_some_and(|c| c.1) {
+                self.forget_digest(id);
+            }
+        })
     }
 
     /// Removes a record of `tree`, its upload record and chaining values.
@@ -452,7 +538,6 @@ impl Meta {
                     continue;
                 }
                 if rec.received.insert(b.block as u32) {
-                    rec.digest.add(b.block, &b.cv);
                     cvs.insert(&cv_key(&b.upload, b.block)[..], &b.cv[..])?;
                 }
                 if rec.tail.is_some_and(|(tb, _)| tb == b.block) {
@@ -464,7 +549,13 @@ impl Meta {
                 uploads.insert(key.as_bytes(), rec.encode())?;
             }
             Ok(records)
-        }))
+        }))?
+        .into_iter()
+        .map(|(key, mut rec)| {
+            rec.digest = self.digest_of(&key, &rec)?;
+            Ok((key, rec))
+        })
+        .collect()
     }
 
     /// Records (or clears) the durable partial block of a sequential upload
@@ -545,6 +636,7 @@ impl Meta {
     /// Deletes every chaining value of an upload.
     pub fn clear_cvs(&self, id: &Key) -> Result<()> {
         self.room()?;
+        self.forget_digest(id);
         let mut batch = sled::Batch::default();
         for item in self.cvs.scan_prefix(id.as_bytes()).keys() {
             batch.remove(item?);
@@ -679,10 +771,72 @@ mod tests {
         r.received.insert(0);
         r.received.insert(1);
         r.received.insert(4);
-        r.digest.add(0, &[1; 32]);
         assert_eq!(UploadRecord::decode(&r.encode()).unwrap(), r);
         assert_eq!(r.prefix(), 2);
         assert!(UploadRecord::decode(&[9, 9]).is_err());
+        // The digest is not part of the stored form.
+        r.digest.add(0, &[1; 32]);
+        assert_eq!(
+            UploadRecord::decode(&r.encode()).unwrap().digest,
+            Digest::new()
+        );
+        assert!(r.encode().len() < 64, "{} bytes", r.encode().len());
+    }
+
+    #[test]
+    fn upload_records_of_format_1_still_decode() {
+        // Format 1: the header, the 2 KiB digest inline, the bitmap.
+        let mut bitmap = roaring::RoaringBitmap::new();
+        bitmap.insert(0);
+        bitmap.insert(2);
+        let mut v1 = vec![1u8];
+        for n in [7u64, 99, 3, 100] {
+            v1.extend_from_slice(&n.to_le_bytes());
+        }
+        v1.extend_from_slice(&[0xab; 2048]);
+        bitmap.serialize_into(&mut v1).unwrap();
+        let r = UploadRecord::decode(&v1).unwrap();
+        assert_eq!((r.touched, r.epoch, r.tail), (7, 99, Some((3, 100))));
+        assert_eq!(r.received, bitmap);
+        assert!(UploadRecord::decode(&v1[..100]).is_err(), "cut short");
+    }
+
+    #[test]
+    fn the_digest_is_derived_from_the_chaining_values_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Meta::open(&dir.path().join("db"), 1 << 20, SharedClock::default()).unwrap();
+        let key = Key([4; 32]);
+        let mut expect = Digest::new();
+        {
+            let m = open();
+            m.create(&key, &entry(), true).unwrap();
+            let epoch = m.upload(&key).unwrap().unwrap().epoch;
+            for block in [3u64, 0, 7] {
+                let cv = [block as u8 + 1; 32];
+                expect.add(block, &cv);
+                let recs = m
+                    .commit_blocks(&[BlockCommit {
+                        upload: key,
+                        epoch,
+                        block,
+                        cv,
+                    }])
+                    .unwrap();
+                assert_eq!(recs[0].1.digest, expect, "after block {block}");
+            }
+            m.set_tail(&key, epoch, Some((1, 10))).unwrap();
+            m.flush().unwrap();
+            let stored = m.uploads.get(key.as_bytes()).unwrap().unwrap();
+            assert!(stored.len() < 100, "a small record: {} bytes", stored.len());
+        }
+        let m = open();
+        let rec = m.upload(&key).unwrap().unwrap();
+        assert_eq!(rec.digest, expect, "derived again from cvs");
+        assert_eq!(rec.tail, Some((1, 10)));
+        // Started again, the upload's digest starts from nothing.
+        m.update(&key, UploadChange::Start, |e| Some(e.clone()))
+            .unwrap();
+        assert_eq!(m.upload(&key).unwrap().unwrap().digest, Digest::new());
     }
 
     #[test]

@@ -158,15 +158,22 @@ impl EntryRecord {
     }
 }
 
-const UPLOAD_FORMAT: u8 = 1;
-const UPLOAD_HEADER: usize = 1 + 8 + 8 + 8 + 8 + upcache_protocol::digest::LANES * 2;
+/// Upload records are format 2: no digest. Format 1 (release 0.1 up to
+/// this change) carried the 2 KiB digest inline, rewritten with every
+/// commit and tail; it still decodes (the inline digest is ignored: the
+/// digest is derived from the chaining values, see [`super::meta`]).
+const UPLOAD_FORMAT: u8 = 2;
+const UPLOAD_FORMAT_1: u8 = 1;
+const UPLOAD_HEADER: usize = 1 + 8 + 8 + 8 + 8;
+const UPLOAD_HEADER_1: usize = UPLOAD_HEADER + upcache_protocol::digest::LANES * 2;
 
 /// The durable progress of one upload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UploadRecord {
     /// Blocks whose bytes and chaining value are durable.
     pub received: RoaringBitmap,
-    /// Commutative digest of the received blocks.
+    /// Commutative digest of the received blocks. Not stored: derived from
+    /// their chaining values when the record is read through [`super::meta::Meta`].
     pub digest: Digest,
     /// A durable partial block written by a sequential append: (block, bytes).
     pub tail: Option<(u64, u64)>,
@@ -178,6 +185,7 @@ pub struct UploadRecord {
 }
 
 impl UploadRecord {
+    /// The stored form: everything but the digest.
     pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(UPLOAD_HEADER + self.received.serialized_size());
         out.push(UPLOAD_FORMAT);
@@ -186,27 +194,30 @@ impl UploadRecord {
         let (tb, tl) = self.tail.unwrap_or((0, 0));
         out.extend_from_slice(&tb.to_le_bytes());
         out.extend_from_slice(&tl.to_le_bytes());
-        out.extend_from_slice(&self.digest.to_bytes());
         self.received
             .serialize_into(&mut out)
             .expect("writing to a Vec");
         out
     }
 
+    /// A stored record, of either format; its digest is left empty.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
         let corrupt = |what: &str| MetaError::Corrupt(format!("upload record: {what}"));
-        if bytes.len() < UPLOAD_HEADER || bytes[0] != UPLOAD_FORMAT {
-            return Err(corrupt("unknown format"));
+        let header = match bytes.first() {
+            Some(&UPLOAD_FORMAT) => UPLOAD_HEADER,
+            Some(&UPLOAD_FORMAT_1) => UPLOAD_HEADER_1,
+            _ => return Err(corrupt("unknown format")),
+        };
+        if bytes.len() < header {
+            return Err(corrupt("too short"));
         }
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         let (touched, epoch, tb, tl) = (u64_at(1), u64_at(9), u64_at(17), u64_at(25));
-        let digest =
-            Digest::from_bytes(&bytes[33..UPLOAD_HEADER]).ok_or_else(|| corrupt("digest"))?;
-        let received = RoaringBitmap::deserialize_from(&bytes[UPLOAD_HEADER..])
-            .map_err(|_| corrupt("bitmap"))?;
+        let received =
+            RoaringBitmap::deserialize_from(&bytes[header..]).map_err(|_| corrupt("bitmap"))?;
         Ok(Self {
             received,
-            digest,
+            digest: Digest::default(),
             tail: (tl > 0).then_some((tb, tl)),
             touched,
             epoch,
