@@ -276,6 +276,14 @@ async fn read_latency_histograms_move_per_tier() {
     let in_memory = Job::identity(pseudo_random(1024, 21));
     server.oneshot(&on_disk).await;
     server.oneshot(&in_memory).await;
+    // A produced result goes into memory after the answer: wait for it, or
+    // the first read is a miss that fills from disk.
+    eventually(
+        "the small result in memory",
+        Duration::from_secs(5),
+        || async { (server.metric(HELD).await >= 1024.0).then_some(()) },
+    )
+    .await;
     let before = exposition(&server).await;
     for _ in 0..3 {
         assert_eq!(get(&server, &on_disk.key).await.1, on_disk.input);
