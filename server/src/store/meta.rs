@@ -28,9 +28,9 @@
 //! adds the blocks committed since, and derives it again from `cvs` after a
 //! restart. Stored, it made every upload record 2 KiB, rewritten with every
 //! commit and tail; sled's log-structured file could not reclaim that churn
-//! as fast as it came while the long-lived trees grew beside it (the soak
-//! benchmark saw the database grow a thousand times faster than its live
-//! records).
+//! as fast as it came while the long-lived trees grew beside it (in the
+//! soak benchmark the file reached 25 times its live records in 150 s, and
+//! kept growing).
 //!
 //! Every write first makes sure sled has room ([`Room`]): on a full disk it
 //! fails with [`MetaError::NoSpace`] before sled sees it, since sled itself
