@@ -252,13 +252,17 @@ impl Meta {
     /// upload was removed or started again meanwhile) leaves the digest
     /// unknown, and the next read derives it again.
     fn digest_of(&self, id: &Key, rec: &UploadRecord) -> Result<Digest> {
-        let known = self
-            .digests
-            .lock()
-            .expect("digests lock")
-            .get(id)
-            .filter(|k| k.epoch == rec.epoch && k.covered.is_subset(&rec.received))
-            .cloned();
+        let known = {
+            let digests = self.digests.lock().expect("digests lock");
+            let known = digests
+                .get(id)
+                .filter(|k| k.epoch == rec.epoch && k.covered.is_subset(&rec.received));
+            // Nothing committed since (the usual read): the digest as known.
+            if let Some(k) = known.filter(|k| k.covered.len() == rec.received.len()) {
+                return Ok(k.digest.clone());
+            }
+            known.cloned()
+        };
         let mut known = known.unwrap_or_else(|| KnownDigest {
             epoch: rec.epoch,
             covered: RoaringBitmap::new(),
